@@ -1,0 +1,141 @@
+"""Configuration from environment variables, validated once per process.
+
+A function that starts with a bad environment should say *everything* that is wrong in
+one message, at start, rather than fail one variable at a time on the first event.
+The README's configuration table documents each variable declared here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import ConfigError
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting a function reads. Defaults suit a production deployment."""
+
+    project: str
+    results_topic: str = "dataloop-gar-results"
+    skip_tag_patterns: tuple[str, ...] = ("*.sig", "*.att", "*.sbom")
+    http_timeout_seconds: float = 10.0
+    http_retries: int = 3
+    integration_cache_ttl_seconds: float = 60.0
+    registry_insecure_hosts: tuple[str, ...] = ()
+    secret_manager_endpoint: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def results_topic_path(self) -> str:
+        if self.results_topic.startswith("projects/"):
+            return self.results_topic
+        return f"projects/{self.project}/topics/{self.results_topic}"
+
+
+def _text(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _number(low: float, high: float, kind: type = float) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {value}")
+        return number
+
+    return parse
+
+
+def _level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _endpoint(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    return value.rstrip("/")
+
+
+#: env var -> (Settings field, parser). ``project`` is resolved separately (two names).
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "RESULTS_TOPIC": ("results_topic", _text),
+    "SKIP_TAG_PATTERNS": ("skip_tag_patterns", _csv),
+    "HTTP_TIMEOUT_SECONDS": ("http_timeout_seconds", _number(0.1, 300)),
+    "HTTP_RETRIES": ("http_retries", _number(0, 10, int)),
+    "INTEGRATION_CACHE_TTL_SECONDS": ("integration_cache_ttl_seconds", _number(0, 3600)),
+    "REGISTRY_INSECURE_HOSTS": ("registry_insecure_hosts", _csv),
+    "SECRET_MANAGER_ENDPOINT": ("secret_manager_endpoint", _endpoint),
+    "LOG_LEVEL": ("log_level", _level),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ``.
+
+    Raises:
+        ConfigError: listing every missing or invalid variable at once.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    project = (env.get("GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or "").strip()
+    if not project:
+        problems.append("GCP_PROJECT: required (the project that holds the secrets and topics)")
+    values["project"] = project
+
+    for name, (field, parse) in _VARIABLES.items():
+        if name not in env:
+            continue
+        try:
+            values[field] = parse(env[name])
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process's settings, loaded on first use and then kept."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = load_settings()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the loaded settings (tests change the environment between cases)."""
+    global _settings
+    with _lock:
+        _settings = None
