@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from shared.errors import RejectedMessage
 MAX_DATA_BYTES = 64 * 1024
 MAX_ATTRIBUTES = 64
 MAX_JSON_DEPTH = 16
+_URLSAFE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ def from_cloud_event(event: Any) -> PubSubMessage:
         raise RejectedMessage("event data has no 'message' object; is this a Pub/Sub event?")
 
     data = _decode_data(message.get("data"))
-    attributes = message.get("attributes") or {}
+    attributes = message.get("attributes")
+    if attributes is None:
+        attributes = {}
     if not isinstance(attributes, dict):
         raise RejectedMessage(f"message.attributes must be an object, got {type(attributes).__name__}")
     if len(attributes) > MAX_ATTRIBUTES:
@@ -133,10 +137,15 @@ def _decode_data(raw: Any) -> bytes:
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        try:  # some producers use the URL-safe alphabet
+        pass
+    # Some producers use the URL-safe alphabet, often unpadded; decode it only when every
+    # character belongs to it (the decoder would otherwise silently drop the rest).
+    if _URLSAFE.fullmatch(raw):
+        try:
             return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (binascii.Error, ValueError):
-            raise RejectedMessage("message.data is not valid base64") from None
+            pass
+    raise RejectedMessage("message.data is not valid base64")
 
 
 def _text(message: Mapping[str, Any], *names: str) -> str | None:

@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` (the system end to end on the local cloud)
+# and `make test` (the whole suite). Both install what is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo stack test test-unit lint system-packages clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+system-packages:
+	@deploy/local/system-packages.sh
+
+test: system-packages $(VENV)/.installed
+	$(PY) -m pytest
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+demo: system-packages $(VENV)/.installed
+	$(PY) -m localcloud demo
+
+stack: system-packages $(VENV)/.installed
+	$(PY) -m localcloud up
+
+clean:
+	rm -rf $(VENV) .pytest_cache

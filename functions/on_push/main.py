@@ -1,0 +1,17 @@
+"""on_push: Artifact Registry says an image was pushed; prove Dataloop can pull it.
+
+Trigger: Pub/Sub topic ``gcr`` (Eventarc ``google.cloud.pubsub.topic.v1.messagePublished``).
+The workflow is shared.push.PushTester; this file only wires it to the event.
+"""
+
+import functions_framework
+
+from shared import entrypoint, runtime
+
+runtime.start("on_push")
+
+
+@functions_framework.cloud_event
+def on_push(event):  # type: ignore[no-untyped-def]
+    """Acknowledge every outcome; raise only for transient failures (redelivery)."""
+    entrypoint.handle_event("reference-test", event, runtime.push_tester().handle, runtime.results())

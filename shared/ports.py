@@ -1,0 +1,40 @@
+"""The small interfaces workflows depend on, so that they never import a client library.
+
+Adapters (Secret Manager, the registry client, Pub/Sub, Dataloop) implement these;
+unit tests implement them with in-memory fakes (tests/unit/fakes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from shared.images import RegistryImage
+    from shared.integrations import ManagedIntegration
+    from shared.keys import ServiceAccountKey
+    from shared.registry import ManifestRef, RegistryCredential
+    from shared.results import Outcome
+
+
+class ManifestResolver(Protocol):
+    def resolve(self, image: RegistryImage, credential: RegistryCredential) -> ManifestRef:
+        """HEAD the manifest with a pull token; raise CredentialsRefused/ImageNotFound/DigestMismatch/RegistryUnavailable."""
+
+
+class IntegrationDirectory(Protocol):
+    def covering(self, image: RegistryImage) -> Sequence[ManagedIntegration]:
+        """The managed integrations whose registry host and repositories cover ``image``."""
+
+    def refresh(self) -> None:
+        """Forget any cached view, so the next lookup reads the source again."""
+
+
+class KeySource(Protocol):
+    def key(self, integration: ManagedIntegration, alias: str = "current") -> ServiceAccountKey:
+        """The key file an integration's secret holds under ``alias``."""
+
+
+class ResultSink(Protocol):
+    def publish(self, outcome: Outcome) -> None:
+        """Deliver one outcome to whoever watches results; raise TransientError if it could not."""

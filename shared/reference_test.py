@@ -1,0 +1,77 @@
+"""The reference test: can the credentials Dataloop holds really pull this image?
+
+Registry tier (DESIGN.md 3.3): with the integration's ``current`` key, exactly as Dataloop
+presents it (``_json_key`` Basic auth to the registry's token endpoint), take a pull token
+and HEAD the manifest. Passing means 200 and, when asked by digest, the same digest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from shared.errors import CredentialsRefused, DigestMismatch, ImageNotFound, PermanentError
+from shared.images import RegistryImage
+from shared.keys import ServiceAccountKey
+from shared.ports import ManifestResolver
+from shared.registry import RegistryCredential
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of one tier of the reference test."""
+
+    tier: str
+    passed: bool
+    reason: str
+    code: str | None = None
+    digest: str | None = None
+    key_id: str | None = None
+    duration_ms: float = 0.0
+
+
+class ReferenceTest:
+    """Runs the tiers of the reference test against one image with one key."""
+
+    def __init__(self, registry: ManifestResolver) -> None:
+        self._registry = registry
+
+    def registry_tier(self, image: RegistryImage, key: ServiceAccountKey) -> Verdict:
+        """Pull-check ``image`` with ``key``.
+
+        Returns a failing verdict for permanent failures (credentials refused, image
+        missing, digest mismatch).
+
+        Raises:
+            TransientError: the registry could not be reached; worth redelivering.
+        """
+        started = time.perf_counter()
+        credential = RegistryCredential.from_key_file(key.json_text)
+        try:
+            ref = self._registry.resolve(image, credential)
+        except (CredentialsRefused, ImageNotFound, DigestMismatch) as exc:
+            return self._verdict(False, exc.reason, started, key, code=exc.code)
+        except PermanentError as exc:
+            return self._verdict(False, exc.reason, started, key, code=exc.code)
+        how = "by digest" if image.digest else f"tag {image.tag} resolved to {ref.digest}"
+        return self._verdict(True, f"{key.client_email} can pull {image} ({how})", started, key, digest=ref.digest)
+
+    @staticmethod
+    def _verdict(
+        passed: bool,
+        reason: str,
+        started: float,
+        key: ServiceAccountKey,
+        *,
+        code: str | None = None,
+        digest: str | None = None,
+    ) -> Verdict:
+        return Verdict(
+            tier="registry",
+            passed=passed,
+            reason=reason,
+            code=code,
+            digest=digest,
+            key_id=key.key_id,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )

@@ -1,0 +1,108 @@
+"""Outcomes: what every event ends as, logged once and published once.
+
+A result message is the contract with whoever watches this system (alerts, dashboards,
+the operator CLI waiting for a reply), so its shape is versioned (``schema``) and it
+passes through the redactor before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import ServiceUnavailable
+from shared.redaction import redact
+
+SCHEMA = "dataloop-gar.result/v1"
+
+
+class Status(enum.StrEnum):
+    PASSED = "passed"  # a reference test proved the pull works
+    OK = "ok"  # a request or rotation did what was asked
+    FAILED = "failed"  # permanent failure; the reason says what to fix
+    REJECTED = "rejected"  # the message itself is invalid
+    SKIPPED = "skipped"  # deliberately not tested (signature/attestation tags, dry runs)
+    IGNORED = "ignored"  # nothing to do (DELETE notifications, other Secret Manager events)
+    UNCOVERED = "uncovered"  # no managed integration covers the image
+
+
+@dataclass
+class Outcome:
+    """How one event ended."""
+
+    kind: str
+    status: Status
+    reason: str
+    code: str | None = None
+    subject: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    durations_ms: dict[str, float] = field(default_factory=dict)
+    event_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def severity(self) -> int:
+        """ERROR where a person must act on credentials, WARNING for other failures."""
+        if self.status is Status.FAILED:
+            return logging.ERROR if self.code in ("credentials-refused", "permission-denied") else logging.WARNING
+        if self.status is Status.REJECTED:
+            return logging.WARNING
+        return logging.INFO
+
+    def to_message(self) -> dict[str, Any]:
+        message = {
+            "schema": SCHEMA,
+            "kind": self.kind,
+            "status": self.status.value,
+            "reason": self.reason,
+            "code": self.code,
+            "subject": self.subject,
+            "details": self.details,
+            "durations_ms": {k: round(v, 1) for k, v in self.durations_ms.items()},
+            "event_id": self.event_id,
+            "request_id": self.request_id,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        return redact(message)
+
+
+class PubSubResultSink:
+    """Publishes outcomes as JSON on the results topic; one publisher per process.
+
+    The publisher client is created on first use (its import is heavy) and reused, and
+    each publish waits for the server's acknowledgement so that a function never
+    reports success for a result that was not delivered.
+    """
+
+    def __init__(self, topic_path: str, *, timeout: float = 30.0) -> None:
+        self.topic_path = topic_path
+        self.timeout = timeout
+        self._publisher: Any = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        if self._publisher is None:
+            with self._lock:
+                if self._publisher is None:
+                    from google.cloud import pubsub_v1
+
+                    self._publisher = pubsub_v1.PublisherClient()
+        return self._publisher
+
+    def publish(self, outcome: Outcome) -> None:
+        message = outcome.to_message()
+        data = json.dumps(message, separators=(",", ":"), default=str).encode()
+        attributes = {"kind": outcome.kind, "status": outcome.status.value}
+        if outcome.request_id:
+            attributes["request_id"] = str(outcome.request_id)[:256]
+        try:
+            self._client().publish(self.topic_path, data, **attributes).result(timeout=self.timeout)
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"could not publish the result on {self.topic_path}: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -1,0 +1,167 @@
+"""Secret Manager, the system's only database (DESIGN.md 3.1), through google-cloud-secret-manager.
+
+Always the REST transport: it is what the local stand-in speaks, so the code path the
+tests exercise is the one production runs, and it spares a function the gRPC channel
+setup at cold start. API errors are translated at this boundary into the project's
+transient/permanent taxonomy, with a reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import PermanentError, ServiceUnavailable
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """A secret's metadata (never its payload)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    version_aliases: Mapping[str, int] = field(default_factory=dict)
+    etag: str = ""
+    topics: tuple[str, ...] = ()
+    next_rotation_time: str | None = None
+    rotation_period_seconds: int | None = None
+
+    @property
+    def secret_id(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Map google.api_core errors onto transient/permanent errors with actionable reasons."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        yield
+    except (
+        gexc.ServiceUnavailable,
+        gexc.InternalServerError,
+        gexc.TooManyRequests,
+        gexc.DeadlineExceeded,
+        gexc.GatewayTimeout,
+        gexc.BadGateway,
+        gexc.RetryError,
+    ) as exc:
+        raise ServiceUnavailable(f"Secret Manager unavailable while trying to {action}: {_message(exc)}") from None
+    except gexc.PermissionDenied as exc:
+        raise PermanentError(
+            f"Secret Manager denied {action}: grant this function's service account the needed role "
+            f"(roles/secretmanager.secretAccessor to read keys, roles/secretmanager.admin to manage them). {_message(exc)}",
+            code="permission-denied",
+        ) from None
+    except gexc.NotFound as exc:
+        raise PermanentError(
+            f"Secret Manager: not found while trying to {action}: {_message(exc)}", code="not-found"
+        ) from None
+    except gexc.FailedPrecondition as exc:
+        raise PermanentError(
+            f"Secret Manager refused to {action}: {_message(exc)}", code="failed-precondition"
+        ) from None
+    except gexc.GoogleAPICallError as exc:
+        raise PermanentError(
+            f"Secret Manager error while trying to {action}: {_message(exc)}", code="secret-manager"
+        ) from None
+    except Exception as exc:  # transport-level failures from requests
+        import requests
+
+        if isinstance(exc, requests.RequestException):
+            raise ServiceUnavailable(
+                f"Secret Manager unreachable while trying to {action}: {type(exc).__name__}"
+            ) from None
+        raise
+
+
+def _message(exc: Any) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+class SecretManager:
+    """Adapter over ``SecretManagerServiceClient`` for one project."""
+
+    def __init__(self, project: str, *, endpoint: str | None = None, timeout: float = 10.0) -> None:
+        self.project = project
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The generated client, built on first use and reused (it pools connections)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from google.cloud import secretmanager
+
+                    kwargs: dict[str, Any] = {"transport": "rest"}
+                    if self.endpoint:
+                        from google.auth.credentials import AnonymousCredentials
+
+                        kwargs["credentials"] = AnonymousCredentials()
+                        kwargs["client_options"] = {"api_endpoint": self.endpoint}
+                    self._client = secretmanager.SecretManagerServiceClient(**kwargs)
+        return self._client
+
+    def _retry(self) -> Any:
+        from google.api_core import retry as gretry
+
+        return gretry.Retry(
+            predicate=gretry.if_transient_error, initial=0.2, maximum=2.0, multiplier=2.0, timeout=self.timeout * 3
+        )
+
+    def secret_path(self, secret_id: str) -> str:
+        return f"projects/{self.project}/secrets/{secret_id}"
+
+    def list_secrets(self, filter: str = "") -> list[SecretRecord]:
+        """All secrets matching ``filter`` (Secret Manager's list filter syntax), every page."""
+        with _translated("list secrets"):
+            pages = self.client.list_secrets(
+                request={"parent": f"projects/{self.project}", "filter": filter, "page_size": 250},
+                timeout=self.timeout,
+                retry=self._retry(),
+            )
+            return [to_record(secret) for secret in pages]
+
+    def get_secret(self, secret_id: str) -> SecretRecord:
+        with _translated(f"read secret {secret_id}"):
+            return to_record(
+                self.client.get_secret(name=self.secret_path(secret_id), timeout=self.timeout, retry=self._retry())
+            )
+
+    def access(self, secret_id: str, version: str | int) -> tuple[int, bytes]:
+        """The payload of one version, with the version number it resolved to."""
+        name = f"{self.secret_path(secret_id)}/versions/{version}"
+        with _translated(f"read version {version} of secret {secret_id}"):
+            response = self.client.access_secret_version(name=name, timeout=self.timeout, retry=self._retry())
+        return int(response.name.rsplit("/", 1)[-1]), bytes(response.payload.data)
+
+
+def to_record(secret: Any) -> SecretRecord:
+    """A generated ``Secret`` message as a plain immutable record."""
+    rotation = getattr(secret, "rotation", None)
+    period = None
+    next_time = None
+    if rotation is not None:
+        if rotation.rotation_period:
+            period = int(rotation.rotation_period.total_seconds())
+        if rotation.next_rotation_time:
+            next_time = rotation.next_rotation_time.isoformat()
+    return SecretRecord(
+        name=secret.name,
+        labels=dict(secret.labels),
+        annotations=dict(secret.annotations),
+        version_aliases={k: int(v) for k, v in secret.version_aliases.items()},
+        etag=secret.etag,
+        topics=tuple(t.name for t in secret.topics),
+        next_rotation_time=next_time,
+        rotation_period_seconds=period,
+    )

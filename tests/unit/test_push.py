@@ -1,0 +1,155 @@
+"""The on_push workflow and the entry point's delivery policy, against in-memory fakes."""
+
+import base64
+import json
+import logging
+
+import pytest
+
+from shared import entrypoint
+from shared.errors import RegistryUnavailable
+from shared.events import PubSubMessage
+from shared.push import PushTester
+from shared.reference_test import ReferenceTest
+from shared.results import Status
+from tests.unit.fakes import DIGEST, FakeDirectory, FakeKeys, FakeRegistry, FakeSink, integration, key_json
+
+HOST = "us-central1-docker.pkg.dev"
+IMAGE = f"{HOST}/proj/images/app"
+
+
+@pytest.fixture
+def world():
+    registry = FakeRegistry(images={(HOST, "proj/images/app"): {"v1": DIGEST}}, valid_keys={"k1"})
+    directory = FakeDirectory([integration()])
+    keys = FakeKeys({"dataloop-gar-team-a": {1: key_json("k1"), 2: key_json("k2")}})
+    tester = PushTester(directory, keys, ReferenceTest(registry))
+    return tester, registry, directory, keys
+
+
+def message(payload: object) -> PubSubMessage:
+    return PubSubMessage(data=json.dumps(payload).encode(), message_id="m1")
+
+
+def test_insert_by_digest_passes(world):
+    tester, registry, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}))
+    assert outcome.status is Status.PASSED
+    assert outcome.details["team-a"]["digest"] == DIGEST and outcome.details["team-a"]["key_id"] == "k1"
+    assert registry.calls == [(f"{IMAGE}@{DIGEST}", "_json_key")]
+
+
+def test_insert_by_tag_only_is_resolved_by_tag(world):
+    tester, registry, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:v1"}))
+    assert outcome.status is Status.PASSED and outcome.details["team-a"]["digest"] == DIGEST
+    assert registry.calls[0][0] == f"{IMAGE}:v1"
+
+
+def test_delete_is_ignored_without_remote_calls(world):
+    tester, registry, _, keys = world
+    outcome = tester.handle(message({"action": "DELETE", "tag": f"{IMAGE}:v1"}))
+    assert outcome.status is Status.IGNORED and registry.calls == [] and keys.reads == 0
+
+
+@pytest.mark.parametrize("suffix", [".sig", ".att", ".sbom"])
+def test_signature_tags_are_skipped(world, suffix):
+    tester, registry, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:sha256-{'ab' * 32}{suffix}"}))
+    assert outcome.status is Status.SKIPPED and registry.calls == []
+
+
+def test_skip_patterns_are_configurable(world):
+    _, registry, directory, keys = world
+    tester = PushTester(directory, keys, ReferenceTest(registry), skip_tag_patterns=())
+    outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:v1.sig"}))
+    assert outcome.status is Status.FAILED and outcome.code == "image-missing"
+
+
+def test_uncovered_image(world):
+    tester, registry, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{HOST}/proj/other/app@{DIGEST}"}))
+    assert outcome.status is Status.UNCOVERED and "proj/other" in outcome.reason and registry.calls == []
+
+
+def test_wrong_key_fails_with_credentials_code(world):
+    tester, registry, _, _ = world
+    registry.valid_keys = set()
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}))
+    assert outcome.status is Status.FAILED and outcome.code == "credentials-refused"
+    assert outcome.severity == logging.ERROR
+
+
+def test_stale_catalog_is_refreshed_before_reporting_refused_credentials(world):
+    tester, registry, directory, _ = world
+    registry.valid_keys = {"k2"}  # rotated: current moved to version 2, k1 already deleted
+    directory.after_refresh = [integration(version=2)]
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}))
+    assert outcome.status is Status.PASSED and outcome.details["team-a"]["key_id"] == "k2"
+    assert directory.refreshes == 1
+
+
+def test_missing_image_fails_permanently(world):
+    tester, _, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@sha256:{'cd' * 32}"}))
+    assert outcome.status is Status.FAILED and outcome.code == "image-missing"
+
+
+def test_every_covering_integration_is_tested(world):
+    _, registry, _, keys = world
+    keys.versions["dataloop-gar-team-b"] = {1: key_json("kb")}
+    directory = FakeDirectory([integration(), integration("team-b")])
+    outcome = PushTester(directory, keys, ReferenceTest(registry)).handle(
+        message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"})
+    )
+    assert outcome.status is Status.FAILED
+    assert outcome.details["team-a"]["passed"] and not outcome.details["team-b"]["passed"]
+    assert outcome.reason.startswith("team-b:")
+
+
+# -- the entry point's delivery policy ---------------------------------------------------
+
+
+def event(payload: object) -> dict:
+    return {"message": {"data": base64.b64encode(json.dumps(payload).encode()).decode(), "messageId": "m9"}}
+
+
+def test_entrypoint_publishes_and_acknowledges_outcomes(world):
+    tester, *_ = world
+    sink = FakeSink()
+    outcome = entrypoint.handle_event(
+        "reference-test", event({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}), tester.handle, sink
+    )
+    assert outcome.status is Status.PASSED and sink.outcomes == [outcome] and outcome.event_id == "m9"
+
+
+def test_entrypoint_rejects_bad_messages_and_acknowledges(world):
+    tester, *_ = world
+    sink = FakeSink()
+    outcome = entrypoint.handle_event("reference-test", {"message": {"data": "%%%"}}, tester.handle, sink)
+    assert outcome.status is Status.REJECTED and "base64" in outcome.reason
+    outcome = entrypoint.handle_event("reference-test", event({"action": "PUSH"}), tester.handle, sink)
+    assert outcome.status is Status.REJECTED and "INSERT or DELETE" in outcome.reason
+    assert len(sink.outcomes) == 2
+
+
+def test_entrypoint_raises_transient_failures_without_publishing(world):
+    tester, registry, *_ = world
+    registry.down = True
+    sink = FakeSink()
+    with pytest.raises(RegistryUnavailable):
+        entrypoint.handle_event(
+            "reference-test", event({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}), tester.handle, sink
+        )
+    assert sink.outcomes == []
+
+
+def test_published_results_carry_no_key_material(world):
+    tester, registry, *_ = world
+    registry.valid_keys = set()
+    sink = FakeSink()
+    entrypoint.handle_event(
+        "reference-test", event({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}), tester.handle, sink
+    )
+    text = json.dumps(sink.outcomes[0].to_message())
+    assert "PRIVATE KEY" not in text and "MIIfake" not in text
