@@ -10,6 +10,7 @@ test in another process can use them as easily as one in this process.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -119,6 +120,7 @@ class ServerThread:
     """A threaded WSGI server on 127.0.0.1 (port 0 picks a free one), started and stopped by code."""
 
     def __init__(self, app: WSGIApp, port: int = 0, host: str = "127.0.0.1") -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns test output
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.host = host
         self.port = self.server.server_port

@@ -9,12 +9,11 @@ transient/permanent taxonomy, with a reason an operator can act on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import PermanentError, ServiceUnavailable
+from shared.gcp_errors import translated
 
 
 @dataclass(frozen=True)
@@ -35,53 +34,13 @@ class SecretRecord:
         return self.name.rsplit("/", 1)[-1]
 
 
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Map google.api_core errors onto transient/permanent errors with actionable reasons."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        yield
-    except (
-        gexc.ServiceUnavailable,
-        gexc.InternalServerError,
-        gexc.TooManyRequests,
-        gexc.DeadlineExceeded,
-        gexc.GatewayTimeout,
-        gexc.BadGateway,
-        gexc.RetryError,
-    ) as exc:
-        raise ServiceUnavailable(f"Secret Manager unavailable while trying to {action}: {_message(exc)}") from None
-    except gexc.PermissionDenied as exc:
-        raise PermanentError(
-            f"Secret Manager denied {action}: grant this function's service account the needed role "
-            f"(roles/secretmanager.secretAccessor to read keys, roles/secretmanager.admin to manage them). {_message(exc)}",
-            code="permission-denied",
-        ) from None
-    except gexc.NotFound as exc:
-        raise PermanentError(
-            f"Secret Manager: not found while trying to {action}: {_message(exc)}", code="not-found"
-        ) from None
-    except gexc.FailedPrecondition as exc:
-        raise PermanentError(
-            f"Secret Manager refused to {action}: {_message(exc)}", code="failed-precondition"
-        ) from None
-    except gexc.GoogleAPICallError as exc:
-        raise PermanentError(
-            f"Secret Manager error while trying to {action}: {_message(exc)}", code="secret-manager"
-        ) from None
-    except Exception as exc:  # transport-level failures from requests
-        import requests
-
-        if isinstance(exc, requests.RequestException):
-            raise ServiceUnavailable(
-                f"Secret Manager unreachable while trying to {action}: {type(exc).__name__}"
-            ) from None
-        raise
-
-
-def _message(exc: Any) -> str:
-    return str(getattr(exc, "message", None) or exc)
+def _translated(action: str) -> Any:
+    return translated(
+        "Secret Manager",
+        action,
+        permission_hint="Grant this function's service account roles/secretmanager.secretAccessor "
+        "(to read keys) or roles/secretmanager.admin (to manage integrations).",
+    )
 
 
 class SecretManager:

@@ -1,0 +1,97 @@
+"""One translation of Google API errors into the project's transient/permanent taxonomy.
+
+Both transports need care: gRPC errors carry their canonical status, but the REST
+transport picks the exception class from the HTTP status alone, so a 400
+FAILED_PRECONDITION (e.g. a stale etag) arrives as a plain ``BadRequest`` and a 409
+ALREADY_EXISTS as ``Conflict``. :func:`api_status` recovers the canonical status from
+the JSON error body so that callers can branch on what the API actually said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from shared.errors import PermanentError, ServiceUnavailable
+
+_TRANSIENT = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNKNOWN"}
+_HTTP_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def api_status(exc: BaseException) -> str | None:
+    """The canonical status name (``FAILED_PRECONDITION``, ``ABORTED``…) of a Google API error."""
+    grpc_code = getattr(exc, "grpc_status_code", None)
+    if grpc_code is not None:
+        return str(getattr(grpc_code, "name", grpc_code))
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            status = response.json().get("error", {}).get("status")
+        except Exception:
+            status = None
+        if isinstance(status, str) and status:
+            return status
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return _HTTP_STATUS.get(code)
+    return None
+
+
+def api_message(exc: BaseException) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+@contextmanager
+def translated(service: str, action: str, *, permission_hint: str = "") -> Iterator[None]:
+    """Re-raise Google API errors from the block as TransientError/PermanentError.
+
+    ``permission_hint`` names the role that the caller lacks when the API answers
+    PERMISSION_DENIED, which is the message an operator needs.
+    """
+    from google.api_core import exceptions as gexc
+
+    try:
+        yield
+    except gexc.RetryError as exc:
+        raise ServiceUnavailable(f"{service} kept failing while trying to {action}: {api_message(exc)}") from None
+    except gexc.GoogleAPICallError as exc:
+        status = api_status(exc) or "UNKNOWN"
+        message = api_message(exc)
+        if status in _TRANSIENT:
+            raise ServiceUnavailable(f"{service} unavailable while trying to {action} ({status}): {message}") from None
+        code = status.lower().replace("_", "-")
+        if status == "PERMISSION_DENIED":
+            hint = f" {permission_hint}" if permission_hint else ""
+            raise PermanentError(f"{service} denied permission to {action}.{hint} ({message})", code=code) from None
+        raise PermanentError(f"{service} refused to {action} ({status}): {message}", code=code) from None
+    except Exception as exc:
+        if _is_transport_error(exc):
+            raise ServiceUnavailable(f"{service} unreachable while trying to {action}: {type(exc).__name__}") from None
+        raise
+
+
+def _is_transport_error(exc: Any) -> bool:
+    import requests
+
+    if isinstance(exc, requests.RequestException):
+        return True
+    try:
+        import google.auth.exceptions as gauth
+
+        return isinstance(exc, gauth.TransportError)
+    except ImportError:  # pragma: no cover
+        return False
