@@ -1,0 +1,140 @@
+"""One way to build a ``requests.Session`` that retries politely and never hangs.
+
+Every HTTP client in this project talks to a peer that is sometimes briefly away (a
+registry restarting, Dataloop's gateway answering 503, a token endpoint rate limiting
+with 429). urllib3's ``Retry`` already knows how to back off exponentially with jitter
+and to honour ``Retry-After``; this module only picks safe defaults and adds the two
+things ``requests`` lacks: a default timeout on every request, and a cap on how long a
+peer may make us sleep through ``Retry-After``, so a Cloud Function never spends its
+540 s waiting on one header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+#: Methods that are safe to repeat: they do not change anything on the peer.
+IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Statuses that mean "not now" rather than "no".
+TRANSIENT_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+Timeout = float | tuple[float, float]
+
+
+class CappedRetry(Retry):
+    """A ``Retry`` whose honoured ``Retry-After`` never exceeds ``retry_after_cap`` seconds.
+
+    A peer may legitimately ask for minutes; a caller with a deadline would rather fail
+    now (as a transient error the platform redelivers) than sleep past it.
+    """
+
+    def __init__(self, *args: Any, retry_after_cap: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after_cap = retry_after_cap
+
+    def new(self, **kwargs: Any) -> CappedRetry:
+        retry = super().new(**kwargs)
+        retry.retry_after_cap = self.retry_after_cap  # type: ignore[attr-defined]
+        return retry  # type: ignore[return-value]
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.retry_after_cap)
+
+
+class TimeoutHTTPAdapter(HTTPAdapter):
+    """An adapter that applies ``timeout`` to every request that did not name its own.
+
+    ``requests`` waits forever by default; a forgotten ``timeout=`` at one call site
+    would be enough to hang a function until the platform kills it.
+    """
+
+    def __init__(self, *, timeout: Timeout, **kwargs: Any) -> None:
+        self.timeout = timeout
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, **kwargs)
+
+
+def build_retry(
+    *,
+    retries: int = 3,
+    backoff_factor: float = 0.5,
+    backoff_max: float = 10.0,
+    backoff_jitter: float = 0.25,
+    status_forcelist: Collection[int] = TRANSIENT_STATUSES,
+    allowed_methods: Collection[str] = IDEMPOTENT_METHODS,
+    retry_after_cap: float = 30.0,
+) -> CappedRetry:
+    """The retry policy: ``retries`` more attempts after the first, for connection errors,
+    read errors and ``status_forcelist`` answers, on ``allowed_methods`` only.
+
+    After the last attempt the final response is returned as it is (``raise_on_status``
+    is off), so the caller can read the peer's status and error body and decide what it
+    means in its own domain, instead of decoding urllib3's ``MaxRetryError``.
+    """
+    return CappedRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=5,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        backoff_jitter=backoff_jitter,
+        status_forcelist=frozenset(status_forcelist),
+        allowed_methods=frozenset(m.upper() for m in allowed_methods),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+        retry_after_cap=retry_after_cap,
+    )
+
+
+def build_session(
+    *,
+    timeout: Timeout = 10.0,
+    retries: int = 3,
+    backoff_factor: float = 0.5,
+    backoff_max: float = 10.0,
+    backoff_jitter: float = 0.25,
+    status_forcelist: Collection[int] = TRANSIENT_STATUSES,
+    allowed_methods: Collection[str] = IDEMPOTENT_METHODS,
+    retry_after_cap: float = 30.0,
+    pool_maxsize: int = 16,
+    user_agent: str | None = None,
+) -> requests.Session:
+    """A session whose every request has a timeout and retries per :func:`build_retry`.
+
+    ``pool_maxsize`` bounds the connections kept per host; it should be at least the
+    number of threads that share the session, or urllib3 discards (and logs about)
+    the connections that did not fit.
+    """
+    session = requests.Session()
+    adapter = TimeoutHTTPAdapter(
+        timeout=timeout,
+        max_retries=build_retry(
+            retries=retries,
+            backoff_factor=backoff_factor,
+            backoff_max=backoff_max,
+            backoff_jitter=backoff_jitter,
+            status_forcelist=status_forcelist,
+            allowed_methods=allowed_methods,
+            retry_after_cap=retry_after_cap,
+        ),
+        pool_connections=pool_maxsize,
+        pool_maxsize=pool_maxsize,
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    if user_agent:
+        session.headers["User-Agent"] = user_agent
+    return session
