@@ -77,6 +77,17 @@ class RegistryUnavailable(TransientError):
     code = "registry-unavailable"
 
 
+class Conflict(TransientError):
+    """Someone else changed the resource first (stale etag) or it already exists.
+
+    Transient because the usual answer is to re-read and try again; workflows that can
+    decide better (an ``ensure`` that reads the existing resource, a lease that someone
+    else holds) catch it.
+    """
+
+    code = "conflict"
+
+
 class ServiceUnavailable(TransientError):
     """A Google API or Dataloop could not be reached or answered 5xx after retries."""
 

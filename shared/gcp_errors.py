@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shared.errors import PermanentError, ServiceUnavailable
+from shared.errors import Conflict, PermanentError, ServiceUnavailable
 
 _TRANSIENT = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNKNOWN"}
 _HTTP_STATUS = {
@@ -56,11 +56,15 @@ def api_message(exc: BaseException) -> str:
 
 
 @contextmanager
-def translated(service: str, action: str, *, permission_hint: str = "") -> Iterator[None]:
+def translated(
+    service: str, action: str, *, permission_hint: str = "", conflict_statuses: tuple[str, ...] = ()
+) -> Iterator[None]:
     """Re-raise Google API errors from the block as TransientError/PermanentError.
 
     ``permission_hint`` names the role that the caller lacks when the API answers
-    PERMISSION_DENIED, which is the message an operator needs.
+    PERMISSION_DENIED, which is the message an operator needs. Statuses listed in
+    ``conflict_statuses`` (how the API reports a stale etag) become :class:`Conflict`
+    (or ``ALREADY_EXISTS``, always), which concurrency-aware callers catch.
     """
     from google.api_core import exceptions as gexc
 
@@ -71,6 +75,9 @@ def translated(service: str, action: str, *, permission_hint: str = "") -> Itera
     except gexc.GoogleAPICallError as exc:
         status = api_status(exc) or "UNKNOWN"
         message = api_message(exc)
+        if status == "ALREADY_EXISTS" or (status in conflict_statuses and status != "ALREADY_EXISTS"):
+            code = "already-exists" if status == "ALREADY_EXISTS" else "etag-mismatch"
+            raise Conflict(f"{service}: could not {action}: {message}", code=code) from None
         if status in _TRANSIENT:
             raise ServiceUnavailable(f"{service} unavailable while trying to {action} ({status}): {message}") from None
         code = status.lower().replace("_", "-")

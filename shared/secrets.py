@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.gcp_errors import translated
@@ -34,10 +35,11 @@ class SecretRecord:
         return self.name.rsplit("/", 1)[-1]
 
 
-def _translated(action: str) -> Any:
+def _translated(action: str, *, conflict: bool = False) -> Any:
     return translated(
         "Secret Manager",
         action,
+        conflict_statuses=("FAILED_PRECONDITION", "ABORTED") if conflict else (),
         permission_hint="Grant this function's service account roles/secretmanager.secretAccessor "
         "(to read keys) or roles/secretmanager.admin (to manage integrations).",
     )
@@ -102,6 +104,122 @@ class SecretManager:
         with _translated(f"read version {version} of secret {secret_id}"):
             response = self.client.access_secret_version(name=name, timeout=self.timeout, retry=self._retry())
         return int(response.name.rsplit("/", 1)[-1]), bytes(response.payload.data)
+
+    # -- writes: never retried blindly (adding a version twice is not idempotent); the
+    # -- workflows that call them are resumable and use etags for concurrency instead.
+
+    def create_secret(
+        self,
+        secret_id: str,
+        *,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        topics: tuple[str, ...] = (),
+        rotation_period_seconds: int | None = None,
+        next_rotation_time: datetime | None = None,
+    ) -> SecretRecord:
+        """Create a secret with automatic replication.
+
+        Raises:
+            Conflict: it already exists (code ``already-exists``); callers that ensure
+                read it instead.
+        """
+        secret: dict[str, Any] = {
+            "replication": {"automatic": {}},
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+        }
+        if topics:
+            secret["topics"] = [{"name": t} for t in topics]
+        if rotation_period_seconds:
+            secret["rotation"] = {
+                "rotation_period": timedelta(seconds=rotation_period_seconds),
+                "next_rotation_time": next_rotation_time
+                or datetime.now(UTC) + timedelta(seconds=rotation_period_seconds),
+            }
+        with _translated(f"create secret {secret_id}"):
+            created = self.client.create_secret(
+                request={"parent": f"projects/{self.project}", "secret_id": secret_id, "secret": secret},
+                timeout=self.timeout,
+            )
+        return to_record(created)
+
+    def update_secret(
+        self,
+        secret_id: str,
+        *,
+        etag: str | None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        version_aliases: Mapping[str, int] | None = None,
+    ) -> SecretRecord:
+        """Replace the given fields (only those) in one update, guarded by ``etag``.
+
+        Raises:
+            Conflict: the secret changed since ``etag`` was read (code ``etag-mismatch``).
+        """
+        secret: dict[str, Any] = {"name": self.secret_path(secret_id)}
+        paths = []
+        for field_name, value in (
+            ("labels", labels),
+            ("annotations", annotations),
+            ("version_aliases", version_aliases),
+        ):
+            if value is not None:
+                secret[field_name] = {k: v for k, v in value.items()}
+                paths.append(field_name)
+        if etag:
+            secret["etag"] = etag
+        with _translated(f"update secret {secret_id}", conflict=True):
+            updated = self.client.update_secret(
+                request={"secret": secret, "update_mask": {"paths": paths}}, timeout=self.timeout
+            )
+        return to_record(updated)
+
+    def delete_secret(self, secret_id: str) -> bool:
+        """Delete a secret and every version; False if it was already gone."""
+        from google.api_core import exceptions as gexc
+
+        with _translated(f"delete secret {secret_id}"):
+            try:
+                self.client.delete_secret(name=self.secret_path(secret_id), timeout=self.timeout)
+            except gexc.NotFound:
+                return False
+        return True
+
+    def add_version(self, secret_id: str, payload: bytes) -> int:
+        """Add a version (with its CRC32C, so corruption in transit is refused); its number."""
+        from google_crc32c import value as crc32c
+
+        with _translated(f"add a version to secret {secret_id}"):
+            version = self.client.add_secret_version(
+                request={
+                    "parent": self.secret_path(secret_id),
+                    "payload": {"data": payload, "data_crc32c": crc32c(payload)},
+                },
+                timeout=self.timeout,
+            )
+        return int(version.name.rsplit("/", 1)[-1])
+
+    def list_versions(self, secret_id: str) -> dict[int, str]:
+        """Version number -> state name (ENABLED, DISABLED, DESTROYED)."""
+        with _translated(f"list versions of secret {secret_id}"):
+            versions = self.client.list_secret_versions(
+                request={"parent": self.secret_path(secret_id), "page_size": 250},
+                timeout=self.timeout,
+                retry=self._retry(),
+            )
+            return {int(v.name.rsplit("/", 1)[-1]): v.state.name for v in versions}
+
+    def set_version_state(self, secret_id: str, version: int, state: str) -> None:
+        """``state`` is "disable", "enable" or "destroy"."""
+        operation = {
+            "disable": self.client.disable_secret_version,
+            "enable": self.client.enable_secret_version,
+            "destroy": self.client.destroy_secret_version,
+        }[state]
+        with _translated(f"{state} version {version} of secret {secret_id}"):
+            operation(request={"name": f"{self.secret_path(secret_id)}/versions/{version}"}, timeout=self.timeout)
 
 
 def to_record(secret: Any) -> SecretRecord:

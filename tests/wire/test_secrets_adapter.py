@@ -134,3 +134,34 @@ def test_disabled_version_is_a_permanent_failed_precondition(secretmanager, adap
     with pytest.raises(PermanentError) as caught:
         adapter.access("dataloop-gar-team-a", 1)
     assert caught.value.code == "failed-precondition"
+
+
+def test_write_operations_round_trip_with_etag_guard(secretmanager, adapter):
+    from shared.errors import Conflict
+
+    record = adapter.create_secret(
+        "dataloop-gar-w", labels={"managed-by": "dataloop-gar"}, annotations={Annotation.REGISTRY_HOST: HOST}
+    )
+    with pytest.raises(Conflict) as exists:
+        adapter.create_secret("dataloop-gar-w", labels={}, annotations={})
+    assert exists.value.code == "already-exists"
+
+    first = adapter.add_version("dataloop-gar-w", key_json("k1").encode())
+    second = adapter.add_version("dataloop-gar-w", key_json("k2").encode())
+    assert (first, second) == (1, 2)
+
+    updated = adapter.update_secret("dataloop-gar-w", etag=record.etag, version_aliases={"current": 2, "previous": 1})
+    assert updated.version_aliases == {"current": 2, "previous": 1} and updated.etag != record.etag
+    assert updated.annotations == {Annotation.REGISTRY_HOST: HOST}  # untouched by the mask
+
+    with pytest.raises(Conflict) as stale:
+        adapter.update_secret("dataloop-gar-w", etag=record.etag, annotations={"x": "y"})
+    assert stale.value.code == "etag-mismatch"
+
+    adapter.update_secret("dataloop-gar-w", etag=updated.etag, version_aliases={"current": 2})
+    adapter.set_version_state("dataloop-gar-w", 1, "disable")
+    assert adapter.list_versions("dataloop-gar-w") == {1: "DISABLED", 2: "ENABLED"}
+    assert adapter.access("dataloop-gar-w", "current")[0] == 2
+
+    assert adapter.delete_secret("dataloop-gar-w") is True
+    assert adapter.delete_secret("dataloop-gar-w") is False
