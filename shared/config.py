@@ -31,12 +31,31 @@ class Settings:
     registry_insecure_hosts: tuple[str, ...] = ()
     secret_manager_endpoint: str | None = None
     log_level: str = "INFO"
+    # -- Dataloop -----------------------------------------------------------------------
+    dataloop_base_url: str = "https://gate.dataloop.ai/api/v1"
+    dataloop_credentials_secret: str = "dataloop-api-credentials"
+    # -- provisioning and rotation ----------------------------------------------------------
+    rotation_topic: str = "dataloop-gar-rotation"
+    rotation_period_days: float = 30.0
+    key_grace_period_seconds: float = 86400.0
+    rotation_test_timeout_seconds: float = 420.0
+    rotation_lease_seconds: float = 900.0
+    canary_timeout_seconds: float = 300.0
+    dry_run: bool = False
+    # -- local cloud only: endpoints of the stand-ins -----------------------------------------
+    iam_endpoint: str | None = None
+    artifact_registry_endpoint: str | None = None
+
+    @property
+    def rotation_topic_path(self) -> str:
+        return self._topic_path(self.rotation_topic)
 
     @property
     def results_topic_path(self) -> str:
-        if self.results_topic.startswith("projects/"):
-            return self.results_topic
-        return f"projects/{self.project}/topics/{self.results_topic}"
+        return self._topic_path(self.results_topic)
+
+    def _topic_path(self, topic: str) -> str:
+        return topic if topic.startswith("projects/") else f"projects/{self.project}/topics/{topic}"
 
 
 def _text(value: str) -> str:
@@ -61,6 +80,32 @@ def _number(low: float, high: float, kind: type = float) -> Callable[[str], Any]
         return number
 
     return parse
+
+
+def _url(value: str) -> str:
+    url = _endpoint(value)
+    if url is None:
+        raise ValueError("must not be empty")
+    return url
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _host_port(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"must be HOST:PORT, got {value!r}")
+    return value
 
 
 def _level(value: str) -> str:
@@ -89,6 +134,17 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REGISTRY_INSECURE_HOSTS": ("registry_insecure_hosts", _csv),
     "SECRET_MANAGER_ENDPOINT": ("secret_manager_endpoint", _endpoint),
     "LOG_LEVEL": ("log_level", _level),
+    "DATALOOP_BASE_URL": ("dataloop_base_url", _url),
+    "DATALOOP_CREDENTIALS_SECRET": ("dataloop_credentials_secret", _text),
+    "ROTATION_TOPIC": ("rotation_topic", _text),
+    "ROTATION_PERIOD_DAYS": ("rotation_period_days", _number(1 / 24, 3650)),
+    "KEY_GRACE_PERIOD_SECONDS": ("key_grace_period_seconds", _number(0, 90 * 86400)),
+    "ROTATION_TEST_TIMEOUT_SECONDS": ("rotation_test_timeout_seconds", _number(1, 480)),
+    "ROTATION_LEASE_SECONDS": ("rotation_lease_seconds", _number(60, 86400)),
+    "CANARY_TIMEOUT_SECONDS": ("canary_timeout_seconds", _number(5, 480)),
+    "DRY_RUN": ("dry_run", _flag),
+    "IAM_ENDPOINT": ("iam_endpoint", _host_port),
+    "ARTIFACT_REGISTRY_ENDPOINT": ("artifact_registry_endpoint", _endpoint),
 }
 
 

@@ -35,7 +35,11 @@ class Annotation:
     CANARY_SERVICE = "canary-service"
     CANARY_IMAGE = "canary-image"
     ROTATION_PERIOD = "rotation-period"  # seconds
-    ROTATION_LEASE = "rotation-lease"
+    ROTATION_LEASE = "rotation-lease"  # JSON {"holder": id, "expires": RFC 3339}
+    ROTATED_AT = "rotated-at"  # RFC 3339: when `current` last changed
+    LOCATION = "location"  # GAR location, e.g. us-central1
+    CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA
+    LAST_TEST = "last-test"  # JSON summary of the last reference test (status reporting)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,74 @@ def push_tester():  # type: ignore[no-untyped-def]
     )
 
 
+@functools.cache
+def service_accounts():  # type: ignore[no-untyped-def]
+    from shared.iam import ServiceAccounts
+
+    config = settings()
+    return ServiceAccounts(endpoint=config.iam_endpoint, timeout=config.http_timeout_seconds)
+
+
+@functools.cache
+def repository_access():  # type: ignore[no-untyped-def]
+    from shared.artifact_registry import RepositoryAccess
+
+    config = settings()
+    return RepositoryAccess(endpoint=config.artifact_registry_endpoint, timeout=config.http_timeout_seconds)
+
+
+@functools.cache
+def dataloop():  # type: ignore[no-untyped-def]
+    """The Dataloop client, with credentials read once from Secret Manager.
+
+    The secret's payload is JSON: ``{"api_key": "…"}`` or ``{"username": "…", "password": "…"}``
+    for a bot user. Its content is registered with the redactor and never logged.
+    """
+    import json
+
+    from shared.dataloop import DataloopClient
+    from shared.errors import PermanentError
+    from shared.redaction import register_secret
+
+    config = settings()
+    _, payload = secret_manager().access(config.dataloop_credentials_secret, "latest")
+    register_secret(payload)
+    try:
+        credentials = json.loads(payload)
+    except ValueError:
+        credentials = None
+    if not isinstance(credentials, dict) or not (
+        credentials.get("api_key") or (credentials.get("username") and credentials.get("password"))
+    ):
+        raise PermanentError(
+            f"secret {config.dataloop_credentials_secret} must hold JSON with 'api_key', or 'username' and "
+            "'password' of a Dataloop bot user",
+            code="bad-dataloop-credentials",
+        )
+    for value in credentials.values():
+        if isinstance(value, str):
+            register_secret(value)
+    return DataloopClient(
+        api_key=credentials.get("api_key"),
+        username=credentials.get("username"),
+        password=credentials.get("password"),
+        base_url=config.dataloop_base_url,
+        timeout=config.http_timeout_seconds,
+        retries=config.http_retries,
+    )
+
+
 def reset() -> None:
     """Drop every cached adapter (tests reconfigure between cases)."""
-    for builder in (secret_manager, catalog, key_source, registry, results, push_tester):
+    for builder in (
+        secret_manager,
+        catalog,
+        key_source,
+        registry,
+        results,
+        push_tester,
+        service_accounts,
+        repository_access,
+        dataloop,
+    ):
         builder.cache_clear()
