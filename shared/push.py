@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from shared.canary import CanaryTest
 from shared.events import PubSubMessage
-from shared.images import GarNotification
+from shared.images import GarNotification, RegistryImage
 from shared.integrations import ManagedIntegration
 from shared.ports import IntegrationDirectory, KeySource
 from shared.reference_test import ReferenceTest, Verdict
@@ -31,11 +32,13 @@ class PushTester:
         reference_test: ReferenceTest,
         *,
         skip_tag_patterns: Sequence[str] = ("*.sig", "*.att", "*.sbom"),
+        canary: Callable[[], CanaryTest] | None = None,
     ) -> None:
         self._directory = directory
         self._keys = keys
         self._test = reference_test
         self._skip = tuple(skip_tag_patterns)
+        self._canary = canary  # built on first use: no Dataloop client unless a canary is configured
 
     def handle(self, message: PubSubMessage) -> Outcome:
         """Decide and test.
@@ -68,21 +71,12 @@ class PushTester:
                 subject=subject,
             )
 
-        verdicts = {i.name: self._test_one(i, image) for i in integrations}
+        tiers = {i.name: self._test_tiers(i, image) for i in integrations}
+        verdicts = {name: _overall(found) for name, found in tiers.items()}
         failed = {name: v for name, v in verdicts.items() if not v.passed}
         subject["integrations"] = sorted(verdicts)
-        details = {
-            name: {
-                "passed": v.passed,
-                "tier": v.tier,
-                "reason": v.reason,
-                "code": v.code,
-                "digest": v.digest,
-                "key_id": v.key_id,
-            }
-            for name, v in verdicts.items()
-        }
-        durations = {f"{name}.{v.tier}": v.duration_ms for name, v in verdicts.items()}
+        details = {name: _details(found) for name, found in tiers.items()}
+        durations = {f"{name}.{v.tier}": v.duration_ms for name, found in tiers.items() for v in found}
         durations["total"] = (time.perf_counter() - started) * 1000
         if failed:
             first = next(iter(failed.values()))
@@ -93,7 +87,16 @@ class PushTester:
         reason = "; ".join(f"{name}: {v.reason}" for name, v in verdicts.items())
         return Outcome(KIND, Status.PASSED, reason, subject=subject, details=details, durations_ms=durations)
 
-    def _test_one(self, integration: ManagedIntegration, image) -> Verdict:  # type: ignore[no-untyped-def]
+    def _test_tiers(self, integration: ManagedIntegration, image: RegistryImage) -> list[Verdict]:
+        """Registry tier always; the platform tier too when it passed and a canary is configured."""
+        verdict = self._test_one(integration, image)
+        if not verdict.passed or not integration.canary_service or self._canary is None:
+            return [verdict]
+        pinned = image.with_digest(verdict.digest) if verdict.digest else image
+        reference = f"{pinned.host}/{pinned.name}@{pinned.digest}" if pinned.digest else str(pinned)
+        return [verdict, self._canary().run(integration.canary_service, reference)]
+
+    def _test_one(self, integration: ManagedIntegration, image: RegistryImage) -> Verdict:
         verdict = self._test.registry_tier(image, self._keys.key(integration))
         if verdict.passed or verdict.code != "credentials-refused":
             return verdict
@@ -104,3 +107,23 @@ class PushTester:
         if fresh is None or fresh.version_aliases.get("current") == integration.version_aliases.get("current"):
             return verdict
         return self._test.registry_tier(image, self._keys.key(fresh))
+
+
+def _overall(verdicts: list[Verdict]) -> Verdict:
+    """The first failing tier, or the last tier when all passed."""
+    return next((v for v in verdicts if not v.passed), verdicts[-1])
+
+
+def _details(verdicts: list[Verdict]) -> dict[str, object]:
+    registry = verdicts[0]
+    details: dict[str, object] = {
+        "passed": all(v.passed for v in verdicts),
+        "tier": registry.tier,
+        "reason": registry.reason,
+        "code": registry.code,
+        "digest": registry.digest,
+        "key_id": registry.key_id,
+    }
+    for extra in verdicts[1:]:
+        details[extra.tier] = {"passed": extra.passed, "reason": extra.reason, "code": extra.code}
+    return details

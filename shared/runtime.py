@@ -78,8 +78,19 @@ def push_tester():  # type: ignore[no-untyped-def]
     from shared.reference_test import ReferenceTest
 
     return PushTester(
-        catalog(), key_source(), ReferenceTest(registry()), skip_tag_patterns=settings().skip_tag_patterns
+        catalog(),
+        key_source(),
+        ReferenceTest(registry()),
+        skip_tag_patterns=settings().skip_tag_patterns,
+        canary=canary,
     )
+
+
+@functools.cache
+def canary():  # type: ignore[no-untyped-def]
+    from shared.canary import CanaryTest
+
+    return CanaryTest(dataloop().services, timeout=settings().canary_timeout_seconds)
 
 
 @functools.cache

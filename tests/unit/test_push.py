@@ -153,3 +153,43 @@ def test_published_results_carry_no_key_material(world):
     )
     text = json.dumps(sink.outcomes[0].to_message())
     assert "PRIVATE KEY" not in text and "MIIfake" not in text
+
+
+class FakeCanary:
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+        self.runs: list[tuple[str, str]] = []
+
+    def run(self, service_id: str, image: str):
+        from shared.reference_test import Verdict
+
+        self.runs.append((service_id, image))
+        return Verdict(
+            "platform",
+            self.passed,
+            "ImagePullBackOff" if not self.passed else "ran",
+            None if self.passed else "image-pull-failed",
+        )
+
+
+@pytest.mark.parametrize("canary_passes", [True, False])
+def test_platform_tier_runs_after_the_registry_tier_when_a_canary_is_configured(world, canary_passes):
+    _, registry, _, keys = world
+    canary = FakeCanary(canary_passes)
+    directory = FakeDirectory([integration(canary_service="svc-1")])
+    tester = PushTester(directory, keys, ReferenceTest(registry), canary=lambda: canary)
+    outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:v1"}))
+    assert canary.runs == [("svc-1", f"{IMAGE}@{DIGEST}")]  # pinned to the digest the registry tier resolved
+    assert outcome.status is (Status.PASSED if canary_passes else Status.FAILED)
+    assert outcome.details["team-a"]["platform"]["passed"] is canary_passes
+    if not canary_passes:
+        assert outcome.code == "image-pull-failed"
+
+
+def test_no_canary_no_platform_tier(world):
+    tester, *_ = world
+    canary = FakeCanary(True)
+    outcome = PushTester(tester._directory, tester._keys, tester._test, canary=lambda: canary).handle(
+        message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"})
+    )
+    assert outcome.status is Status.PASSED and canary.runs == []

@@ -1,0 +1,137 @@
+"""The platform tier of the reference test: let Dataloop itself pull the image.
+
+The registry tier proves the key works; only Dataloop can prove that Dataloop matches the
+image's host to the integration and pulls with it (DESIGN.md 3.3). Dataloop has no "test
+integration" endpoint, so a canary service is pointed at ``image@digest``, restarted, and
+watched until it runs or reports an image-pull error. Its original runner image is put
+back in every case (pass, failure, timeout, error), because a canary left on a test image
+would surprise whoever owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shared import logs
+from shared.errors import GarDataloopError
+from shared.reference_test import Verdict
+
+logger = logging.getLogger("dataloop_gar")
+
+
+class ServiceControl(Protocol):
+    """What the canary needs of Dataloop's services API (shared.dataloop.Services)."""
+
+    def get(self, service_id: str) -> dict[str, Any]: ...
+    def set_runner_image(self, service_id: str, image: str) -> dict[str, Any]: ...
+    def restart(self, service_id: str) -> None: ...
+    def status(self, service_id: str) -> Any: ...
+
+
+class CanaryTest:
+    """Runs the platform tier against one canary service."""
+
+    def __init__(
+        self,
+        services: ServiceControl,
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._services = services
+        self._timeout = timeout
+        self._poll = poll_interval
+        self._clock = clock
+        self._sleep = sleep
+
+    def run(self, service_id: str, image: str) -> Verdict:
+        """Point ``service_id`` at ``image``, restart, watch, restore.
+
+        Raises:
+            TransientError: Dataloop could not be reached to start the test (nothing to
+                restore yet); failures after the image was changed become a failing
+                verdict, after the original image is restored.
+        """
+        from shared.dataloop import runner_image
+
+        started = time.perf_counter()
+        original = runner_image(self._services.get(service_id))
+        if original is None:
+            return self._verdict(
+                False,
+                f"canary service {service_id} has no runtime.runnerImage to restore",
+                started,
+                "canary-misconfigured",
+            )
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=1)
+            self._services.set_runner_image(service_id, image)
+            self._services.restart(service_id)
+            verdict = self._watch(service_id, image, since, started)
+        except GarDataloopError as exc:
+            verdict = self._verdict(
+                False, f"canary test of {image} on service {service_id} broke off: {exc.reason}", started, exc.code
+            )
+        restore_error = self._restore(service_id, original)
+        if restore_error:
+            return Verdict(
+                tier=verdict.tier,
+                passed=verdict.passed,
+                reason=f"{verdict.reason}; and restoring {original} failed: {restore_error}",
+                code=verdict.code or "canary-restore-failed",
+                digest=verdict.digest,
+                duration_ms=verdict.duration_ms,
+            )
+        return verdict
+
+    def _watch(self, service_id: str, image: str, since: datetime, started: float) -> Verdict:
+        deadline = self._clock() + self._timeout
+        while True:
+            entries = self._services.status(service_id).since(since)
+            if any(entry.pull_failed for entry in entries):
+                reason = next(e.reason for e in reversed(entries) if e.pull_failed)
+                return self._verdict(
+                    False,
+                    f"Dataloop could not pull {image} on canary service {service_id}: {reason} "
+                    "(does the integration hold a working key, and is its registry host the image's host?)",
+                    started,
+                    "image-pull-failed",
+                )
+            if any(entry.status for entry in entries):
+                return self._verdict(True, f"Dataloop pulled and ran {image} on canary service {service_id}", started)
+            if self._clock() >= deadline:
+                return self._verdict(
+                    False,
+                    f"canary service {service_id} neither ran {image} nor reported a pull error within {self._timeout:g} s",
+                    started,
+                    "canary-timeout",
+                )
+            self._sleep(self._poll)
+
+    def _restore(self, service_id: str, original: str) -> str | None:
+        try:
+            self._services.set_runner_image(service_id, original)
+            self._services.restart(service_id)
+        except GarDataloopError as exc:
+            logs.log(
+                logger, logging.ERROR, f"could not restore canary service {service_id} to {original}: {exc.reason}"
+            )
+            return exc.reason
+        return None
+
+    @staticmethod
+    def _verdict(passed: bool, reason: str, started: float, code: str | None = None) -> Verdict:
+        return Verdict(
+            tier="platform",
+            passed=passed,
+            reason=reason,
+            code=code if not passed else None,
+            digest=None,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
