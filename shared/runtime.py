@@ -164,3 +164,121 @@ def reset() -> None:
         dataloop,
     ):
         builder.cache_clear()
+
+
+# -- key rotation (issue 6) ----------------------------------------------------------------------
+
+
+@functools.cache
+def key_rotation():  # type: ignore[no-untyped-def]
+    """The rotation workflow: ``key_rotation().rotate(secret_id, force=, dry_run=, request_id=) -> Outcome``.
+
+    Dataloop is passed as the ``dataloop`` builder itself, so runs that never reach
+    Dataloop (not due, in progress, dry runs) never read its credentials.
+    """
+    from shared.rotation import KeyProbe, KeyRotation
+
+    config = settings()
+    return KeyRotation(
+        secret_manager(),
+        service_accounts(),
+        dataloop,
+        KeyProbe(registry()),
+        grace_period_seconds=config.key_grace_period_seconds,
+        test_timeout_seconds=config.rotation_test_timeout_seconds,
+        lease_seconds=config.rotation_lease_seconds,
+        default_period_seconds=config.rotation_period_days * 86400,
+        dry_run=config.dry_run,
+    )
+
+
+@functools.cache
+def rotation_publisher():  # type: ignore[no-untyped-def]
+    """Publishes the sweep's fan-out on the rotation topic (one PublisherClient per instance)."""
+    from shared.sweep import PubSubFanOut
+
+    return PubSubFanOut(settings().rotation_topic_path)
+
+
+@functools.cache
+def rotation_sweep():  # type: ignore[no-untyped-def]
+    from shared.sweep import Sweep
+
+    return Sweep(secret_manager(), rotation_publisher(), default_period_seconds=settings().rotation_period_days * 86400)
+
+
+@functools.cache
+def rotation_handler():  # type: ignore[no-untyped-def]
+    """Routes rotation-topic messages (sweep, rotate, Secret Manager notifications)."""
+    from shared.rotation import RotationMessages
+
+    return RotationMessages(key_rotation(), rotation_sweep(), secret_manager())
+
+
+_reset_before_rotation = reset
+
+
+def reset() -> None:
+    """Drop every cached adapter, the rotation builders' included."""
+    _reset_before_rotation()
+    for builder in (key_rotation, rotation_publisher, rotation_sweep, rotation_handler):
+        builder.cache_clear()
+
+
+# -- provisioning requests (issue 5) ---------------------------------------------------------------
+# Not cached: each composes the cached adapters above (so reset() covers them too) and costs
+# nothing to build; the Dataloop client and the rotation workflow are passed as builders so
+# that a request which never needs them never reads their credentials.
+
+
+def pull_check():  # type: ignore[no-untyped-def]
+    from shared.provisioning import PullCheck
+    from shared.reference_test import ReferenceTest
+
+    return PullCheck(ReferenceTest(registry()), patience_seconds=settings().rotation_test_timeout_seconds)
+
+
+def provisioner():  # type: ignore[no-untyped-def]
+    from shared.provisioning import Provisioner
+
+    config = settings()
+    return Provisioner(
+        secret_manager(),
+        service_accounts(),
+        repository_access(),
+        dataloop,
+        pull_check(),
+        rotation_topic=config.rotation_topic_path,
+        default_rotation_period_days=config.rotation_period_days,
+    )
+
+
+def deprovisioner():  # type: ignore[no-untyped-def]
+    from shared.provisioning import Deprovisioner
+
+    return Deprovisioner(secret_manager(), service_accounts(), repository_access(), dataloop)
+
+
+def image_check():  # type: ignore[no-untyped-def]
+    from shared.provisioning import ImageCheck
+
+    return ImageCheck(secret_manager(), pull_check())
+
+
+def status_report():  # type: ignore[no-untyped-def]
+    from shared.status import StatusReport
+
+    return StatusReport(secret_manager(), default_rotation_period_days=settings().rotation_period_days)
+
+
+def request_handler():  # type: ignore[no-untyped-def]
+    """The ``requests`` function's workflow: validate, dispatch, answer."""
+    from shared.provisioning import RequestHandler
+
+    return RequestHandler(
+        provisioner=provisioner,
+        deprovisioner=deprovisioner,
+        rotation=key_rotation,
+        image_check=image_check,
+        status=status_report,
+    )

@@ -1,0 +1,170 @@
+"""What a managed secret says about its rotation: aliases, the lease, retired keys, due-ness.
+
+The secret is the only database (DESIGN.md 3.1), so everything a resumed or concurrent
+run must know lives on it, and every change goes through one etag-guarded update:
+
+- version aliases ``current``, ``previous`` and (during a rotation) ``pending``;
+- annotation ``rotation-lease``: ``{"holder", "expires"}`` of the run that may write;
+- annotation ``rotated-at``: when ``current`` last moved; with ``rotation-period`` it
+  decides when the next rotation is due;
+- annotation ``retired-keys``: versions that stopped being ``previous`` but whose key is
+  kept until the grace period has passed, with their key id (so the key can be deleted
+  even after the version is disabled and its payload can no longer be read) and the
+  moment they stopped being ``current``;
+- annotation ``keys-managed-since``: keys of the account created before this moment are
+  never treated as orphans (a person may own them). It is written by the first rotation
+  that takes the lease (or by provisioning), and every key a rotation creates is newer.
+
+Parsing is lenient on purpose: a hand-edited or garbled annotation must not wedge the
+rotation forever. A bad lease reads as no lease (the etag still serialises writers); a
+bad ``retired-keys`` entry is dropped (its key becomes an orphan, which the next run
+deletes if it is ours).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.integrations import Annotation
+from shared.secrets import SecretRecord
+
+CURRENT = "current"
+PREVIOUS = "previous"
+PENDING = "pending"
+KEY_ALIASES = (CURRENT, PREVIOUS, PENDING)
+
+#: Annotation keys this package adds to those of :class:`shared.integrations.Annotation`.
+RETIRED_KEYS = "retired-keys"
+MANAGED_SINCE = "keys-managed-since"
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds: sortable, and what ``datetime.fromisoformat`` reads."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: Any) -> datetime | None:
+    """An RFC 3339 moment (naive ones read as UTC), or None when absent or malformed."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who may write a rotation's state, until when."""
+
+    holder: str
+    expires: datetime
+
+    def live(self, now: datetime) -> bool:
+        return now < self.expires
+
+    def to_annotation(self) -> str:
+        return json.dumps({"holder": self.holder, "expires": timestamp(self.expires)}, separators=(",", ":"))
+
+    @classmethod
+    def from_annotations(cls, annotations: Mapping[str, str]) -> Lease | None:
+        raw = annotations.get(Annotation.ROTATION_LEASE)
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("holder"), str):
+            return None
+        expires = parse_timestamp(data.get("expires"))
+        if expires is None:
+            return None
+        return cls(data["holder"], expires)
+
+
+@dataclass(frozen=True)
+class RetiredKey:
+    """A version no alias names any more, whose key waits out the grace period."""
+
+    version: int
+    key_id: str | None
+    retired_at: datetime
+
+    def expired(self, now: datetime, grace_seconds: float) -> bool:
+        return now - self.retired_at >= timedelta(seconds=grace_seconds)
+
+
+def retired_keys(annotations: Mapping[str, str]) -> dict[int, RetiredKey]:
+    """The ``retired-keys`` annotation, version -> entry; malformed entries are dropped."""
+    raw = annotations.get(RETIRED_KEYS)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    found: dict[int, RetiredKey] = {}
+    for version_text, entry in data.items():
+        if not str(version_text).isdigit() or not isinstance(entry, dict):
+            continue
+        retired_at = parse_timestamp(entry.get("retired_at"))
+        key_id = entry.get("key_id")
+        if retired_at is None:
+            continue
+        found[int(version_text)] = RetiredKey(
+            int(version_text), key_id if isinstance(key_id, str) and key_id else None, retired_at
+        )
+    return found
+
+
+def retired_annotation(entries: Mapping[int, RetiredKey]) -> str | None:
+    """The annotation value for ``entries``; None means "remove the annotation"."""
+    if not entries:
+        return None
+    return json.dumps(
+        {str(v): {"key_id": e.key_id, "retired_at": timestamp(e.retired_at)} for v, e in sorted(entries.items())},
+        separators=(",", ":"),
+    )
+
+
+def rotation_period_seconds(annotations: Mapping[str, str], default_seconds: float) -> float:
+    """The integration's rotation period: its ``rotation-period`` annotation (seconds), else the default.
+
+    An annotation that is not a positive number is ignored rather than trusted: a
+    rotation period of zero would rotate on every sweep.
+    """
+    raw = annotations.get(Annotation.ROTATION_PERIOD, "").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        return default_seconds
+    return value if math.isfinite(value) and value > 0 else default_seconds
+
+
+def due_at(record: SecretRecord, default_period_seconds: float) -> datetime | None:
+    """When the next rotation is due; None means now (never rotated, or ``rotated-at`` unreadable)."""
+    rotated_at = parse_timestamp(record.annotations.get(Annotation.ROTATED_AT))
+    if rotated_at is None:
+        return None
+    return rotated_at + timedelta(seconds=rotation_period_seconds(record.annotations, default_period_seconds))
+
+
+def is_due(record: SecretRecord, now: datetime, default_period_seconds: float) -> bool:
+    """Whether a rotation should run now: due by time, or one was interrupted (``pending`` exists)."""
+    if PENDING in record.version_aliases:
+        return True
+    moment = due_at(record, default_period_seconds)
+    return moment is None or moment <= now
+
+
+def managed_since(annotations: Mapping[str, str]) -> datetime | None:
+    return parse_timestamp(annotations.get(MANAGED_SINCE))
