@@ -1,0 +1,19 @@
+"""requests: provision, deprovision, rotate, test or report on an integration, from one message.
+
+Trigger: the requests Pub/Sub topic (Eventarc ``google.cloud.pubsub.topic.v1.messagePublished``);
+the message is a JSON request of schema v1 (shared/requests_schema.py). The reply, one
+``request`` outcome carrying the request's ``request_id``, goes to the results topic.
+The workflow is shared.provisioning.RequestHandler; this file only wires it to the event.
+"""
+
+import functions_framework
+
+from shared import entrypoint, runtime
+
+runtime.start("requests")
+
+
+@functions_framework.cloud_event
+def on_request(event):  # type: ignore[no-untyped-def]
+    """Acknowledge every outcome (rejected and failed included); raise only for transient failures."""
+    entrypoint.handle_event("request", event, runtime.request_handler().handle, runtime.results())

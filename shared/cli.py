@@ -1,0 +1,307 @@
+"""The operator's command line: build a request, check it here, send it, wait for the answer.
+
+    python -m shared.cli provision --name team-a --org ORG_ID --project my-proj \\
+        --location us-central1 --repository images --create-sa dataloop-team-a --wait
+    python -m shared.cli status --wait
+    python -m shared.cli send request.json --wait      # any request written by hand
+
+The request is validated with the very code the function runs (shared.requests_schema),
+so a mistake is reported at once, with every field's problem, and nothing is sent (exit 2).
+Without ``--publish``/``--wait`` the validated request is only printed. ``--wait``
+subscribes to the results topic through a temporary subscription *before* publishing (a
+reply published before the subscription exists would be lost to it), prints the reply
+whose ``request_id`` matches, and deletes the subscription.
+
+Pub/Sub is the real service, or the emulator when ``PUBSUB_EMULATOR_HOST`` is set (the
+client library reads it). The Pub/Sub library is imported only when something is sent.
+
+Exit status: 0 ok (or validated), 1 the reply says ``failed``, 2 the request is invalid
+(here, or ``rejected`` by the function), 3 no reply before ``--timeout``, 4 Pub/Sub error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.requests_schema import VERSION, InvalidRequest, parse_request
+
+DEFAULT_REQUESTS_TOPIC = "dataloop-gar-requests"
+DEFAULT_RESULTS_TOPIC = "dataloop-gar-results"
+RPC_TIMEOUT = 30.0
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_REPLY, EXIT_PUBSUB = 0, 1, 2, 3, 4
+
+
+# -- building requests from arguments -------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--request-id", help="correlates the reply (default: a fresh random id)")
+    parser.add_argument("--publish", action="store_true", help="send the request (default: only validate and print)")
+    parser.add_argument("--wait", action="store_true", help="send, then wait for the reply and print it")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the reply (default 600)")
+    parser.add_argument(
+        "--pubsub-project",
+        default=os.environ.get("GCP_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT"),
+        help="project of the topics (default: $GCP_PROJECT or $GOOGLE_CLOUD_PROJECT)",
+    )
+    parser.add_argument(
+        "--topic",
+        default=os.environ.get("REQUESTS_TOPIC", DEFAULT_REQUESTS_TOPIC),
+        help=f"requests topic id or path (default: $REQUESTS_TOPIC or {DEFAULT_REQUESTS_TOPIC})",
+    )
+    parser.add_argument(
+        "--results-topic",
+        default=os.environ.get("RESULTS_TOPIC", DEFAULT_RESULTS_TOPIC),
+        help=f"results topic id or path (default: $RESULTS_TOPIC or {DEFAULT_RESULTS_TOPIC})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.cli",
+        description="Build, validate, send and await Dataloop↔GAR provisioning requests.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    provision = actions.add_parser("provision", help="set up (or converge) an integration")
+    provision.add_argument("--name", required=True, help="integration name (secret dataloop-gar-NAME)")
+    provision.add_argument("--org", required=True, dest="org_id", help="Dataloop organization id")
+    provision.add_argument("--project", required=True, help="GCP project of the repositories")
+    provision.add_argument("--location", required=True, help="Artifact Registry location, e.g. us-central1")
+    provision.add_argument(
+        "--repository", action="append", required=True, dest="repositories", help="repository id (repeatable)"
+    )
+    account = provision.add_mutually_exclusive_group(required=True)
+    account.add_argument("--create-sa", metavar="ACCOUNT_ID", help="create a service account with this id")
+    account.add_argument("--service-account", metavar="EMAIL", help="use this existing service account")
+    provision.add_argument("--canary-image", help="image the platform-level check may use")
+    provision.add_argument("--canary-service", help="Dataloop service id for the platform-level check")
+    provision.add_argument("--rotation-period-days", type=float, help="rotate the key every N days")
+    provision.add_argument("--test-image", help="reference-test this image after provisioning")
+    provision.add_argument("--registry-host", help="registry host override (local cloud: 127.0.0.1:PORT)")
+    _common(provision)
+
+    deprovision = actions.add_parser("deprovision", help="remove what provisioning made")
+    deprovision.add_argument("--name", required=True)
+    deprovision.add_argument("--keep-secret", action="store_true", help="keep the secret, destroy its versions")
+    _common(deprovision)
+
+    rotate = actions.add_parser("rotate", help="rotate the integration's key")
+    rotate.add_argument("--name", required=True)
+    rotate.add_argument("--force", action="store_true", help="rotate even if not due")
+    rotate.add_argument("--dry-run", action="store_true", help="report what would happen, change nothing")
+    _common(rotate)
+
+    test = actions.add_parser("test", help="reference-test an image with the current key")
+    test.add_argument("--image", required=True, help="HOST/PROJECT/REPOSITORY/IMAGE[:TAG][@DIGEST]")
+    test.add_argument("--name", help="integration to test (default: every integration covering the image)")
+    _common(test)
+
+    status = actions.add_parser("status", help="key age, next rotation, last test")
+    status.add_argument("--name", help="one integration (default: all)")
+    _common(status)
+
+    send = actions.add_parser("send", help="send a request written as JSON (a file, or - for stdin)")
+    send.add_argument("file", help="path of the JSON request, or -")
+    _common(send)
+    return parser
+
+
+def request_from_args(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> Any:
+    """The request the arguments describe, as JSON-ready data (not yet validated)."""
+    if args.action == "send":
+        text = stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        body = json.loads(text)
+        if isinstance(body, dict) and args.request_id:
+            body["request_id"] = args.request_id
+        elif isinstance(body, dict):
+            body.setdefault("request_id", new_request_id())
+        return body
+
+    body: dict[str, Any] = {
+        "version": VERSION,
+        "action": args.action,
+        "request_id": args.request_id or new_request_id(),
+    }
+    if args.action == "provision":
+        body.update(
+            name=args.name,
+            org_id=args.org_id,
+            project=args.project,
+            location=args.location,
+            repositories=args.repositories,
+            service_account={"create": args.create_sa} if args.create_sa else {"email": args.service_account},
+        )
+        if args.canary_image or args.canary_service:
+            body["canary"] = {"image": args.canary_image}
+            if args.canary_service:
+                body["canary"]["service_id"] = args.canary_service
+        optional = {
+            "rotation_period_days": args.rotation_period_days,
+            "test_image": args.test_image,
+            "registry_host": args.registry_host,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+    elif args.action == "deprovision":
+        body.update(name=args.name, keep_secret=args.keep_secret)
+    elif args.action == "rotate":
+        body.update(name=args.name, force=args.force, dry_run=args.dry_run)
+    elif args.action == "test":
+        body["image"] = args.image
+        if args.name:
+            body["name"] = args.name
+    elif args.action == "status" and args.name:
+        body["name"] = args.name
+    return body
+
+
+def new_request_id() -> str:
+    return f"cli-{uuid.uuid4().hex[:16]}"
+
+
+# -- Pub/Sub ----------------------------------------------------------------------------------------
+
+
+def _topic_path(project: str, topic: str) -> str:
+    return topic if topic.startswith("projects/") else f"projects/{project}/topics/{topic}"
+
+
+class RequestChannel:
+    """Publishes requests and awaits their replies on Pub/Sub (or the emulator)."""
+
+    def __init__(self, project: str, requests_topic: str, results_topic: str) -> None:
+        from google.cloud import pubsub_v1
+
+        self.project = project
+        self.requests_topic = _topic_path(project, requests_topic)
+        self.results_topic = _topic_path(project, results_topic)
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+
+    def publish(self, data: bytes, request_id: str) -> str:
+        future = self.publisher.publish(self.requests_topic, data, request_id=request_id)
+        return str(future.result(timeout=RPC_TIMEOUT))
+
+    @contextlib.contextmanager
+    def reply_subscription(self) -> Any:
+        """A pull subscription on the results topic for this one wait, deleted afterwards.
+
+        It also expires by itself after a day unused, should this process die first.
+        """
+        path = self.subscriber.subscription_path(self.project, f"dataloop-gar-reply-{uuid.uuid4().hex[:12]}")
+        self.subscriber.create_subscription(
+            request={
+                "name": path,
+                "topic": self.results_topic,
+                "ack_deadline_seconds": 10,
+                "expiration_policy": {"ttl": {"seconds": 86400}},
+            },
+            timeout=RPC_TIMEOUT,
+        )
+        try:
+            yield path
+        finally:
+            from google.api_core import exceptions as gexc
+
+            with contextlib.suppress(gexc.NotFound):
+                self.subscriber.delete_subscription(request={"subscription": path}, timeout=RPC_TIMEOUT)
+
+    def await_reply(self, subscription: str, request_id: str, timeout: float) -> dict[str, Any] | None:
+        """The first reply carrying ``request_id`` before ``timeout``, or None."""
+        from google.api_core import exceptions as gexc
+
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                response = self.subscriber.pull(
+                    request={"subscription": subscription, "max_messages": 50},
+                    timeout=max(1.0, min(remaining, 10.0)),
+                    retry=None,
+                )
+            except gexc.DeadlineExceeded:
+                continue
+            received = list(response.received_messages)
+            if received:
+                self.subscriber.acknowledge(
+                    request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]},
+                    timeout=RPC_TIMEOUT,
+                )
+            for item in received:
+                try:
+                    reply = json.loads(item.message.data)
+                except ValueError:
+                    continue
+                if isinstance(reply, dict) and reply.get("request_id") == request_id:
+                    return reply
+        return None
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def _exit_for(reply: dict[str, Any]) -> int:
+    status = reply.get("status")
+    if status == "rejected":
+        return EXIT_INVALID
+    return EXIT_FAILED if status == "failed" else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        body = request_from_args(args)
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the request: {exc}", file=stderr)
+        return EXIT_INVALID
+    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    try:
+        request = parse_request(data)
+    except InvalidRequest as exc:
+        print("the request is invalid; nothing was sent:", file=stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=stderr)
+        return EXIT_INVALID
+
+    publish = args.publish or args.wait
+    if not publish:
+        print(json.dumps(body, indent=2), file=stdout)
+        return EXIT_OK
+    if not args.pubsub_project:
+        print("--pubsub-project (or $GCP_PROJECT) is needed to publish", file=stderr)
+        return EXIT_INVALID
+
+    request_id = request.request_id or ""
+    from google.api_core import exceptions as gexc
+
+    try:
+        channel = RequestChannel(args.pubsub_project, args.topic, args.results_topic)
+        if not args.wait:
+            message_id = channel.publish(data, request_id)
+            print(f"published {request.action} request {request_id} as message {message_id}", file=stderr)
+            return EXIT_OK
+        with channel.reply_subscription() as subscription:
+            message_id = channel.publish(data, request_id)
+            print(f"published {request.action} request {request_id} as message {message_id}; waiting…", file=stderr)
+            reply = channel.await_reply(subscription, request_id, args.timeout)
+    except (gexc.GoogleAPIError, TimeoutError) as exc:
+        print(f"Pub/Sub error: {type(exc).__name__}: {exc}", file=stderr)
+        return EXIT_PUBSUB
+    if reply is None:
+        print(f"no reply to request {request_id} within {args.timeout:g}s", file=stderr)
+        return EXIT_NO_REPLY
+    print(json.dumps(reply, indent=2), file=stdout)
+    return _exit_for(reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

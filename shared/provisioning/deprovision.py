@@ -1,0 +1,183 @@
+"""``deprovision``: take away exactly what provisioning made, and nothing else.
+
+What to remove is read from the integration's record (the managed secret), never guessed:
+the Dataloop integration by its recorded id, the service-account keys stored in the
+secret's versions, this account's reader grant on the recorded repositories (other
+members' grants stay), the account itself only if provisioning created it, and finally
+the record (or, with ``keep_secret``, its key versions and its ``managed-by`` label).
+
+External things go first and the record last, so a deprovision that fails half way is
+finished by sending it again; every step treats "already gone" as done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from shared.errors import PermanentError
+from shared.integrations import MANAGED_LABEL, Annotation
+from shared.keys import ServiceAccountKey
+from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
+from shared.provisioning.records import (
+    DEPROVISIONED_AT,
+    KEY_REQUESTED_AT,
+    now_utc,
+    previous_paths,
+    read_record,
+    recorded_paths,
+    records_integration,
+    refuse_during_rotation,
+    retired_key_ids,
+    rfc3339,
+    update_record,
+)
+from shared.provisioning.steps import Steps
+from shared.requests_schema import DeprovisionRequest
+from shared.results import Outcome, Status
+from shared.secrets import SecretRecord
+
+
+class Deprovisioner:
+    """Runs ``deprovision`` requests."""
+
+    def __init__(
+        self,
+        secrets: SecretStore,
+        accounts: AccountAdmin,
+        repositories: RepositoryGrants,
+        dataloop: Callable[[], DataloopPlatform],
+        *,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self._secrets = secrets
+        self._accounts = accounts
+        self._repositories = repositories
+        self._dataloop = dataloop
+        self._clock = clock
+
+    def deprovision(self, request: DeprovisionRequest) -> Outcome:
+        """Remove the integration ``request.name``; ``ok`` also when there was nothing left.
+
+        Raises:
+            TransientError: a service was unavailable or a rotation is running; redelivered.
+        """
+        steps = Steps(request.action, request.name, request.request_id)
+        facts: dict[str, Any] = {"secret_id": request.secret_id, "keep_secret": request.keep_secret}
+        try:
+            return self._deprovision(request, steps, facts)
+        except PermanentError as exc:
+            return steps.outcome(Status.FAILED, exc.reason, code=exc.code, details=facts)
+
+    def _deprovision(self, request: DeprovisionRequest, steps: Steps, facts: dict[str, Any]) -> Outcome:
+        with steps.step("record"):
+            record = read_record(self._secrets, request.secret_id)
+        if record is None:
+            return steps.outcome(
+                Status.OK,
+                f"integration {request.name} has no record ({request.secret_id}); nothing to remove",
+                details=facts,
+            )
+        if not records_integration(record, request.name):
+            raise PermanentError(
+                f"secret {request.secret_id} is not the record of integration {request.name}; refusing to touch it",
+                code="secret-not-managed",
+            )
+        refuse_during_rotation(record, self._clock())
+        notes = record.annotations
+        email = notes.get(Annotation.SERVICE_ACCOUNT) or ""
+        facts["service_account"] = email
+
+        with steps.step("dataloop"):
+            steps.done("dataloop", self._remove_integration(request.name, record))
+        with steps.step("keys"):
+            steps.done("keys", self._delete_stored_keys(record, email))
+        with steps.step("grants"):
+            steps.done("grants", self._revoke(record, email))
+        with steps.step("service_account"):
+            if notes.get(Annotation.CREATED_SERVICE_ACCOUNT) == "true" and email:
+                gone = self._accounts.delete_account(email)
+                steps.done("service_account", "deleted" if gone else "already gone")
+            else:
+                steps.done("service_account", "kept (not created by dataloop-gar)")
+        with steps.step("record"):
+            steps.done("record", self._retire_record(request, record))
+        return steps.outcome(Status.OK, f"integration {request.name} is deprovisioned", details=facts)
+
+    def _remove_integration(self, name: str, record: SecretRecord) -> str:
+        org = record.annotations.get(Annotation.ORG)
+        if not org:
+            return "no organization recorded"
+        integrations = self._dataloop().integrations(org)
+        integration_id = record.annotations.get(Annotation.INTEGRATION_ID)
+        if not integration_id:
+            # Provisioning stopped after ensuring the integration but before recording its id:
+            # the integration it ensured is the one with this name.
+            found = integrations.find_by_name(name)
+            if found is None:
+                return "none"
+            integration_id = found.id
+        return (
+            f"deleted {integration_id}" if integrations.delete(integration_id) else f"already gone ({integration_id})"
+        )
+
+    def _delete_stored_keys(self, record: SecretRecord, email: str) -> dict[str, str]:
+        """Delete the keys the record holds: those of readable (enabled) versions, and those
+        a rotation retired but keeps through its grace period (their versions are disabled,
+        so their ids are read from the ``retired-keys`` annotation instead). Keys of other
+        disabled versions were deleted by the rotation that retired them."""
+        secret_id = record.secret_id
+        key_ids: dict[str, str] = {}  # key id -> account
+        for number, state in sorted(self._secrets.list_versions(secret_id).items()):
+            if state != "ENABLED":
+                continue
+            _, payload = self._secrets.access(secret_id, number)
+            key = ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {number}")
+            key_ids[key.key_id] = key.client_email or email
+        for key_id in retired_key_ids(record):
+            key_ids.setdefault(key_id, email)
+        results = {}
+        for key_id, owner in key_ids.items():
+            results[key_id] = "deleted" if self._accounts.delete_key(owner, key_id) else "already gone"
+        return results
+
+    def _revoke(self, record: SecretRecord, email: str) -> dict[str, str]:
+        if not email:
+            return {}
+        results = {}
+        targets = {**previous_paths(record), **recorded_paths(record)}
+        for scope, path in targets.items():
+            try:
+                changed = self._repositories.revoke_reader(path, f"serviceAccount:{email}")
+            except PermanentError as exc:
+                if exc.code != "repository-not-found":
+                    raise
+                results[scope] = "repository gone"
+                continue
+            results[scope] = "revoked" if changed else "not granted"
+        return results
+
+    def _retire_record(self, request: DeprovisionRequest, record: SecretRecord) -> str:
+        if not request.keep_secret:
+            return "deleted" if self._secrets.delete_secret(request.secret_id) else "already gone"
+
+        def retire(current: SecretRecord) -> dict[str, Any] | None:
+            labels = {k: v for k, v in current.labels.items() if k != MANAGED_LABEL[0]}
+            notes = {
+                k: v
+                for k, v in current.annotations.items()
+                if k not in (Annotation.INTEGRATION_ID, Annotation.ROTATION_LEASE, KEY_REQUESTED_AT)
+            }
+            notes.setdefault(DEPROVISIONED_AT, rfc3339(self._clock()))
+            if labels == dict(current.labels) and notes == dict(current.annotations) and not current.version_aliases:
+                return None
+            return {"labels": labels, "annotations": notes, "version_aliases": {}}
+
+        record = update_record(self._secrets, request.secret_id, retire, record=record)
+        destroyed = 0
+        for number, state in self._secrets.list_versions(request.secret_id).items():
+            if state != "DESTROYED":
+                self._secrets.set_version_state(request.secret_id, number, "destroy")
+                destroyed += 1
+        return f"kept; {destroyed} version(s) destroyed, managed label removed"

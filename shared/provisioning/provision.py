@@ -1,0 +1,480 @@
+"""``provision``: from one request to a working Dataloop integration for GAR repositories.
+
+The steps, each of which first asks "is this already done?" so that a redelivered or
+re-sent request converges instead of duplicating anything:
+
+1. **repositories** — read each one, so a wrong location or id fails before anything is made;
+2. **service_account** — decide which account; an account to *create* must be new or
+   one this integration created before (its display name says so);
+3. **secret** — write the record first: the managed secret with every annotation the later
+   steps and deprovisioning rely on (created without the ``managed-by`` label, so the
+   catalog, on-push tests and rotations ignore it until it is complete);
+4. create the service account when asked;
+5. **grants** — ``roles/artifactregistry.reader`` on each named repository only (and
+   revoked on repositories a previous request named and this one does not);
+6. **key** — only when the secret has no ``current`` key: reuse a key an interrupted
+   attempt already stored, else delete the keys an interrupted attempt made but never
+   stored, then create one, store it as a version and alias it ``current``;
+7. **dataloop** — ensure the integration by name with the current key's options;
+8. **activate** — label the secret managed and record the Dataloop integration id;
+9. **test** — when an image is given, the registry-tier reference test with the current
+   key, patient through IAM propagation; the verdict is recorded as ``last-test``.
+
+Because the record is written before anything else is made, a request that fails half way
+leaves a record that both a re-sent ``provision`` and a ``deprovision`` can finish from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.dataloop import gar_options
+from shared.errors import Conflict, PermanentError, TransientError
+from shared.integrations import MANAGED_LABEL, Annotation
+from shared.keys import ServiceAccountKey
+from shared.logs import log
+from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
+from shared.provisioning.pull_check import PullCheck, record_test, summary
+from shared.provisioning.records import (
+    DEPROVISIONED_AT,
+    KEY_REQUESTED_AT,
+    KEYS_MANAGED_SINCE,
+    PREVIOUS_REPOSITORIES,
+    PROVISIONED_AT,
+    RETIRED_KEYS,
+    format_paths,
+    now_utc,
+    parse_rfc3339,
+    previous_paths,
+    read_record,
+    recorded_paths,
+    records_integration,
+    refuse_during_rotation,
+    repository_paths,
+    rfc3339,
+    update_record,
+)
+from shared.provisioning.steps import Steps
+from shared.requests_schema import ProvisionRequest
+from shared.results import Outcome, Status
+from shared.secrets import SecretRecord
+
+logger = logging.getLogger(__name__)
+
+LOCATION_LABEL = "location"
+#: Keys whose ``valid_after`` is this close before the recorded request time still count as
+#: made by the interrupted attempt (IAM truncates to seconds; clocks differ a little).
+KEY_CLOCK_MARGIN = timedelta(seconds=5)
+#: Annotations a request states in full: absent from the request means absent from the record.
+_REQUEST_OWNED = (Annotation.CANARY_IMAGE, Annotation.CANARY_SERVICE)
+#: What a retired record forgets when it is provisioned again.
+_HISTORY = (Annotation.ROTATED_AT, Annotation.LAST_TEST, RETIRED_KEYS, PROVISIONED_AT, KEYS_MANAGED_SINCE)
+
+
+def account_display_name(integration_name: str) -> str:
+    """The display name marking an account provisioning created for ``integration_name``.
+
+    It is how a re-sent request recognises "the account I created last time" (and tells
+    it apart from someone else's account that happens to have the id asked for), even
+    when the first attempt stopped before writing anything else.
+    """
+    return f"dataloop-gar {integration_name}"
+
+
+def member(email: str) -> str:
+    return f"serviceAccount:{email}"
+
+
+class Provisioner:
+    """Runs ``provision`` requests."""
+
+    def __init__(
+        self,
+        secrets: SecretStore,
+        accounts: AccountAdmin,
+        repositories: RepositoryGrants,
+        dataloop: Callable[[], DataloopPlatform],
+        pull_check: PullCheck,
+        *,
+        rotation_topic: str,
+        default_rotation_period_days: float,
+        clock: Callable[[], datetime] = now_utc,
+        sleep: Callable[[float], None] = time.sleep,
+        member_waits: tuple[float, ...] = (1.0, 2.0, 4.0),
+    ) -> None:
+        """``dataloop`` builds the client on first use: its credentials are read from Secret
+        Manager, which a request that fails earlier should not pay for. ``member_waits``
+        are the pauses while a new account becomes visible to repository policies."""
+        self._secrets = secrets
+        self._accounts = accounts
+        self._repositories = repositories
+        self._dataloop = dataloop
+        self._pull_check = pull_check
+        self._rotation_topic = rotation_topic
+        self._default_period_days = default_rotation_period_days
+        self._clock = clock
+        self._sleep = sleep
+        self._member_waits = member_waits
+
+    def provision(self, request: ProvisionRequest) -> Outcome:
+        """Provision, or converge an existing integration to ``request``.
+
+        Returns a ``failed`` outcome for permanent failures (what to fix is in the reason,
+        the failing step in ``details.failed_step``).
+
+        Raises:
+            TransientError: a service was unavailable, a new account is not visible yet,
+                or a rotation is running; the request is redelivered and resumes.
+        """
+        steps = Steps(request.action, request.name, request.request_id)
+        facts: dict[str, Any] = {
+            "secret_id": request.secret_id,
+            "registry_host": request.registry_host,
+            "repositories": list(request.repository_scopes),
+        }
+        try:
+            return self._provision(request, steps, facts)
+        except PermanentError as exc:
+            return steps.outcome(Status.FAILED, exc.reason, code=exc.code, details=facts)
+
+    def _provision(self, request: ProvisionRequest, steps: Steps, facts: dict[str, Any]) -> Outcome:
+        paths = repository_paths(request.repository_scopes, request.location)
+        with steps.step("repositories"):
+            for path in paths.values():
+                self._repositories.get_repository(path)
+        steps.done("repositories", "found")
+
+        with steps.step("service_account"):
+            record = read_record(self._secrets, request.secret_id)
+            email, create = self._choose_account(request, record)
+        facts["service_account"] = email
+
+        with steps.step("record"):
+            record, written = self._write_record(request, record, email)
+        steps.done("record", written)
+
+        with steps.step("service_account"):
+            if create:
+                _, created = self._accounts.ensure_account(
+                    request.project, request.service_account.create or "", account_display_name(request.name)
+                )
+                steps.done("service_account", "created" if created else "exists (created by dataloop-gar)")
+            else:
+                steps.done("service_account", "exists (created by dataloop-gar)" if self._created(record) else "exists")
+
+        with steps.step("grants"):
+            steps.done("grants", self._grant(request, record, paths, email))
+
+        with steps.step("key"):
+            record, version, key, how = self._ensure_current_key(request, record, email)
+        steps.done("key", how)
+        facts.update(key_version=version, key_id=key.key_id)
+
+        with steps.step("dataloop"):
+            integrations = self._dataloop().integrations(request.org_id)
+            integration = integrations.ensure(request.name, gar_options(key.json_text, request.registry_host))
+        steps.done("dataloop", "ensured")
+        facts["dataloop_integration_id"] = integration.id
+
+        with steps.step("activate"):
+            record, changed = self._activate(request, record, integration.id)
+        steps.done("activate", "activated" if changed else "unchanged")
+
+        image = request.image_to_test
+        if image is None:
+            return steps.outcome(Status.OK, f"integration {request.name} is provisioned", details=facts)
+        with steps.step("test"):
+            verdict, attempts = self._pull_check.check(image, key, patient=True)
+            result = summary(image, verdict, attempts)
+            record_test(self._secrets, request.secret_id, result)
+        steps.done("test", result)
+        if not verdict.passed:
+            return steps.outcome(
+                Status.FAILED,
+                f"integration {request.name} is provisioned, but its key cannot pull {image}: {verdict.reason}",
+                code=verdict.code,
+                details=facts,
+            )
+        return steps.outcome(
+            Status.OK, f"integration {request.name} is provisioned and can pull {image}", details=facts
+        )
+
+    # -- 2. which account ----------------------------------------------------------------------
+    def _choose_account(self, request: ProvisionRequest, record: SecretRecord | None) -> tuple[str, bool]:
+        """The account's email, and whether it still has to be created.
+
+        Raises:
+            PermanentError: an existing account is missing or disabled, or an account to
+                create already exists and is not this integration's.
+        """
+        choice = request.service_account
+        email = choice.email_in(request.project)
+        account = self._accounts.get_account(email)
+        if choice.create:
+            if account is None:
+                return email, True
+            ours = account.get("display_name") == account_display_name(request.name) or (
+                record is not None
+                and record.annotations.get(Annotation.SERVICE_ACCOUNT) == email
+                and self._created(record)
+            )
+            if not ours:
+                raise PermanentError(
+                    f"service account {email} already exists and was not created for integration {request.name}; "
+                    f'to use it, send "service_account": {{"email": "{email}"}}, or choose another account id',
+                    code="service-account-exists",
+                )
+            return email, False
+        if account is None:
+            raise PermanentError(
+                f"service account {email} does not exist; create it first or ask for one to be created "
+                f'("service_account": {{"create": "ACCOUNT_ID"}})',
+                code="service-account-not-found",
+            )
+        if account.get("disabled"):
+            raise PermanentError(
+                f"service account {email} is disabled; enable it (gcloud iam service-accounts enable {email})",
+                code="service-account-disabled",
+            )
+        return email, False
+
+    @staticmethod
+    def _created(record: SecretRecord | None) -> bool:
+        return record is not None and record.annotations.get(Annotation.CREATED_SERVICE_ACCOUNT) == "true"
+
+    # -- 3. the record --------------------------------------------------------------------------
+    def _period_seconds(self, request: ProvisionRequest) -> int:
+        days = request.rotation_period_days or self._default_period_days
+        return max(3600, round(days * 86400))
+
+    def _annotations(self, request: ProvisionRequest, email: str, created: bool) -> dict[str, str]:
+        notes = {
+            Annotation.ORG: request.org_id,
+            Annotation.INTEGRATION_NAME: request.name,
+            Annotation.SERVICE_ACCOUNT: email,
+            Annotation.REGISTRY_HOST: request.registry_host,
+            Annotation.REPOSITORIES: ",".join(request.repository_scopes),
+            Annotation.LOCATION: request.location,
+            Annotation.ROTATION_PERIOD: str(self._period_seconds(request)),
+            Annotation.CREATED_SERVICE_ACCOUNT: "true" if created else "false",
+        }
+        if request.canary is not None:
+            notes[Annotation.CANARY_IMAGE] = str(request.canary.image)
+            if request.canary.service_id:
+                notes[Annotation.CANARY_SERVICE] = request.canary.service_id
+        return notes
+
+    def _write_record(
+        self, request: ProvisionRequest, record: SecretRecord | None, email: str
+    ) -> tuple[SecretRecord, str]:
+        created = bool(request.service_account.create)
+        wanted = self._annotations(request, email, created)
+        if record is None:
+            period = self._period_seconds(request)
+            try:
+                record = self._secrets.create_secret(
+                    request.secret_id,
+                    labels={LOCATION_LABEL: request.location},
+                    annotations={
+                        **wanted,
+                        PROVISIONED_AT: rfc3339(self._clock()),
+                        KEYS_MANAGED_SINCE: rfc3339(self._clock()),
+                    },
+                    topics=(self._rotation_topic,),
+                    rotation_period_seconds=period,
+                    next_rotation_time=self._clock() + timedelta(seconds=period),
+                )
+                return record, "created"
+            except Conflict as exc:
+                if exc.code != "already-exists":
+                    raise
+                record = self._secrets.get_secret(request.secret_id)  # a concurrent delivery made it first
+        self._check_same_integration(request, record, email)
+        refuse_during_rotation(record, self._clock())
+
+        wanted_paths = set(repository_paths(request.repository_scopes, request.location).values())
+
+        def change(current: SecretRecord) -> dict[str, Any] | None:
+            self._check_same_integration(request, current, email)
+            notes = {k: v for k, v in current.annotations.items() if k not in _REQUEST_OWNED and k != DEPROVISIONED_AT}
+            notes.update(wanted)
+            # Repositories this request no longer names keep being listed until their grant is revoked.
+            dropped = {**previous_paths(current), **recorded_paths(current)}
+            dropped = {scope: path for scope, path in dropped.items() if path not in wanted_paths}
+            if dropped:
+                notes[PREVIOUS_REPOSITORIES] = format_paths(dropped)
+            else:
+                notes.pop(PREVIOUS_REPOSITORIES, None)
+            if self._created(current) and current.annotations.get(Annotation.SERVICE_ACCOUNT) == email:
+                notes[Annotation.CREATED_SERVICE_ACCOUNT] = "true"  # created earlier; still ours to delete
+            if DEPROVISIONED_AT in current.annotations:
+                # A retired record starts over: its history belongs to keys that are gone, and
+                # keys the account gained since it was first written are not ours.
+                for stale in _HISTORY:
+                    notes.pop(stale, None)
+            notes.setdefault(PROVISIONED_AT, rfc3339(self._clock()))
+            notes.setdefault(KEYS_MANAGED_SINCE, rfc3339(self._clock()))
+            return None if notes == dict(current.annotations) else {"annotations": notes}
+
+        before = record.etag
+        record = update_record(self._secrets, request.secret_id, change, record=record)
+        return record, "updated" if record.etag != before else "unchanged"
+
+    def _check_same_integration(self, request: ProvisionRequest, record: SecretRecord, email: str) -> None:
+        """Refuse to repurpose a record: moving an integration to another org or account
+        would strand what the old one made (deprovision it first)."""
+        notes = record.annotations
+        if not records_integration(record, request.name):
+            raise PermanentError(
+                f"secret {request.secret_id} exists but is not the record of integration {request.name}; "
+                "delete it or choose another integration name",
+                code="secret-not-managed",
+            )
+        for key, wanted, what in (
+            (Annotation.ORG, request.org_id, "Dataloop organization"),
+            (Annotation.SERVICE_ACCOUNT, email, "service account"),
+        ):
+            existing = notes.get(key)
+            if existing and existing != wanted and not notes.get(DEPROVISIONED_AT):
+                raise PermanentError(
+                    f"integration {request.name} is provisioned with {what} {existing}, not {wanted}; "
+                    f"deprovision it first to change its {what}",
+                    code="integration-mismatch",
+                )
+
+    # -- 5. grants -------------------------------------------------------------------------------
+    def _grant(
+        self, request: ProvisionRequest, record: SecretRecord, paths: dict[str, str], email: str
+    ) -> dict[str, str]:
+        results = {}
+        for scope, path in paths.items():
+            results[scope] = "granted" if self._grant_one(path, email) else "unchanged"
+        # Repositories an earlier request named and this one does not: take our grant back.
+        for scope, path in previous_paths(record).items():
+            if path in paths.values():
+                continue
+            try:
+                revoked = self._repositories.revoke_reader(path, member(email))
+            except PermanentError as exc:
+                if exc.code != "repository-not-found":
+                    raise
+                revoked = False
+            results[scope] = "revoked" if revoked else "not granted"
+        return results
+
+    def _grant_one(self, path: str, email: str) -> bool:
+        """Grant, waiting briefly for a just-created account to become visible to IAM policies.
+
+        Past those few seconds the request is redelivered (TransientError) and resumes here.
+        """
+        for wait in (*self._member_waits, None):
+            try:
+                return self._repositories.grant_reader(path, member(email))
+            except TransientError as exc:
+                if exc.code != "member-not-visible" or wait is None:
+                    raise
+                log(logger, logging.INFO, "new service account not visible to IAM yet; waiting", account=email)
+                self._sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- 6. the key ------------------------------------------------------------------------------
+    def _ensure_current_key(
+        self, request: ProvisionRequest, record: SecretRecord, email: str
+    ) -> tuple[SecretRecord, int, ServiceAccountKey, str]:
+        secret_id = request.secret_id
+        current = record.version_aliases.get("current")
+        live = {k.key_id: k for k in self._accounts.list_keys(email)}
+        if current is not None:
+            key = self._read_key(secret_id, current)
+            if key.key_id not in live:
+                raise PermanentError(
+                    f"the current key {key.key_id} of integration {request.name} no longer exists on {email} "
+                    f"(deleted by hand, or the account was re-created); replace it with a forced rotation: "
+                    f'{{"version": 1, "action": "rotate", "name": "{request.name}", "force": true}}',
+                    code="current-key-missing",
+                )
+            return record, current, key, "kept"
+
+        versions = self._secrets.list_versions(secret_id)
+        aliased = set(record.version_aliases.values())
+        stored: set[str] = set()
+        reusable: tuple[int, ServiceAccountKey] | None = None
+        for number in sorted((n for n, s in versions.items() if s == "ENABLED" and n not in aliased), reverse=True):
+            key = self._read_key(secret_id, number)
+            stored.add(key.key_id)
+            if reusable is None and key.client_email == email and key.key_id in live:
+                reusable = (number, key)
+
+        if reusable is not None:
+            version, key = reusable
+            how = "reused a key stored by an interrupted attempt"
+        else:
+            deleted = self._delete_unstored_keys(record, email, live, stored)
+            record = update_record(
+                self._secrets,
+                secret_id,
+                lambda r: {"annotations": {**r.annotations, KEY_REQUESTED_AT: rfc3339(self._clock())}},
+                record=record,
+            )
+            key = self._accounts.create_key(email)
+            version = self._secrets.add_version(secret_id, key.json_text.encode("utf-8"))
+            how = "created" + (f" (deleted {deleted} key(s) an interrupted attempt made)" if deleted else "")
+
+        def alias(current_record: SecretRecord) -> dict[str, Any] | None:
+            if current_record.version_aliases.get("current") is not None:
+                return None  # someone (a concurrent delivery) finished first; theirs stands
+            notes = {k: v for k, v in current_record.annotations.items() if k != KEY_REQUESTED_AT}
+            notes[Annotation.ROTATED_AT] = rfc3339(self._clock())
+            return {"version_aliases": {**current_record.version_aliases, "current": version}, "annotations": notes}
+
+        record = update_record(self._secrets, secret_id, alias, record=record)
+        final = record.version_aliases["current"]
+        if final != version:
+            # A concurrent delivery of this request stored its key first: ours is surplus.
+            self._accounts.delete_key(email, key.key_id)
+            self._secrets.set_version_state(secret_id, version, "disable")
+            return record, final, self._read_key(secret_id, final), "kept (set concurrently)"
+        log(logger, logging.INFO, "integration key stored", secret_id=secret_id, version=version, key_id=key.key_id)
+        return record, version, key, how
+
+    def _read_key(self, secret_id: str, version: int) -> ServiceAccountKey:
+        _, payload = self._secrets.access(secret_id, version)
+        return ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {version}")
+
+    def _delete_unstored_keys(self, record: SecretRecord, email: str, live: dict[str, Any], stored: set[str]) -> int:
+        """Delete the keys an interrupted attempt created but never stored.
+
+        Only keys newer than the recorded start of that attempt: a pre-existing account may
+        hold keys that other systems use, and those are not ours to touch.
+        """
+        since = parse_rfc3339(record.annotations.get(KEY_REQUESTED_AT))
+        if since is None:
+            return 0
+        deleted = 0
+        for key_id, info in live.items():
+            if key_id in stored or info.valid_after is None or info.valid_after < since - KEY_CLOCK_MARGIN:
+                continue
+            if self._accounts.delete_key(email, key_id):
+                log(logger, logging.INFO, "deleted a key an interrupted attempt made", key_id=key_id, account=email)
+                deleted += 1
+        return deleted
+
+    # -- 8. activate -----------------------------------------------------------------------------
+    def _activate(
+        self, request: ProvisionRequest, record: SecretRecord, integration_id: str
+    ) -> tuple[SecretRecord, bool]:
+        def change(current: SecretRecord) -> dict[str, Any] | None:
+            labels = {**current.labels, MANAGED_LABEL[0]: MANAGED_LABEL[1], LOCATION_LABEL: request.location}
+            notes = {k: v for k, v in current.annotations.items() if k != PREVIOUS_REPOSITORIES}
+            notes[Annotation.INTEGRATION_ID] = integration_id
+            if labels == dict(current.labels) and notes == dict(current.annotations):
+                return None
+            return {"labels": labels, "annotations": notes}
+
+        before = record.etag
+        record = update_record(self._secrets, request.secret_id, change, record=record)
+        return record, record.etag != before

@@ -1,0 +1,209 @@
+"""Reading and writing the managed secret that records an integration (DESIGN.md 3.1).
+
+Every workflow here starts by reading that record and ends by writing it, and two writers
+may meet (a provisioning request and a rotation, or a redelivered request and itself).
+Writes therefore go through :func:`update_record`: read, decide, write under the etag,
+and decide again on a stale etag, so that no writer silently undoes another's change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.artifact_registry import RepositoryAccess, location_of
+from shared.errors import Conflict, PermanentError, TransientError
+from shared.integrations import MANAGED_LABEL, Annotation
+from shared.logs import log
+from shared.provisioning.ports import SecretStore
+from shared.secrets import SecretRecord
+
+logger = logging.getLogger(__name__)
+
+#: Annotations only provisioning reads and writes (the shared ones are in shared.integrations).
+PROVISIONED_AT = "provisioned-at"  # RFC 3339: when the record was first written
+KEY_REQUESTED_AT = "key-requested-at"  # RFC 3339: a first key is being made; unrecorded keys newer are ours
+DEPROVISIONED_AT = "deprovisioned-at"  # RFC 3339: deprovisioned with keep_secret; the record stays as history
+#: Keys of the account older than this are never treated as orphans by rotations (someone
+#: else may own them). Written here when the record is created; shared/rotation/state.py
+#: reads it (as MANAGED_SINCE) and the two spellings are pinned together by a unit test.
+KEYS_MANAGED_SINCE = "keys-managed-since"
+#: Written by rotations: ``{"VERSION": {"key_id", "retired_at"}}`` of keys kept through the grace period.
+RETIRED_KEYS = "retired-keys"
+#: "SCOPE=PATH,…": repositories a newer request no longer names, whose grants are still to be taken back.
+PREVIOUS_REPOSITORIES = "previous-repositories"
+
+#: How many times a write is decided again after someone else changed the record.
+WRITE_ATTEMPTS = 4
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as the rotation workflow writes its timestamps."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str | None) -> datetime | None:
+    """A timestamp written by this project (or by hand); None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def read_record(secrets: SecretStore, secret_id: str) -> SecretRecord | None:
+    """The secret's metadata, or None when there is no such secret."""
+    try:
+        return secrets.get_secret(secret_id)
+    except PermanentError as exc:
+        if exc.code == "not-found":
+            return None
+        raise
+
+
+def records_integration(record: SecretRecord, name: str) -> bool:
+    """Whether ``record`` was written by provisioning for integration ``name``.
+
+    A secret that merely has the right id (made by hand, or by another tool) is not ours
+    to rewrite or delete.
+    """
+    return record.annotations.get(Annotation.INTEGRATION_NAME) == name
+
+
+def is_active(record: SecretRecord) -> bool:
+    """Labelled as managed: the catalog, on-push tests and rotations see it."""
+    return record.labels.get(MANAGED_LABEL[0]) == MANAGED_LABEL[1]
+
+
+def rotation_holder(record: SecretRecord, now: datetime) -> str | None:
+    """Who holds an unexpired rotation lease on the record, if anyone.
+
+    Provisioning must not put a key into Dataloop, or delete keys, while a rotation is
+    between its steps: the rotation would then finish against a state it did not make.
+    """
+    raw = record.annotations.get(Annotation.ROTATION_LEASE)
+    if not raw:
+        return None
+    try:
+        lease = json.loads(raw)
+    except ValueError:
+        lease = None
+    if not isinstance(lease, dict):
+        log(logger, logging.WARNING, "ignoring an unreadable rotation lease", secret_id=record.secret_id)
+        return None
+    expires = parse_rfc3339(lease.get("expires") if isinstance(lease.get("expires"), str) else None)
+    if expires is None or expires <= now:
+        return None
+    return str(lease.get("holder") or "another run")
+
+
+def refuse_during_rotation(record: SecretRecord, now: datetime) -> None:
+    """Raises:
+    TransientError: a rotation holds the lease; the request is redelivered after it ends.
+    """
+    holder = rotation_holder(record, now)
+    if holder is not None:
+        raise TransientError(
+            f"a key rotation ({holder}) is in progress on {record.secret_id}; the request will be retried after it",
+            code="rotation-in-progress",
+        )
+
+
+Change = Callable[[SecretRecord], dict[str, Any] | None]
+
+
+def update_record(
+    secrets: SecretStore, secret_id: str, change: Change, *, record: SecretRecord | None = None
+) -> SecretRecord:
+    """Apply ``change`` to the record under its etag; ``change`` returns the fields to write
+    (``labels``/``annotations``/``version_aliases``) or None when nothing needs writing.
+
+    ``change`` is called again on a fresh read whenever another writer got there first,
+    so it must decide from the record it is given, not from what it saw before.
+
+    Raises:
+        Conflict: the record kept changing under us (transient: redelivery tries again).
+    """
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        if record is None:
+            record = secrets.get_secret(secret_id)
+        fields = change(record)
+        if not fields:
+            return record
+        try:
+            return secrets.update_secret(secret_id, etag=record.etag, **fields)
+        except Conflict as exc:
+            if exc.code != "etag-mismatch" or attempt == WRITE_ATTEMPTS:
+                raise
+            log(logger, logging.INFO, "managed secret changed concurrently; deciding again", secret_id=secret_id)
+            record = None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retired_key_ids(record: SecretRecord) -> list[str]:
+    """Key ids in the rotation's ``retired-keys`` annotation (malformed entries are skipped)."""
+    try:
+        entries = json.loads(record.annotations.get(RETIRED_KEYS) or "{}")
+    except ValueError:
+        return []
+    if not isinstance(entries, dict):
+        return []
+    return [e["key_id"] for e in entries.values() if isinstance(e, dict) and isinstance(e.get("key_id"), str)]
+
+
+def repository_paths(scopes: list[str] | tuple[str, ...], location: str) -> dict[str, str]:
+    """``PROJECT/REPO`` scope -> the repository's resource path in ``location``."""
+    paths = {}
+    for scope in scopes:
+        project, _, repository = scope.partition("/")
+        paths[scope] = RepositoryAccess.repository_path(project, location, repository)
+    return paths
+
+
+def recorded_paths(record: SecretRecord) -> dict[str, str]:
+    """The repositories the record says this integration reads (scope -> path)."""
+    notes = record.annotations
+    scopes = [s.strip() for s in notes.get(Annotation.REPOSITORIES, "").split(",") if s.strip()]
+    location = notes.get(Annotation.LOCATION) or location_of(notes.get(Annotation.REGISTRY_HOST, "")) or ""
+    return repository_paths(scopes, location) if location else {}
+
+
+def previous_paths(record: SecretRecord) -> dict[str, str]:
+    """Repositories dropped by a later request whose grants may still stand (scope -> path)."""
+    found = {}
+    for item in record.annotations.get(PREVIOUS_REPOSITORIES, "").split(","):
+        scope, _, path = item.partition("=")
+        if scope and path:
+            found[scope] = path
+    return found
+
+
+def format_paths(paths: dict[str, str]) -> str:
+    return ",".join(f"{scope}={path}" for scope, path in sorted(paths.items()))
+
+
+def last_test_annotation(summary: dict[str, Any]) -> str:
+    """The ``last-test`` annotation: compact JSON, with the free text bounded (annotations
+    share a 16 KiB budget with everything else on the secret)."""
+    bounded = {k: (v[:300] if isinstance(v, str) else v) for k, v in summary.items()}
+    return json.dumps(bounded, separators=(",", ":"), sort_keys=True)
+
+
+def read_last_test(record: SecretRecord) -> dict[str, Any] | None:
+    raw = record.annotations.get(Annotation.LAST_TEST)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"unreadable": True}
+    return value if isinstance(value, dict) else {"unreadable": True}

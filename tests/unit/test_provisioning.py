@@ -1,0 +1,721 @@
+"""Provisioning decisions, the request dispatcher, status arithmetic and the CLI, over in-memory fakes.
+
+The wire tests prove the adapters and stand-ins agree; these pin down the choices that
+are easy to get subtly wrong: which keys are an interrupted attempt's and which belong to
+someone else, when a running rotation must be waited for, how a rotation's outcome is
+answered, how long the patient reference test waits, and what the CLI sends.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared import cli
+from shared.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
+from shared.events import PubSubMessage
+from shared.iam import KeyInfo
+from shared.integrations import MANAGED_LABEL, Annotation
+from shared.keys import ServiceAccountKey
+from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
+from shared.provisioning.provision import account_display_name
+from shared.provisioning.records import KEY_REQUESTED_AT, KEYS_MANAGED_SINCE, rfc3339
+from shared.reference_test import ReferenceTest
+from shared.requests_schema import RotateRequest, parse_request
+from shared.results import Outcome, Status
+from shared.secrets import SecretRecord
+from shared.status import StatusReport
+from tests.unit.fakes import FakeRegistry, key_json
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+HOST = "us-central1-docker.pkg.dev"
+PROJECT = "my-project"
+EMAIL = f"dataloop-team-a@{PROJECT}.iam.gserviceaccount.com"
+SECRET_ID = "dataloop-gar-team-a"
+IMAGE = f"{HOST}/{PROJECT}/images/app:v1"
+DIGEST = "sha256:" + "cd" * 32
+
+
+# -- fakes at the ports ------------------------------------------------------------------------
+
+
+@dataclass
+class FakeSecret:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    topics: tuple[str, ...] = ()
+    period: int | None = None
+    aliases: dict[int | str, Any] = field(default_factory=dict)
+    versions: dict[int, list[Any]] = field(default_factory=dict)  # n -> [state, payload]
+    etag: int = 1
+
+
+class FakeSecrets:
+    def __init__(self) -> None:
+        self.secrets: dict[str, FakeSecret] = {}
+        self.writes: list[tuple[str, dict[str, Any]]] = []
+
+    def _record(self, secret_id: str) -> SecretRecord:
+        s = self.secrets[secret_id]
+        return SecretRecord(
+            name=f"projects/{PROJECT}/secrets/{secret_id}",
+            labels=dict(s.labels),
+            annotations=dict(s.annotations),
+            version_aliases=dict(s.aliases),
+            etag=str(s.etag),
+            topics=s.topics,
+            rotation_period_seconds=s.period,
+        )
+
+    def _get(self, secret_id: str) -> FakeSecret:
+        if secret_id not in self.secrets:
+            raise PermanentError(f"no secret {secret_id}", code="not-found")
+        return self.secrets[secret_id]
+
+    def list_secrets(self, filter: str = "") -> list[SecretRecord]:
+        ids = [i for i in self.secrets if not filter.startswith("labels.") or self.secrets[i].labels.get("managed-by")]
+        return [self._record(i) for i in ids]
+
+    def get_secret(self, secret_id: str) -> SecretRecord:
+        self._get(secret_id)
+        return self._record(secret_id)
+
+    def create_secret(self, secret_id: str, *, labels: Mapping[str, str], annotations: Mapping[str, str], topics: tuple[str, ...] = (), rotation_period_seconds: int | None = None, next_rotation_time: datetime | None = None) -> SecretRecord:  # fmt: skip
+        if secret_id in self.secrets:
+            raise Conflict("exists", code="already-exists")
+        self.secrets[secret_id] = FakeSecret(dict(labels), dict(annotations), topics, rotation_period_seconds)
+        self.writes.append((secret_id, {"labels": dict(labels), "annotations": dict(annotations)}))
+        return self._record(secret_id)
+
+    def update_secret(self, secret_id: str, *, etag: str | None, **fields: Any) -> SecretRecord:
+        secret = self._get(secret_id)
+        if etag and etag != str(secret.etag):
+            raise Conflict("stale etag", code="etag-mismatch")
+        for name, value in fields.items():
+            if value is not None:
+                setattr(secret, {"version_aliases": "aliases"}.get(name, name), dict(value))
+        secret.etag += 1
+        self.writes.append((secret_id, {k: v for k, v in fields.items() if v is not None}))
+        return self._record(secret_id)
+
+    def delete_secret(self, secret_id: str) -> bool:
+        return self.secrets.pop(secret_id, None) is not None
+
+    def add_version(self, secret_id: str, payload: bytes) -> int:
+        versions = self._get(secret_id).versions
+        number = max(versions, default=0) + 1
+        versions[number] = ["ENABLED", payload]
+        return number
+
+    def access(self, secret_id: str, version: str | int) -> tuple[int, bytes]:
+        secret = self._get(secret_id)
+        number = int(secret.aliases.get(version, version))  # type: ignore[arg-type]
+        state, payload = secret.versions[number]
+        if state != "ENABLED":
+            raise PermanentError(f"version {number} is {state}", code="failed-precondition")
+        return number, payload
+
+    def list_versions(self, secret_id: str) -> dict[int, str]:
+        return {n: v[0] for n, v in self._get(secret_id).versions.items()}
+
+    def set_version_state(self, secret_id: str, version: int, state: str) -> None:
+        entry = self._get(secret_id).versions[version]
+        entry[0] = {"enable": "ENABLED", "disable": "DISABLED", "destroy": "DESTROYED"}[state]
+        if state == "destroy":
+            entry[1] = b""
+
+
+class FakeAccounts:
+    def __init__(self) -> None:
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.keys: dict[str, tuple[str, datetime]] = {}  # key id -> (email, valid after)
+        self.created = 0
+        self.key_creation_disabled = False
+
+    def ensure_account(self, project: str, account_id: str, display_name: str = "") -> tuple[str, bool]:
+        email = f"{account_id}@{project}.iam.gserviceaccount.com"
+        if email in self.accounts:
+            return email, False
+        self.accounts[email] = {"email": email, "display_name": display_name, "disabled": False}
+        return email, True
+
+    def get_account(self, email: str) -> dict[str, Any] | None:
+        return self.accounts.get(email)
+
+    def delete_account(self, email: str) -> bool:
+        return self.accounts.pop(email, None) is not None
+
+    def add_key(self, email: str, valid_after: datetime) -> ServiceAccountKey:
+        self.created += 1
+        key = ServiceAccountKey.from_json(key_json(f"key-{self.created}", email))
+        self.keys[key.key_id] = (email, valid_after)
+        return key
+
+    def create_key(self, email: str) -> ServiceAccountKey:
+        if self.key_creation_disabled:
+            raise PermanentError("constraints/iam.disableServiceAccountKeyCreation", code="key-creation-disabled")
+        return self.add_key(email, NOW)
+
+    def list_keys(self, email: str) -> list[KeyInfo]:
+        return [
+            KeyInfo(k, f"keys/{k}", after, None, False) for k, (owner, after) in self.keys.items() if owner == email
+        ]
+
+    def delete_key(self, email: str, key_id: str) -> bool:
+        return self.keys.pop(key_id, None) is not None
+
+
+class FakeRepositories:
+    def __init__(self, *names: str) -> None:
+        self.readers: dict[str, set[str]] = {
+            f"projects/{PROJECT}/locations/us-central1/repositories/{n}": set() for n in names
+        }
+
+    def get_repository(self, path: str) -> Any:
+        if path not in self.readers:
+            raise PermanentError(f"{path}: repository not found", code="repository-not-found")
+        return path
+
+    def grant_reader(self, path: str, member: str) -> bool:
+        changed = member not in self.get_repository(path) and member not in self.readers[path]
+        self.readers[path].add(member)
+        return changed
+
+    def revoke_reader(self, path: str, member: str) -> bool:
+        self.get_repository(path)
+        changed = member in self.readers[path]
+        self.readers[path].discard(member)
+        return changed
+
+
+@dataclass
+class FakeIntegration:
+    id: str
+    name: str
+
+
+class FakeDataloop:
+    def __init__(self) -> None:
+        self.stored: dict[str, dict[str, Any]] = {}  # id -> {"org", "name", "options"}
+
+    def integrations(self, org: str) -> FakeDataloop:
+        self.org = org
+        return self
+
+    def ensure(self, name: str, options: Mapping[str, Any]) -> FakeIntegration:
+        found = self.find_by_name(name)
+        integration_id = found.id if found else f"dl-{len(self.stored) + 1}"
+        self.stored[integration_id] = {"org": self.org, "name": name, "options": dict(options)}
+        return FakeIntegration(integration_id, name)
+
+    def find_by_name(self, name: str) -> FakeIntegration | None:
+        return next((FakeIntegration(i, s["name"]) for i, s in self.stored.items() if s["name"] == name), None)
+
+    def delete(self, integration_id: str) -> bool:
+        return self.stored.pop(integration_id, None) is not None
+
+
+@dataclass
+class World:
+    secrets: FakeSecrets = field(default_factory=FakeSecrets)
+    accounts: FakeAccounts = field(default_factory=FakeAccounts)
+    repositories: FakeRepositories = field(default_factory=lambda: FakeRepositories("images", "models"))
+    dataloop: FakeDataloop = field(default_factory=FakeDataloop)
+    registry: FakeRegistry = field(default_factory=FakeRegistry)
+    sleeps: list[float] = field(default_factory=list)
+    clock: list[float] = field(default_factory=lambda: [0.0])
+
+    def __post_init__(self) -> None:
+        self.registry.images[(HOST, f"{PROJECT}/images/app")] = {"v1": DIGEST}
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock[0] += seconds
+
+    def pull_check(self, patience: float = 60.0) -> PullCheck:
+        return PullCheck(
+            ReferenceTest(self.registry), patience_seconds=patience, sleep=self.sleep, clock=lambda: self.clock[0]
+        )
+
+    def provisioner(self) -> Provisioner:
+        return Provisioner(
+            self.secrets,
+            self.accounts,
+            self.repositories,
+            lambda: self.dataloop,
+            self.pull_check(),
+            rotation_topic=f"projects/{PROJECT}/topics/rot",
+            default_rotation_period_days=30,
+            clock=lambda: NOW,
+            sleep=self.sleep,
+        )
+
+    def provision(self, **overrides: Any) -> Outcome:
+        body = {
+            "version": 1,
+            "action": "provision",
+            "name": "team-a",
+            "org_id": "org-1",
+            "project": PROJECT,
+            "location": "us-central1",
+            "repositories": ["images", "models"],
+            "service_account": {"create": "dataloop-team-a"},
+        }
+        body.update(overrides)
+        return self.provisioner().provision(parse_request(body))  # type: ignore[arg-type]
+
+    def deprovision(self, **overrides: Any) -> Outcome:
+        request = parse_request({"version": 1, "action": "deprovision", "name": "team-a", **overrides})
+        deprovisioner = Deprovisioner(
+            self.secrets, self.accounts, self.repositories, lambda: self.dataloop, clock=lambda: NOW
+        )
+        return deprovisioner.deprovision(request)  # type: ignore[arg-type]
+
+    def secret(self) -> FakeSecret:
+        return self.secrets.secrets[SECRET_ID]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+# -- provision ----------------------------------------------------------------------------------------
+
+
+def test_the_record_is_written_first_and_activated_last(world: World) -> None:
+    outcome = world.provision()
+
+    assert outcome.status is Status.OK, outcome.reason
+    first, last = world.secrets.writes[0][1], world.secrets.writes[-1][1]
+    assert MANAGED_LABEL[0] not in first["labels"], "a half-made integration must stay invisible to the catalog"
+    assert first["annotations"][Annotation.SERVICE_ACCOUNT] == EMAIL  # recorded before the account exists
+    assert first["annotations"][KEYS_MANAGED_SINCE] == rfc3339(NOW)
+    assert last["labels"][MANAGED_LABEL[0]] == MANAGED_LABEL[1]
+    assert world.secret().aliases == {"current": 1} and KEY_REQUESTED_AT not in world.secret().annotations
+    assert world.accounts.accounts[EMAIL]["display_name"] == account_display_name("team-a")
+    assert [s["name"] for s in world.dataloop.stored.values()] == ["team-a"]
+
+
+def test_a_running_rotation_is_waited_for_without_touching_anything(world: World) -> None:
+    assert world.provision().status is Status.OK
+    lease = {"holder": "rot-1", "expires": rfc3339(NOW + timedelta(minutes=5))}
+    world.secret().annotations[Annotation.ROTATION_LEASE] = json.dumps(lease)
+    writes = len(world.secrets.writes)
+
+    with pytest.raises(TransientError) as caught:
+        world.provision(repositories=["images"])
+    with pytest.raises(TransientError):
+        world.deprovision()
+
+    assert caught.value.code == "rotation-in-progress" and "rot-1" in caught.value.reason
+    assert len(world.secrets.writes) == writes and world.dataloop.stored
+
+
+def test_an_expired_or_garbled_lease_does_not_block(world: World) -> None:
+    assert world.provision().status is Status.OK
+    expired = {"holder": "rot-1", "expires": rfc3339(NOW - timedelta(seconds=1))}
+    world.secret().annotations[Annotation.ROTATION_LEASE] = json.dumps(expired)
+    assert world.provision().status is Status.OK
+    world.secret().annotations[Annotation.ROTATION_LEASE] = "{garbled"
+    assert world.provision().status is Status.OK
+
+
+def test_an_integration_is_not_moved_to_another_org_or_account(world: World) -> None:
+    assert world.provision().status is Status.OK
+    world.accounts.accounts["other-puller@my-project.iam.gserviceaccount.com"] = {"display_name": "", "disabled": False}
+
+    moved = world.provision(org_id="org-2")
+    switched = world.provision(service_account={"email": "other-puller@my-project.iam.gserviceaccount.com"})
+
+    assert moved.status is Status.FAILED and moved.code == "integration-mismatch"
+    assert "deprovision it first" in moved.reason and moved.details["failed_step"] == "record"
+    assert switched.status is Status.FAILED and switched.code == "integration-mismatch"
+
+
+def test_a_secret_that_is_not_a_record_is_left_alone(world: World) -> None:
+    world.secrets.create_secret(SECRET_ID, labels={}, annotations={"owner": "someone"})
+
+    provisioned = world.provision()
+    deprovisioned = world.deprovision()
+
+    assert provisioned.status is Status.FAILED and provisioned.code == "secret-not-managed"
+    assert deprovisioned.status is Status.FAILED and deprovisioned.code == "secret-not-managed"
+    assert world.secret().annotations == {"owner": "someone"}
+
+
+def test_switching_to_the_email_of_the_account_it_created_keeps_it_deletable(world: World) -> None:
+    assert world.provision().status is Status.OK
+    assert world.provision(service_account={"email": EMAIL}).status is Status.OK
+    assert world.secret().annotations[Annotation.CREATED_SERVICE_ACCOUNT] == "true"
+
+
+def test_a_missing_or_disabled_existing_account_fails_with_what_to_do(world: World) -> None:
+    missing = world.provision(service_account={"email": EMAIL})
+    world.accounts.accounts[EMAIL] = {"display_name": "", "disabled": True}
+    disabled = world.provision(service_account={"email": EMAIL})
+
+    assert missing.code == "service-account-not-found" and '"create"' in missing.reason
+    assert disabled.code == "service-account-disabled" and "gcloud iam service-accounts enable" in disabled.reason
+    assert SECRET_ID not in world.secrets.secrets
+
+
+def test_an_interrupted_first_key_is_cleaned_up_but_older_keys_of_the_account_are_not(world: World) -> None:
+    """A pre-existing account may hold keys other systems use: only keys newer than the
+    recorded start of the interrupted attempt, and stored nowhere, are deleted."""
+    world.accounts.accounts[EMAIL] = {"display_name": "made by hand", "disabled": False}
+    theirs = world.accounts.add_key(EMAIL, NOW - timedelta(days=3)).key_id
+    world.secrets.add_version = _failing(world.secrets.add_version)  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):
+        world.provision(service_account={"email": EMAIL})
+    orphan = [k for k in world.accounts.keys if k != theirs]
+    assert len(orphan) == 1 and world.secret().annotations[KEY_REQUESTED_AT] == rfc3339(NOW)
+    del world.secrets.add_version  # back to the class's method
+
+    outcome = world.provision(service_account={"email": EMAIL})
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["key"] == "created (deleted 1 key(s) an interrupted attempt made)"
+    assert theirs in world.accounts.keys and orphan[0] not in world.accounts.keys
+    assert len(world.accounts.keys) == 2
+
+
+def test_a_stored_but_unaliased_key_is_reused_only_while_it_still_exists(world: World) -> None:
+    world.accounts.ensure_account(PROJECT, "dataloop-team-a", account_display_name("team-a"))
+    world.secrets.update_secret = _failing(world.secrets.update_secret, when="version_aliases")  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):
+        world.provision()
+    del world.secrets.update_secret
+    stored = next(iter(world.accounts.keys))
+    world.accounts.delete_key(EMAIL, stored)  # someone deleted it in the meantime
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.OK
+    assert outcome.details["steps"]["key"] == "created" and world.secret().aliases == {"current": 2}
+
+
+def test_a_current_key_deleted_behind_our_back_is_reported_with_the_fix(world: World) -> None:
+    assert world.provision().status is Status.OK
+    world.accounts.keys.clear()
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.FAILED and outcome.code == "current-key-missing"
+    assert '"action": "rotate", "name": "team-a", "force": true' in outcome.reason
+
+
+def test_when_a_concurrent_delivery_stores_its_key_first_ours_is_discarded(world: World) -> None:
+    real_update = world.secrets.update_secret
+
+    def racing(secret_id: str, **fields: Any) -> SecretRecord:
+        if fields.get("version_aliases") is not None and not world.secret().aliases:
+            theirs = world.accounts.add_key(EMAIL, NOW)  # the other delivery's key, stored and aliased first
+            number = world.secrets.add_version(secret_id, theirs.json_text.encode())
+            world.secret().aliases = {"current": number}
+            world.secret().etag += 1
+        return real_update(secret_id, **fields)
+
+    world.secrets.update_secret = racing  # type: ignore[method-assign]
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.OK and outcome.details["steps"]["key"] == "kept (set concurrently)"
+    assert world.secret().aliases == {"current": 2}
+    assert world.secrets.list_versions(SECRET_ID) == {1: "DISABLED", 2: "ENABLED"}
+    assert list(world.accounts.keys) == ["key-2"]
+
+
+def test_a_new_account_is_waited_for_briefly_before_the_request_is_redelivered(world: World) -> None:
+    refusals = [2]
+    real_grant = world.repositories.grant_reader
+
+    def not_visible_yet(path: str, member: str) -> bool:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise TransientError("Service account does not exist.", code="member-not-visible")
+        return real_grant(path, member)
+
+    world.repositories.grant_reader = not_visible_yet  # type: ignore[method-assign]
+    assert world.provision().status is Status.OK
+    assert world.sleeps == [1.0, 2.0]
+
+    refusals[0] = 10
+    with pytest.raises(TransientError):
+        world.provision(repositories=["images", "models"], request_id="again")
+    assert world.sleeps == [1.0, 2.0, 1.0, 2.0, 4.0]
+
+
+def test_deprovision_deletes_keys_a_rotation_retired_as_well(world: World) -> None:
+    assert world.provision().status is Status.OK
+    retired = world.accounts.add_key(EMAIL, NOW)  # a rotation's previous key, its version disabled
+    world.secret().versions[2] = ["DISABLED", retired.json_text.encode()]
+    world.secret().annotations["retired-keys"] = json.dumps(
+        {"2": {"key_id": retired.key_id, "retired_at": rfc3339(NOW)}}
+    )
+
+    outcome = world.deprovision()
+
+    assert outcome.details["steps"]["keys"] == {"key-1": "deleted", retired.key_id: "deleted"}
+    assert not world.accounts.keys and SECRET_ID not in world.secrets.secrets
+
+
+def _failing(method: Any, when: str | None = None) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if when is None or kwargs.get(when) is not None:
+            raise ServiceUnavailable("injected")
+        return method(*args, **kwargs)
+
+    return call
+
+
+def test_org_policy_refusal_is_a_failed_reply_naming_the_step(world: World) -> None:
+    world.accounts.key_creation_disabled = True
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.FAILED and outcome.code == "key-creation-disabled"
+    assert outcome.details["failed_step"] == "key" and not world.dataloop.stored
+
+
+def test_deprovision_twice_and_with_keep_secret(world: World) -> None:
+    assert world.provision(test_image=IMAGE).status is Status.FAILED  # the registry knows no key: see below
+    world.registry.valid_keys.add("key-1")
+    assert world.provision(test_image=IMAGE).status is Status.OK
+
+    kept = world.deprovision(keep_secret=True)
+    again = world.deprovision(keep_secret=True)
+
+    assert kept.status is Status.OK and again.status is Status.OK
+    assert set(world.secrets.list_versions(SECRET_ID).values()) == {"DESTROYED"}
+    assert world.secret().aliases == {} and MANAGED_LABEL[0] not in world.secret().labels
+    assert not world.accounts.accounts and not world.accounts.keys and not world.dataloop.stored
+    assert again.details["steps"]["keys"] == {} and again.details["steps"]["service_account"] == "already gone"
+
+    revived = world.provision()  # the retired record is provisioned afresh, without its old history
+    assert revived.status is Status.OK and revived.details["steps"]["key"] == "created"
+    assert Annotation.LAST_TEST not in world.secret().annotations
+    assert world.secret().aliases == {"current": 2} and world.secret().labels[MANAGED_LABEL[0]] == MANAGED_LABEL[1]
+
+
+# -- the patient reference test ------------------------------------------------------------------------
+
+
+def test_patience_retries_refused_credentials_with_growing_waits_until_the_deadline(world: World) -> None:
+    key = ServiceAccountKey.from_json(key_json("k9"))
+    image = parse_request({"version": 1, "action": "test", "image": IMAGE}).image  # type: ignore[union-attr]
+
+    verdict, attempts = world.pull_check(patience=20).check(image, key, patient=True)
+
+    assert not verdict.passed and verdict.code == "credentials-refused"
+    assert world.sleeps == [2.0, 4.0, 8.0] and attempts == 4  # the next wait (16 s) would pass the deadline
+
+
+def test_patience_stops_at_the_first_pass_and_never_waits_for_a_missing_image(world: World) -> None:
+    key = ServiceAccountKey.from_json(key_json("k9"))
+    image = parse_request({"version": 1, "action": "test", "image": IMAGE}).image  # type: ignore[union-attr]
+    check = world.pull_check()
+    original = world.registry.resolve
+
+    def propagating(*args: Any) -> Any:
+        if len(world.registry.calls) >= 2:
+            world.registry.valid_keys.add("k9")
+        return original(*args)
+
+    world.registry.resolve = propagating  # type: ignore[method-assign]
+    passed, attempts = check.check(image, key, patient=True)
+    missing, once = check.check(replace(image, image="gone"), key, patient=True)
+    impatient, single = check.check(image, ServiceAccountKey.from_json(key_json("k0")), patient=False)
+
+    assert passed.passed and attempts == 3
+    assert missing.code == "image-missing" and once == 1
+    assert impatient.code == "credentials-refused" and single == 1
+
+
+# -- the dispatcher ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeRotation:
+    outcome: Outcome
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def rotate(self, secret_id: str, **options: Any) -> Outcome:
+        self.calls.append((secret_id, options))
+        return self.outcome
+
+
+def handler(world: World, rotation: Any = None) -> RequestHandler:
+    def unused() -> Any:
+        raise AssertionError("not this workflow")
+
+    return RequestHandler(
+        provisioner=world.provisioner,
+        deprovisioner=unused,
+        rotation=lambda: rotation,
+        image_check=lambda: ImageCheck(world.secrets, world.pull_check()),
+        status=lambda: StatusReport(world.secrets, default_rotation_period_days=30, clock=lambda: NOW),
+    )
+
+
+def message(body: Any) -> PubSubMessage:
+    return PubSubMessage(data=json.dumps(body).encode() if not isinstance(body, bytes) else body)
+
+
+@pytest.mark.parametrize(
+    ("rotation_status", "reply_status"),
+    [(Status.OK, Status.OK), (Status.SKIPPED, Status.OK), (Status.FAILED, Status.FAILED)],
+)
+def test_rotate_is_handed_to_the_rotation_workflow(world: World, rotation_status: Status, reply_status: Status) -> None:
+    rotation = FakeRotation(
+        Outcome("rotation", rotation_status, "not due", code="x", details={"a": 1}, durations_ms={"create": 5.0})
+    )
+
+    reply = handler(world, rotation).handle(
+        message({"version": 1, "action": "rotate", "name": "team-a", "force": True, "request_id": "r-1"})
+    )
+
+    assert rotation.calls == [(SECRET_ID, {"force": True, "dry_run": False, "request_id": "r-1"})]
+    assert (reply.kind, reply.status, reply.request_id) == ("request", reply_status, "r-1")
+    assert reply.subject == {"action": "rotate", "name": "team-a"}
+    assert reply.details["rotation"] == {
+        "status": rotation_status.value,
+        "reason": "not due",
+        "code": "x",
+        "details": {"a": 1},
+    }
+    assert reply.durations_ms == {"create": 5.0}
+
+
+def test_a_rejection_keeps_the_request_id_and_lists_the_errors(world: World) -> None:
+    reply = handler(world).handle(message({"version": 1, "action": "rotate", "request_id": "r-2"}))
+    garbage = handler(world).handle(message(b"\x00not json"))
+
+    assert (reply.status, reply.request_id, reply.subject) == (Status.REJECTED, "r-2", {"action": "rotate"})
+    assert reply.details == {"errors": ["/name: required"]}
+    assert garbage.status is Status.REJECTED and garbage.request_id is None and garbage.subject == {}
+
+
+def test_a_permanent_error_from_a_workflow_is_a_failed_reply_and_a_transient_one_is_raised(world: World) -> None:
+    class Broken:
+        def rotate(self, secret_id: str, **_: Any) -> Outcome:
+            raise PermanentError("no such integration", code="not-found")
+
+    class Down:
+        def rotate(self, secret_id: str, **_: Any) -> Outcome:
+            raise ServiceUnavailable("Secret Manager down")
+
+    body = {"version": 1, "action": "rotate", "name": "team-a", "request_id": "r-3"}
+    failed = handler(world, Broken()).handle(message(body))
+    with pytest.raises(TransientError):
+        handler(world, Down()).handle(message(body))
+
+    assert (failed.status, failed.code, failed.request_id) == (Status.FAILED, "not-found", "r-3")
+    assert failed.subject == {"action": "rotate", "name": "team-a"}
+
+
+def test_test_and_status_through_the_dispatcher(world: World) -> None:
+    world.registry.valid_keys.add("key-1")
+    assert world.provision().status is Status.OK
+    world.secret().annotations[Annotation.ROTATED_AT] = rfc3339(NOW - timedelta(days=31))
+
+    tested = handler(world).handle(message({"version": 1, "action": "test", "image": IMAGE}))
+    status = handler(world).handle(message({"version": 1, "action": "status", "name": "team-a"}))
+
+    assert tested.status is Status.OK and tested.details["integrations"]["team-a"]["digest"] == DIGEST
+    report = status.details["integrations"][0]
+    assert report["key_age_days"] == 31.0 and report["rotation_overdue"] is True
+    assert report["next_rotation"] == rfc3339(NOW - timedelta(days=1))
+    assert report["last_test"]["passed"] is True and report["dataloop_integration_id"] == "dl-1"
+    assert "(rotation overdue)" in status.reason and "last test passed" in status.reason
+
+
+def test_the_managed_since_annotation_is_the_one_the_rotation_reads() -> None:
+    from shared.rotation.state import MANAGED_SINCE
+
+    assert KEYS_MANAGED_SINCE == MANAGED_SINCE
+
+
+# -- the CLI -------------------------------------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_builds_each_action_and_prints_it_without_sending() -> None:
+    code, out, _ = run_cli(
+        "provision", "--name", "team-a", "--org", "org-1", "--project", PROJECT, "--location", "us-central1",
+        "--repository", "images", "--repository", "models", "--create-sa", "dataloop-team-a",
+        "--test-image", IMAGE, "--rotation-period-days", "7", "--request-id", "op-1",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out) == {
+        "version": 1,
+        "action": "provision",
+        "request_id": "op-1",
+        "name": "team-a",
+        "org_id": "org-1",
+        "project": PROJECT,
+        "location": "us-central1",
+        "repositories": ["images", "models"],
+        "service_account": {"create": "dataloop-team-a"},
+        "rotation_period_days": 7.0,
+        "test_image": IMAGE,
+    }
+    for argv, expected in [
+        (["deprovision", "--name", "team-a", "--keep-secret"], {"name": "team-a", "keep_secret": True}),
+        (["rotate", "--name", "team-a", "--force"], {"name": "team-a", "force": True, "dry_run": False}),
+        (["test", "--image", IMAGE], {"image": IMAGE}),
+        (["status"], {}),
+    ]:
+        code, out, _ = run_cli(*argv)
+        body = json.loads(out)
+        assert code == 0 and body.pop("request_id").startswith("cli-")
+        assert body == {"version": 1, "action": argv[0], **expected}
+
+
+def test_cli_refuses_an_invalid_request_with_every_reason_and_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "google.cloud.pubsub_v1", raising=False)
+
+    code, out, err = run_cli(
+        "provision", "--name", "Team A", "--org", "org-1", "--project", PROJECT, "--location", "us-central1",
+        "--repository", "Images", "--create-sa", "sa", "--wait", "--pubsub-project", "p",
+    )  # fmt: skip
+
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "the request is invalid; nothing was sent:",
+        "  /name: must be 3-40 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+        "  /repositories/0: must be a repository id: a-z, 0-9 and '-', starting with a letter, at most 63 characters",
+        "  /service_account/create: must be a service account id: 6-30 characters of a-z, 0-9 and '-', starting with a letter",
+    ]
+    assert "google.cloud.pubsub_v1" not in sys.modules
+
+
+def test_cli_sends_a_hand_written_request_after_validating_it(tmp_path: Any) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"version": 1, "action": "status", "colour": "red"}))
+    code, _, err = run_cli("send", str(path))
+    assert code == 2 and "/colour: unknown field" in err
+
+    path.write_text(json.dumps({"version": 1, "action": "status", "name": "team-a"}))
+    code, out, _ = run_cli("send", str(path), "--request-id", "mine")
+    assert code == 0 and json.loads(out) == {"version": 1, "action": "status", "name": "team-a", "request_id": "mine"}
+
+
+def test_a_reply_decides_the_exit_status() -> None:
+    assert [cli._exit_for({"status": s}) for s in ("ok", "failed", "rejected")] == [0, 1, 2]
+
+
+def test_rotate_request_names_the_secret() -> None:
+    assert RotateRequest("team-a").secret_id == SECRET_ID

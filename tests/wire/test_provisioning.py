@@ -1,0 +1,725 @@
+"""Provisioning requests at the wire: every action against the local cloud's stand-ins.
+
+The workflows drive the real adapters (Secret Manager REST, IAM gRPC, Artifact Registry
+REST, the Dataloop client, the registry client) against the local servers. The registry's
+token endpoint asks the IAM and Artifact Registry stand-ins who may pull
+(``gcp_authority``), so a key provisioning creates really pulls the test image, and one it
+did not grant would not. What is asserted is the state left in every service: one of
+everything after any number of identical requests, and after a failure at any step
+followed by the same request again.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from localcloud.artifactregistry import ArtifactRegistryStandIn
+from localcloud.iam import IamStandIn
+from localcloud.wsgi import Fault
+from shared import runtime
+from shared.artifact_registry import READER_ROLE, RepositoryAccess
+from shared.config import reset_settings
+from shared.errors import ServiceUnavailable, TransientError
+from shared.events import PubSubMessage
+from shared.iam import ServiceAccounts
+from shared.integrations import MANAGED_LABEL, Annotation
+from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
+from shared.provisioning.provision import account_display_name
+from shared.provisioning.records import KEYS_MANAGED_SINCE
+from shared.reference_test import ReferenceTest
+from shared.results import Outcome, Status
+from shared.secrets import SecretManager
+from shared.status import StatusReport
+from tests.fixtures.dataloop import DataloopSandbox
+from tests.fixtures.registry import TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
+from tests.fixtures.secretmanager import SecretManagerHandle
+
+pytestmark = pytest.mark.wire
+
+PROJECT = TEST_PROJECT  # the registry fixture's images live in test-project/test-repo
+LOCATION = "us-central1"
+OTHER_REPOSITORY = "other-repo"
+NAME = "team-a"
+SECRET_ID = f"dataloop-gar-{NAME}"
+ACCOUNT_ID = "dataloop-team-a"
+EMAIL = f"{ACCOUNT_ID}@{PROJECT}.iam.gserviceaccount.com"
+ROTATION_TOPIC = f"projects/{PROJECT}/topics/dataloop-gar-rotation"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repository_path(repository: str) -> str:
+    return RepositoryAccess.repository_path(PROJECT, LOCATION, repository)
+
+
+class FailOnce:
+    """An adapter whose ``method`` raises ``error`` the first time ``when(*args, **kwargs)`` holds.
+
+    For faults the stand-ins cannot aim precisely (e.g. "the update that sets the alias",
+    when every update of a secret is the same PATCH on the wire).
+    """
+
+    def __init__(self, target: Any, method: str, when: Callable[..., bool], error: Exception) -> None:
+        self._target, self._method, self._when, self._error = target, method, when, error
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if name != self._method:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not self.fired and self._when(*args, **kwargs):
+                self.fired = True
+                raise self._error
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+@dataclass
+class Cloud:
+    """The stand-ins, the real adapters on them, and the request handler under test."""
+
+    secretmanager: SecretManagerHandle
+    iam: IamStandIn
+    artifact_registry: ArtifactRegistryStandIn
+    dataloop: DataloopSandbox
+    registry: RegistryStack
+    image: PushedImage
+    secrets: SecretManager
+    accounts: ServiceAccounts
+    repositories: RepositoryAccess
+    dataloop_client: Any
+    registry_client: Any
+    outcomes: list[Outcome]
+    replies: list[Any]  # reply messages read off the results topic
+    patience_seconds: float = 5.0
+
+    def handler(self, *, secrets: Any = None, rotation: Any = None) -> RequestHandler:
+        store = secrets or self.secrets
+        check = PullCheck(
+            ReferenceTest(self.registry_client),
+            patience_seconds=self.patience_seconds,
+            first_wait_seconds=0.05,
+            longest_wait_seconds=0.2,
+        )
+
+        def no_rotation() -> Any:
+            raise AssertionError("this test does not rotate")
+
+        return RequestHandler(
+            provisioner=lambda: Provisioner(
+                store,
+                self.accounts,
+                self.repositories,
+                lambda: self.dataloop_client,
+                check,
+                rotation_topic=ROTATION_TOPIC,
+                default_rotation_period_days=30.0,
+            ),
+            deprovisioner=lambda: Deprovisioner(store, self.accounts, self.repositories, lambda: self.dataloop_client),
+            rotation=rotation or no_rotation,
+            image_check=lambda: ImageCheck(store, check),
+            status=lambda: StatusReport(store, default_rotation_period_days=30.0),
+        )
+
+    def send(self, body: dict[str, Any], **handler_options: Any) -> Outcome:
+        outcome = self.handler(**handler_options).handle(PubSubMessage(data=json.dumps(body).encode(), message_id="m"))
+        self.outcomes.append(outcome)
+        return outcome
+
+    def provision_request(self, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "version": 1,
+            "action": "provision",
+            "request_id": "req-1",
+            "name": NAME,
+            "org_id": self.dataloop.org_id,
+            "project": PROJECT,
+            "location": LOCATION,
+            "repositories": [TEST_REPOSITORY, OTHER_REPOSITORY],
+            "service_account": {"create": ACCOUNT_ID},
+            "registry_host": self.registry.host,
+            "test_image": str(self.image.by_digest),
+        }
+        body.update(overrides)
+        return {k: v for k, v in body.items() if v is not None}
+
+    # -- what the services hold ----------------------------------------------------------------
+    def integrations(self) -> list[dict[str, Any]]:
+        return self.dataloop.gateway.stored_integrations(self.dataloop.org_id)
+
+    def readers(self, repository: str) -> set[str]:
+        return self.artifact_registry.state.readers(repository_path(repository))
+
+    def user_keys(self, email: str = EMAIL) -> list[str]:
+        return [k.key_id for k in self.iam.state.keys_of(email)]
+
+    def stored_keys(self, secret_id: str = SECRET_ID) -> dict[int, dict[str, Any]]:
+        """Readable versions of the secret -> the key file they hold (for assertions only)."""
+        versions = self.secrets.list_versions(secret_id)
+        return {n: json.loads(self.secrets.access(secret_id, n)[1]) for n, s in versions.items() if s == "ENABLED"}
+
+
+@pytest.fixture
+def cloud(
+    secretmanager: SecretManagerHandle,
+    iam: IamStandIn,
+    artifact_registry: ArtifactRegistryStandIn,
+    gcp_authority: Any,
+    local_registry: RegistryStack,
+    registry_image: PushedImage,
+    dataloop: DataloopSandbox,
+    caplog: pytest.LogCaptureFixture,
+) -> Iterator[Cloud]:
+    caplog.set_level(logging.DEBUG)
+    for repository in (TEST_REPOSITORY, OTHER_REPOSITORY):
+        artifact_registry.state.create_repository(PROJECT, LOCATION, repository)
+    local_registry.token_server.reset()
+    with (
+        local_registry.authority(gcp_authority),
+        ServiceAccounts(endpoint=iam.target, timeout=3.0) as accounts,
+        RepositoryAccess(endpoint=artifact_registry.url, timeout=3.0, conflict_backoff=0.01) as repositories,
+        dataloop.client() as dataloop_client,
+    ):
+        world = Cloud(
+            secretmanager=secretmanager,
+            iam=iam,
+            artifact_registry=artifact_registry,
+            dataloop=dataloop,
+            registry=local_registry,
+            image=registry_image,
+            secrets=SecretManager(PROJECT, endpoint=secretmanager.url, timeout=3.0),
+            accounts=accounts,
+            repositories=repositories,
+            dataloop_client=dataloop_client,
+            registry_client=local_registry.client(),
+            outcomes=[],
+            replies=[],
+        )
+        yield world
+        assert_no_key_material(world, caplog.text)
+    local_registry.token_server.reset()
+
+
+def assert_no_key_material(cloud: Cloud, log_text: str) -> None:
+    """No reply and no log line may carry a key, in any of the forms it travelled in."""
+    secrets: set[str] = {cloud.dataloop.admin_key}
+    for secret in cloud.secrets.list_secrets("name:dataloop-gar-"):
+        for key in cloud.stored_keys(secret.secret_id).values():
+            secrets |= {key["private_key"], json.dumps(key), key["private_key"].split("\n")[1]}
+    for stored in cloud.dataloop.gateway.stored_integrations():
+        password = stored["options"]["spec"]["password"]
+        secrets |= {password, base64.b64decode(password).decode()}
+    published = json.dumps([o.to_message() for o in cloud.outcomes] + cloud.replies)
+    assert "PRIVATE KEY" not in published and "PRIVATE KEY" not in log_text
+    for secret in secrets:
+        assert secret not in published
+        assert secret not in log_text
+
+
+def assert_one_of_everything(
+    cloud: Cloud, *, repositories: tuple[str, ...] = (TEST_REPOSITORY, OTHER_REPOSITORY)
+) -> None:
+    """One account, one live key (the one stored as ``current``), one grant per repository,
+    one readable version, one Dataloop integration holding that key, the secret active."""
+    assert [a.email for a in cloud.iam.state.list_service_accounts(PROJECT) if a.email == EMAIL] == [EMAIL]
+    record = cloud.secrets.get_secret(SECRET_ID)
+    stored = cloud.stored_keys()
+    assert list(stored) == [record.version_aliases["current"]]
+    current = stored[record.version_aliases["current"]]
+    assert cloud.user_keys() == [current["private_key_id"]]
+    for repository in repositories:
+        assert cloud.readers(repository) == {f"serviceAccount:{EMAIL}"}
+    integrations = cloud.integrations()
+    assert [i["public"]["name"] for i in integrations] == [NAME]
+    assert record.annotations[Annotation.INTEGRATION_ID] == integrations[0]["public"]["id"]
+    docker = json.loads(base64.b64decode(integrations[0]["options"]["spec"]["password"]))
+    assert json.loads(docker["auths"][cloud.registry.host]["password"]) == current
+    assert record.labels[MANAGED_LABEL[0]] == MANAGED_LABEL[1]
+
+
+# -- provision ---------------------------------------------------------------------------------------
+
+
+def test_provision_sets_everything_up_and_the_new_key_really_pulls(cloud: Cloud) -> None:
+    outcome = cloud.send(cloud.provision_request())
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert (outcome.kind, outcome.request_id, outcome.subject) == (
+        "request",
+        "req-1",
+        {"action": "provision", "name": NAME},
+    )
+    assert_one_of_everything(cloud)
+    steps = outcome.details["steps"]
+    assert steps["service_account"] == "created" and steps["record"] == "created" and steps["key"] == "created"
+    assert steps["grants"] == {f"{PROJECT}/{TEST_REPOSITORY}": "granted", f"{PROJECT}/{OTHER_REPOSITORY}": "granted"}
+    assert steps["test"]["passed"] is True and steps["test"]["digest"] == cloud.image.digest
+    assert {"repositories", "service_account", "record", "grants", "key", "dataloop", "activate", "test"} <= set(
+        outcome.durations_ms
+    )
+    assert cloud.iam.state.account(EMAIL).display_name == account_display_name(NAME)
+
+    record = cloud.secrets.get_secret(SECRET_ID)
+    notes = record.annotations
+    assert record.labels == {"managed-by": "dataloop-gar", "location": LOCATION}
+    assert notes[Annotation.ORG] == cloud.dataloop.org_id
+    assert notes[Annotation.INTEGRATION_NAME] == NAME
+    assert notes[Annotation.SERVICE_ACCOUNT] == EMAIL
+    assert notes[Annotation.REGISTRY_HOST] == cloud.registry.host
+    assert notes[Annotation.REPOSITORIES] == f"{PROJECT}/{TEST_REPOSITORY},{PROJECT}/{OTHER_REPOSITORY}"
+    assert notes[Annotation.LOCATION] == LOCATION
+    assert notes[Annotation.CREATED_SERVICE_ACCOUNT] == "true"
+    assert notes[Annotation.ROTATION_PERIOD] == str(30 * 86400)
+    assert Annotation.ROTATED_AT in notes and KEYS_MANAGED_SINCE in notes
+    assert json.loads(notes[Annotation.LAST_TEST])["passed"] is True
+    # Secret Manager will send SECRET_ROTATE to the rotation topic on schedule.
+    assert record.topics == (ROTATION_TOPIC,)
+    assert record.rotation_period_seconds == 30 * 86400 and record.next_rotation_time
+    # And the key really is what the registry accepts: the token endpoint asked the local IAM.
+    assert cloud.registry.token_calls(), "the reference test must have reached the token endpoint"
+
+
+def test_the_same_provision_twice_changes_nothing_and_duplicates_nothing(cloud: Cloud) -> None:
+    first = cloud.send(cloud.provision_request())
+    assert first.status is Status.OK, first.reason
+    record = cloud.secrets.get_secret(SECRET_ID)
+    creates_before = cloud.iam.calls().count("CreateServiceAccountKey")
+    dataloop_id = cloud.integrations()[0]["public"]["id"]
+
+    second = cloud.send(cloud.provision_request(request_id="req-2"))
+
+    assert second.status is Status.OK, second.reason
+    assert second.request_id == "req-2"
+    steps = second.details["steps"]
+    assert steps["service_account"] == "exists (created by dataloop-gar)"
+    assert steps["record"] == "unchanged" and steps["key"] == "kept" and steps["activate"] == "unchanged"
+    assert set(steps["grants"].values()) == {"unchanged"}
+    assert_one_of_everything(cloud)
+    assert cloud.iam.calls().count("CreateServiceAccountKey") == creates_before
+    assert cloud.integrations()[0]["public"]["id"] == dataloop_id
+    assert cloud.secrets.get_secret(SECRET_ID).version_aliases == record.version_aliases
+
+
+def test_a_later_request_without_a_repository_takes_that_grant_back(cloud: Cloud) -> None:
+    assert cloud.send(cloud.provision_request()).status is Status.OK
+
+    outcome = cloud.send(cloud.provision_request(repositories=[TEST_REPOSITORY]))
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["grants"][f"{PROJECT}/{OTHER_REPOSITORY}"] == "revoked"
+    assert cloud.readers(OTHER_REPOSITORY) == set()
+    assert_one_of_everything(cloud, repositories=(TEST_REPOSITORY,))
+    assert "previous-repositories" not in cloud.secrets.get_secret(SECRET_ID).annotations
+
+
+def test_a_new_key_is_tested_patiently_through_iam_propagation(cloud: Cloud) -> None:
+    cloud.iam.state.set_propagation_delay(0.6)
+
+    outcome = cloud.send(cloud.provision_request())
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["test"]["attempts"] > 1
+
+
+def test_org_policy_refusal_fails_naming_the_constraint_and_resending_after_the_fix_completes(cloud: Cloud) -> None:
+    cloud.iam.state.set_key_creation_disabled()
+
+    outcome = cloud.send(cloud.provision_request())
+
+    assert outcome.status is Status.FAILED
+    assert outcome.code == "key-creation-disabled"
+    assert "constraints/iam.disableServiceAccountKeyCreation" in outcome.reason
+    assert outcome.details["failed_step"] == "key"
+    assert cloud.integrations() == []
+    assert MANAGED_LABEL[0] not in cloud.secrets.get_secret(SECRET_ID).labels  # not active until complete
+
+    cloud.iam.state.set_key_creation_disabled(False)
+    assert cloud.send(cloud.provision_request()).status is Status.OK
+    assert_one_of_everything(cloud)
+
+
+def test_creating_an_account_that_someone_else_owns_is_refused(cloud: Cloud) -> None:
+    cloud.iam.state.create_service_account(PROJECT, ACCOUNT_ID, display_name="the data team's own account")
+
+    outcome = cloud.send(cloud.provision_request())
+
+    assert outcome.status is Status.FAILED and outcome.code == "service-account-exists"
+    assert '"email"' in outcome.reason
+    assert cloud.user_keys() == [] and cloud.integrations() == []
+    assert cloud.readers(TEST_REPOSITORY) == set()
+
+
+def _deny_repository_read(cloud: Cloud) -> None:
+    cloud.artifact_registry.app.inject(
+        Fault(path=f"/{repository_path(OTHER_REPOSITORY)}$", method="GET", status=403, body=_forbidden())
+    )
+
+
+def _deny_account_creation(cloud: Cloud) -> None:
+    cloud.iam.inject(
+        "CreateServiceAccount", grpc.StatusCode.PERMISSION_DENIED, "Permission iam.serviceAccounts.create denied"
+    )
+
+
+def _secret_manager_down_on_create(cloud: Cloud) -> None:
+    cloud.secretmanager.wire.inject(Fault(path=r"/secrets$", method="POST", status=503, body=_unavailable()))
+
+
+def _deny_grant(cloud: Cloud) -> None:
+    cloud.artifact_registry.app.inject(
+        Fault(path=f"/{repository_path(OTHER_REPOSITORY)}:setIamPolicy$", method="POST", status=403, body=_forbidden())
+    )
+
+
+def _deny_key_creation(cloud: Cloud) -> None:
+    cloud.iam.inject("CreateServiceAccountKey", grpc.StatusCode.PERMISSION_DENIED, "Permission denied")
+
+
+def _crash_before_storing_the_key(cloud: Cloud) -> None:
+    cloud.secretmanager.wire.inject(Fault(path=r":addVersion$", method="POST", status=503, body=_unavailable()))
+
+
+def _deny_dataloop(cloud: Cloud) -> None:
+    cloud.dataloop.gateway.instrumented.inject(
+        Fault(path=r"/integrations$", method="POST", status=403, body={"message": "Forbidden"})
+    )
+
+
+def _refuse_the_key_at_the_registry(cloud: Cloud) -> None:
+    cloud.registry.token_server.inject(Fault(path=r"/v2/token$", status=401, body={"errors": []}, count=1000))
+
+
+def _forbidden() -> dict[str, Any]:
+    return {"error": {"code": 403, "message": "The caller does not have permission", "status": "PERMISSION_DENIED"}}
+
+
+def _unavailable() -> dict[str, Any]:
+    return {"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}
+
+
+def _on_alias(*_: Any, **kwargs: Any) -> bool:
+    return kwargs.get("version_aliases") is not None
+
+
+def _on_activation(*_: Any, **kwargs: Any) -> bool:
+    return MANAGED_LABEL[0] in (kwargs.get("labels") or {})
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """A fault at ``step``: injected at the wire or at an adapter call (method, when)."""
+
+    step: str
+    at_wire: Callable[[Cloud], None] | None = None
+    at_adapter: tuple[str, Callable[..., bool]] | None = None
+    redelivered: bool = False  # transient: the entry point raises; else a `failed` reply
+
+
+STEP_ORDER = ("repositories", "service_account", "record", "grants", "key", "dataloop", "activate", "test")
+INTERRUPTIONS = {
+    "repository read denied": Interruption("repositories", _deny_repository_read),
+    "account creation denied": Interruption("service_account", _deny_account_creation),
+    "secret manager down at create": Interruption("record", _secret_manager_down_on_create, redelivered=True),
+    "grant denied": Interruption("grants", _deny_grant),
+    "key creation denied": Interruption("key", _deny_key_creation),
+    "crash after the key was made, before it was stored": Interruption(
+        "key", _crash_before_storing_the_key, redelivered=True
+    ),
+    "crash after the key was stored, before it was aliased": Interruption(
+        "key", at_adapter=("update_secret", _on_alias), redelivered=True
+    ),
+    "dataloop denied": Interruption("dataloop", _deny_dataloop),
+    "crash before activation": Interruption("activate", at_adapter=("update_secret", _on_activation), redelivered=True),
+    "key refused by the registry": Interruption("test", _refuse_the_key_at_the_registry),
+}
+
+
+@pytest.mark.parametrize("name", list(INTERRUPTIONS))
+def test_provision_failing_at_a_step_completes_when_sent_again(cloud: Cloud, name: str) -> None:
+    interruption = INTERRUPTIONS[name]
+    cloud.patience_seconds = 0.3
+    if interruption.at_wire is not None:
+        interruption.at_wire(cloud)
+    secrets: Any = cloud.secrets
+    if interruption.at_adapter is not None:
+        method, when = interruption.at_adapter
+        secrets = FailOnce(cloud.secrets, method, when, ServiceUnavailable("injected: crashed here"))
+
+    if interruption.redelivered:
+        with pytest.raises(TransientError):
+            cloud.send(cloud.provision_request(), secrets=secrets)
+    else:
+        outcome = cloud.send(cloud.provision_request(), secrets=secrets)
+        assert outcome.status is Status.FAILED, outcome.reason
+        if interruption.step == "test":
+            assert outcome.code == "credentials-refused" and outcome.details["steps"]["test"]["attempts"] > 1
+        else:
+            assert outcome.details["failed_step"] == interruption.step, outcome.reason
+    made_integration = STEP_ORDER.index(interruption.step) > STEP_ORDER.index("dataloop")
+    assert len(cloud.integrations()) == (1 if made_integration else 0)
+
+    cloud.secretmanager.wire.reset()
+    cloud.artifact_registry.app.reset()
+    cloud.dataloop.gateway.instrumented.reset()
+    cloud.registry.token_server.reset()
+    again = cloud.send(cloud.provision_request(), secrets=secrets)
+
+    assert again.status is Status.OK, again.reason
+    assert_one_of_everything(cloud)
+    if name == "crash after the key was stored, before it was aliased":
+        assert again.details["steps"]["key"].startswith("reused")
+    if name == "crash after the key was made, before it was stored":
+        assert "deleted 1 key(s)" in again.details["steps"]["key"]
+
+
+# -- deprovision -------------------------------------------------------------------------------------
+
+
+def test_deprovision_removes_what_was_made_and_leaves_an_existing_account_and_other_grants(cloud: Cloud) -> None:
+    existing = cloud.iam.state.create_service_account(PROJECT, ACCOUNT_ID, display_name="made by hand")
+    own_key, _ = cloud.iam.state.create_key(existing.name)
+    other = cloud.iam.state.create_service_account(PROJECT, "someone-else").email
+    cloud.artifact_registry.state.add_binding(repository_path(TEST_REPOSITORY), READER_ROLE, f"serviceAccount:{other}")
+    provisioned = cloud.send(cloud.provision_request(service_account={"email": EMAIL}))
+    assert provisioned.status is Status.OK, provisioned.reason
+    assert cloud.secrets.get_secret(SECRET_ID).annotations[Annotation.CREATED_SERVICE_ACCOUNT] == "false"
+    ours = next(k for k in cloud.user_keys() if k != own_key.key_id)
+
+    outcome = cloud.send({"version": 1, "action": "deprovision", "name": NAME, "request_id": "d-1"})
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["keys"] == {ours: "deleted"}
+    assert outcome.details["steps"]["service_account"].startswith("kept")
+    assert cloud.iam.state.account(EMAIL) is not None
+    assert cloud.user_keys() == [own_key.key_id]
+    assert cloud.readers(TEST_REPOSITORY) == {f"serviceAccount:{other}"}
+    assert cloud.readers(OTHER_REPOSITORY) == set()
+    assert cloud.integrations() == []
+    assert cloud.secrets.list_secrets() == []
+
+    again = cloud.send({"version": 1, "action": "deprovision", "name": NAME})
+    assert again.status is Status.OK and "nothing to remove" in again.reason
+
+
+def test_deprovision_deletes_a_created_account_and_keep_secret_keeps_a_retired_record(cloud: Cloud) -> None:
+    assert cloud.send(cloud.provision_request()).status is Status.OK
+    cloud.dataloop.gateway.instrumented.inject(Fault(path=r"/integrations/", method="DELETE", status=503, count=10))
+
+    with pytest.raises(TransientError):  # Dataloop down: redelivered, nothing else touched yet
+        cloud.send({"version": 1, "action": "deprovision", "name": NAME, "keep_secret": True})
+    assert cloud.iam.state.account(EMAIL) is not None
+
+    cloud.dataloop.gateway.instrumented.reset()
+    outcome = cloud.send({"version": 1, "action": "deprovision", "name": NAME, "keep_secret": True})
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["service_account"] == "deleted"
+    assert cloud.iam.state.account(EMAIL) is None
+    assert cloud.readers(TEST_REPOSITORY) == set() and cloud.integrations() == []
+    record = cloud.secrets.get_secret(SECRET_ID)
+    assert MANAGED_LABEL[0] not in record.labels and record.version_aliases == {}
+    assert set(cloud.secrets.list_versions(SECRET_ID).values()) == {"DESTROYED"}
+    status = cloud.send({"version": 1, "action": "status", "name": NAME})
+    assert status.details["integrations"][0]["state"] == "deprovisioned"
+
+    # The retired record is provisioned afresh by the same request as the first time.
+    again = cloud.send(cloud.provision_request())
+    assert again.status is Status.OK, again.reason
+    assert_one_of_everything(cloud)
+
+
+# -- test and status ------------------------------------------------------------------------------------
+
+
+def test_test_and_status_report_on_the_integration(cloud: Cloud) -> None:
+    assert cloud.send(cloud.provision_request(test_image=None)).status is Status.OK
+    never = cloud.send({"version": 1, "action": "status", "name": NAME})
+    assert never.details["integrations"][0]["last_test"] is None and "never tested" in never.reason
+
+    by_name = cloud.send({"version": 1, "action": "test", "name": NAME, "image": str(cloud.image.by_tag)})
+    covering = cloud.send({"version": 1, "action": "test", "image": str(cloud.image.by_digest), "request_id": "t-2"})
+    uncovered = cloud.send(
+        {"version": 1, "action": "test", "image": f"{cloud.registry.host}/{PROJECT}/elsewhere/app:v1"}
+    )
+
+    assert by_name.status is Status.OK, by_name.reason
+    assert by_name.details["integrations"][NAME]["digest"] == cloud.image.digest
+    assert covering.status is Status.OK and covering.request_id == "t-2"
+    assert uncovered.status is Status.FAILED and uncovered.code == "uncovered"
+
+    one = cloud.send({"version": 1, "action": "status", "name": NAME})
+    every = cloud.send({"version": 1, "action": "status"})
+    missing = cloud.send({"version": 1, "action": "status", "name": "nobody"})
+
+    assert one.status is Status.OK, one.reason
+    report = one.details["integrations"][0]
+    record = cloud.secrets.get_secret(SECRET_ID)
+    assert report["state"] == "active" and report["current_version"] == record.version_aliases["current"]
+    assert report["dataloop_integration_id"] == cloud.integrations()[0]["public"]["id"]
+    assert 0 <= report["key_age_days"] < 0.01 and report["rotation_period_days"] == 30
+    assert report["next_rotation"] > report["rotated_at"] and report["rotation_overdue"] is False
+    assert report["rotate_notification_at"] is not None  # Secret Manager's own SECRET_ROTATE schedule
+    assert report["last_test"]["passed"] is True and report["last_test"]["image"] == str(cloud.image.by_digest)
+    assert "last test passed" in one.reason
+    assert [i["name"] for i in every.details["integrations"]] == [NAME] and every.reason.startswith("1 integration")
+    assert missing.status is Status.FAILED and missing.code == "integration-not-found"
+
+
+def test_an_invalid_request_is_rejected_with_every_reason_and_its_request_id(cloud: Cloud) -> None:
+    outcome = cloud.send({"version": 1, "action": "provision", "request_id": "bad-1", "name": "x", "colour": "red"})
+
+    assert outcome.status is Status.REJECTED and outcome.request_id == "bad-1"
+    assert outcome.subject == {"action": "provision"}
+    assert outcome.details["errors"][0].startswith("/name: must be 3-40 characters")
+    assert "/colour: unknown field" in outcome.details["errors"]
+    assert cloud.secrets.list_secrets() == [] and cloud.iam.calls() == []
+
+
+# -- the function, the rotation workflow and the CLI, end to end ----------------------------------------
+
+
+@pytest.fixture
+def function_env(cloud: Cloud, pubsub: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The environment the deployed function would have, pointed at the local cloud."""
+    results_topic = pubsub.topic("results")
+    cloud.secrets.create_secret("dataloop-api-credentials", labels={}, annotations={})
+    cloud.secrets.add_version("dataloop-api-credentials", json.dumps({"api_key": cloud.dataloop.admin_key}).encode())
+    env = {
+        "GCP_PROJECT": PROJECT,
+        "SECRET_MANAGER_ENDPOINT": cloud.secretmanager.url,
+        "IAM_ENDPOINT": cloud.iam.target,
+        "ARTIFACT_REGISTRY_ENDPOINT": cloud.artifact_registry.url,
+        "DATALOOP_BASE_URL": cloud.dataloop.api_url,
+        "REGISTRY_INSECURE_HOSTS": cloud.registry.host,
+        "RESULTS_TOPIC": results_topic,
+        "ROTATION_TOPIC": ROTATION_TOPIC,
+        "ROTATION_TEST_TIMEOUT_SECONDS": "5",
+        "HTTP_TIMEOUT_SECONDS": "5",
+        "HTTP_RETRIES": "1",
+        **pubsub.emulator.env(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    runtime.reset()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield env
+    finally:
+        runtime.reset()
+        reset_settings()
+        for handler in [h for h in root.handlers if h not in handlers]:  # runtime.start's stdout handler
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def load_function() -> Any:
+    spec = importlib.util.spec_from_file_location("requests_function_main", REPO_ROOT / "functions/requests/main.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def push_body(payload: dict[str, Any], message_id: str = "1") -> dict[str, Any]:
+    data = base64.b64encode(json.dumps(payload).encode()).decode()
+    return {"message": {"data": data, "messageId": message_id}, "subscription": "projects/p/subscriptions/s"}
+
+
+def test_the_function_provisions_and_rotates_through_the_real_rotation_workflow(
+    cloud: Cloud, function_env: dict[str, str], pubsub: Any
+) -> None:
+    """The entry point wired by runtime; ``rotate`` goes to runtime.key_rotation() (shared/rotation)."""
+    replies = pubsub.collector(function_env["RESULTS_TOPIC"])
+    function = load_function()
+
+    function.on_request(push_body(cloud.provision_request(test_image=None, request_id="f-1")))
+    function.on_request(push_body({"version": 1, "action": "rotate", "name": NAME, "force": True, "request_id": "f-2"}))
+    function.on_request(push_body({"version": 2, "action": "status", "request_id": "f-3"}))
+
+    provisioned = replies.wait_for_json(request_id="f-1").json
+    rotated = replies.wait_for_json(request_id="f-2").json
+    rejected = replies.wait_for_json(request_id="f-3").json
+    assert (provisioned["kind"], provisioned["status"]) == ("request", "ok"), provisioned["reason"]
+    assert rotated["status"] == "ok" and rotated["subject"] == {"action": "rotate", "name": NAME}, rotated
+    assert rotated["details"]["rotation"]["status"] == "ok"
+    record = cloud.secrets.get_secret(SECRET_ID)
+    assert record.version_aliases["current"] == 2 and record.version_aliases.get("previous") == 1
+    assert rejected["status"] == "rejected" and rejected["details"]["errors"] == [
+        "/version: unsupported version 2; this function understands version 1"
+    ]
+    keys_after_rotation = set(cloud.user_keys())
+    assert len(keys_after_rotation) == 2  # the previous key lives on through the grace period
+
+    function.on_request(push_body({"version": 1, "action": "deprovision", "name": NAME, "request_id": "f-4"}))
+
+    deprovisioned = replies.wait_for_json(request_id="f-4").json
+    assert deprovisioned["status"] == "ok", deprovisioned["reason"]
+    assert deprovisioned["details"]["steps"]["keys"] == dict.fromkeys(keys_after_rotation, "deleted")
+    assert cloud.iam.state.account(EMAIL) is None
+    assert cloud.integrations() == [] and cloud.secrets.list_secrets("name:dataloop-gar-") == []
+    cloud.replies.extend([provisioned, rotated, rejected, deprovisioned])  # the fixture checks them for key material
+
+
+def test_cli_validates_locally_and_publishes_and_waits_for_the_reply(
+    cloud: Cloud, function_env: dict[str, str], pubsub: Any
+) -> None:
+    requests_topic = pubsub.topic("requests")
+    incoming = pubsub.collector(requests_topic)
+    function = load_function()
+    served: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:  # plays the push subscription: each request message to the function
+        while not stop.is_set():
+            for message in incoming.pull_once(timeout=1.0):
+                body = {"message": {"data": base64.b64encode(message.data).decode(), "messageId": "cli-1"}}
+                function.on_request(body)
+                served.append(message.attributes.get("request_id", ""))
+
+    env = {**os.environ, **function_env}
+    common = ["--pubsub-project", pubsub.emulator.project, "--topic", requests_topic]
+    common += ["--results-topic", function_env["RESULTS_TOPIC"]]
+    invalid = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "status", "--name", "Bad Name", "--wait", *common],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert invalid.returncode == 2 and "/name: must be 3-40 characters" in invalid.stderr
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        waited = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "status", "--request-id", "cli-status-1", "--wait", "--timeout", "30", *common],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        server.join(timeout=5)
+
+    assert waited.returncode == 0, waited.stderr
+    reply = json.loads(waited.stdout)
+    cloud.replies.append(reply)
+    assert (reply["request_id"], reply["status"], reply["subject"]) == ("cli-status-1", "ok", {"action": "status"})
+    assert served == ["cli-status-1"]  # invalid requests never left the operator's machine
+    subscriptions = pubsub.emulator.publisher.list_topic_subscriptions(
+        request={"topic": function_env["RESULTS_TOPIC"]}, timeout=10
+    )
+    assert not [s for s in subscriptions if "dataloop-gar-reply-" in s], "the temporary subscription must be deleted"
