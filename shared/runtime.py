@@ -150,22 +150,6 @@ def dataloop():  # type: ignore[no-untyped-def]
     )
 
 
-def reset() -> None:
-    """Drop every cached adapter (tests reconfigure between cases)."""
-    for builder in (
-        secret_manager,
-        catalog,
-        key_source,
-        registry,
-        results,
-        push_tester,
-        service_accounts,
-        repository_access,
-        dataloop,
-    ):
-        builder.cache_clear()
-
-
 # -- key rotation (issue 6) ----------------------------------------------------------------------
 
 
@@ -213,16 +197,6 @@ def rotation_handler():  # type: ignore[no-untyped-def]
     from shared.rotation import RotationMessages
 
     return RotationMessages(key_rotation(), rotation_sweep(), secret_manager())
-
-
-_reset_before_rotation = reset
-
-
-def reset() -> None:
-    """Drop every cached adapter, the rotation builders' included."""
-    _reset_before_rotation()
-    for builder in (key_rotation, rotation_publisher, rotation_sweep, rotation_handler):
-        builder.cache_clear()
 
 
 # -- provisioning requests (issue 5) ---------------------------------------------------------------
@@ -282,3 +256,10 @@ def request_handler():  # type: ignore[no-untyped-def]
         image_check=image_check,
         status=status_report,
     )
+
+
+def reset() -> None:
+    """Drop every cached adapter and workflow of this module (tests reconfigure between cases)."""
+    for value in list(globals().values()):
+        if getattr(value, "__module__", None) == __name__ and callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
