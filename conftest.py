@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.iam",
     "tests.fixtures.dataloop",
     "tests.fixtures.pubsub",
+    "tests.fixtures.localcloud",
 ]
