@@ -3,7 +3,7 @@
 # As root it installs what is missing; otherwise it prints the exact command to run.
 set -euo pipefail
 
-packages=(docker-registry skopeo)
+packages=(docker-registry skopeo shellcheck)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,0 +1,274 @@
+"""An in-memory stand-in for the gcloud commands the deployment runs.
+
+It answers like gcloud does where the deployment depends on it: ``describe`` of something
+absent fails with NOT_FOUND, ``create`` of something present fails with ALREADY_EXISTS (so
+a non-idempotent plan fails loudly here), bindings need their resource, a function deploy
+makes an Eventarc trigger and its subscription, a function delete removes them. Any
+command it does not know fails the test: the plan may not grow commands nobody modelled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+PROJECT_NUMBER = "123456789012"
+
+Result = subprocess.CompletedProcess
+
+
+def ok(stdout: str = "") -> Result[str]:
+    return subprocess.CompletedProcess([], 0, stdout, "")
+
+
+def error(message: str) -> Result[str]:
+    return subprocess.CompletedProcess([], 1, "", f"ERROR: (gcloud) {message}\n")
+
+
+def not_found(what: str) -> Result[str]:
+    return error(f"NOT_FOUND: {what} not found")
+
+
+@dataclass
+class Binding:
+    resource: str
+    member: str
+    role: str
+    condition: str = ""
+
+
+@dataclass
+class FakeCloud:
+    project: str
+    region: str
+    topics: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels
+    subscriptions: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> settings
+    accounts: set[str] = field(default_factory=set)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    functions: dict[str, dict[str, str]] = field(default_factory=dict)
+    triggers: dict[str, str] = field(default_factory=dict)  # trigger path -> subscription path
+    jobs: dict[str, dict[str, str]] = field(default_factory=dict)
+    repositories: set[str] = field(default_factory=set)
+    bindings: list[Binding] = field(default_factory=list)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    #: Called first with every argv; a result it returns replaces the normal answer.
+    intercept: Callable[[tuple[str, ...]], Result[str] | None] | None = None
+
+    def __call__(self, argv: Sequence[str]) -> Result[str]:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        if self.intercept is not None and (result := self.intercept(argv)) is not None:
+            return result
+        words = [a for a in argv if not a.startswith("--")]
+        flags = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in argv if a.startswith("--"))
+        group = words[0] if words[0] != "beta" else "beta " + words[1]
+        verb = words[1] if len(words) > 1 else ""
+        if group in ("services", "beta services"):
+            return ok()
+        if group == "projects":
+            if verb == "describe":
+                return ok(PROJECT_NUMBER + "\n")
+            return (self._bind if verb.startswith("add") else self._unbind)(f"project/{words[2]}", flags)
+        handlers = {
+            "pubsub": lambda: self._topics(words, flags) if verb == "topics" else self._subscriptions(words, flags),
+            "iam": lambda: self._accounts(words, flags),
+            "secrets": lambda: self._secrets(words, flags),
+            "artifacts": lambda: self._repositories(words, flags),
+            "functions": lambda: self._functions(words, flags),
+            "eventarc": lambda: self._triggers(words, flags),
+            "scheduler": lambda: self._jobs(words, flags),
+        }
+        if group not in handlers:
+            raise AssertionError(f"the fake cloud does not know: gcloud {' '.join(argv)}")
+        return handlers[group]()
+
+    # -- IAM bindings -----------------------------------------------------------------------
+    def _bind(self, resource: str, flags: dict[str, str]) -> Result[str]:
+        condition = flags.get("condition", "None")
+        binding = Binding(resource, flags["member"], flags.get("role", "roles/run.invoker"), condition)
+        if binding not in self.bindings:
+            self.bindings.append(binding)
+        return ok()
+
+    def _unbind(self, resource: str, flags: dict[str, str]) -> Result[str]:
+        role = flags.get("role", "roles/run.invoker")
+        matching = [b for b in self.bindings if (b.resource, b.member, b.role) == (resource, flags["member"], role)]
+        if not matching:
+            return error("Policy binding with the specified principal, role, and condition not found!")
+        self.bindings = [b for b in self.bindings if b not in matching]
+        return ok()
+
+    def bindings_of(self, member_fragment: str) -> list[Binding]:
+        return [b for b in self.bindings if member_fragment in b.member]
+
+    def _drop_bindings(self, resource: str) -> None:
+        self.bindings = [b for b in self.bindings if b.resource != resource]
+
+    # -- resources --------------------------------------------------------------------------
+    def _topics(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[2], words[3]
+        if verb == "create":
+            if name in self.topics:
+                return error(f"ALREADY_EXISTS: Resource already exists in the project (resource={name}).")
+            key, _, value = flags.get("labels", "").partition("=")
+            self.topics[name] = {key: value} if key else {}
+            return ok()
+        if name not in self.topics:
+            return not_found(f"Resource (resource={name})")
+        if verb == "describe":
+            fmt = flags.get("format", "")
+            if fmt.startswith("value(labels."):
+                return ok(self.topics[name].get(fmt[len("value(labels.") : -1], "") + "\n")
+            return ok(f"projects/{self.project}/topics/{name}\n")
+        if verb == "delete":
+            del self.topics[name]
+            self._drop_bindings(f"topic/{name}")
+            return ok()
+        if verb == "add-iam-policy-binding":
+            return self._bind(f"topic/{name}", flags)
+        raise AssertionError(f"topics {verb}")
+
+    def _subscriptions(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[2], words[3].rsplit("/", 1)[-1]
+        if verb == "create":
+            if name in self.subscriptions:
+                return error("ALREADY_EXISTS: Resource already exists in the project")
+            topic = flags["topic"].rsplit("/", 1)[-1]
+            if topic not in self.topics:
+                return not_found(f"Resource (resource={topic})")
+            self.subscriptions[name] = {"topic": topic}
+            return ok()
+        if name not in self.subscriptions:
+            return not_found(f"Resource (resource={name})")
+        if verb == "describe":
+            return ok(f"projects/{self.project}/subscriptions/{name}\n")
+        if verb == "update":
+            dead_letter = flags.get("dead-letter-topic", "").rsplit("/", 1)[-1]
+            if dead_letter and dead_letter not in self.topics:
+                return not_found(f"Resource (resource={dead_letter})")
+            self.subscriptions[name].update(flags)
+            return ok()
+        if verb == "delete":
+            del self.subscriptions[name]
+            self._drop_bindings(f"subscription/{name}")
+            return ok()
+        if verb == "add-iam-policy-binding":
+            return self._bind(f"subscription/{name}", flags)
+        raise AssertionError(f"subscriptions {verb}")
+
+    def _accounts(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[2], words[3]
+        if verb == "create":
+            email = f"{name}@{flags['project']}.iam.gserviceaccount.com"
+            if email in self.accounts:
+                return error(f"ALREADY_EXISTS: Service account {email} already exists within project")
+            self.accounts.add(email)
+            return ok()
+        if verb in ("add-iam-policy-binding", "remove-iam-policy-binding"):
+            if name not in self.accounts:
+                return not_found(f"Service account {name}")
+            return (self._bind if verb.startswith("add") else self._unbind)(f"account/{name}", flags)
+        if name not in self.accounts:
+            return not_found(f"Unknown service account {name}")
+        if verb == "describe":
+            return ok(name + "\n")
+        if verb == "delete":
+            self.accounts.remove(name)
+            self._drop_bindings(f"account/{name}")
+            return ok()
+        raise AssertionError(f"service-accounts {verb}")
+
+    def _secrets(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[1], words[2]
+        if verb == "create":
+            if name in self.secrets:
+                return error(f"ALREADY_EXISTS: Secret [projects/{PROJECT_NUMBER}/secrets/{name}] already exists.")
+            self.secrets[name] = dict(flags)
+            return ok()
+        if name not in self.secrets:
+            return not_found(f"Secret [projects/{PROJECT_NUMBER}/secrets/{name}]")
+        if verb == "describe":
+            return ok(f"projects/{PROJECT_NUMBER}/secrets/{name}\n")
+        if verb == "delete":
+            del self.secrets[name]
+            self._drop_bindings(f"secret/{name}")
+            return ok()
+        if verb == "add-iam-policy-binding":
+            return self._bind(f"secret/{name}", flags)
+        if verb == "remove-iam-policy-binding":
+            return self._unbind(f"secret/{name}", flags)
+        raise AssertionError(f"secrets {verb}")
+
+    def _repositories(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[2], words[3]
+        path = f"{flags['project']}/{flags['location']}/{name}"
+        if path not in self.repositories:
+            return not_found(f"Repository {path}")
+        return (self._bind if verb.startswith("add") else self._unbind)(f"repository/{path}", flags)
+
+    def _functions(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[1], words[2]
+        if verb == "deploy":
+            if name not in self.functions:
+                trigger = f"projects/{self.project}/locations/{self.region}/triggers/{name}-{len(self.triggers):03d}"
+                subscription = f"eventarc-{self.region}-{name}-{len(self.triggers):03d}-sub-001"
+                self.triggers[trigger] = f"projects/{self.project}/subscriptions/{subscription}"
+                self.subscriptions[subscription] = {"topic": flags["trigger-topic"]}
+                self.functions[name] = {"trigger": trigger}
+            self.functions[name].update(flags)
+            return ok()
+        if name not in self.functions:
+            return not_found(f"Resource 'projects/{self.project}/locations/{self.region}/functions/{name}' was")
+        if verb == "describe":
+            if flags.get("format") == "value(eventTrigger.trigger)":
+                return ok(self.functions[name]["trigger"] + "\n")
+            return ok(f"projects/{self.project}/locations/{self.region}/functions/{name}\n")
+        if verb == "add-invoker-policy-binding":
+            return self._bind(f"function/{name}", flags)
+        if verb == "delete":
+            trigger = self.functions.pop(name)["trigger"]
+            subscription = self.triggers.pop(trigger).rsplit("/", 1)[-1]
+            self.subscriptions.pop(subscription)
+            self._drop_bindings(f"subscription/{subscription}")
+            self._drop_bindings(f"function/{name}")
+            return ok()
+        raise AssertionError(f"functions {verb}")
+
+    def _triggers(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        trigger = words[3]
+        if trigger not in self.triggers:
+            return not_found(f"Trigger {trigger}")
+        return ok(self.triggers[trigger] + "\n")
+
+    def _jobs(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb = words[2]
+        name = words[4] if verb in ("create", "update") else words[3]
+        if verb == "create":
+            if name in self.jobs:
+                return error("ALREADY_EXISTS: Job already exists.")
+            self.jobs[name] = dict(flags)
+            return ok()
+        if name not in self.jobs:
+            return not_found("Job")
+        if verb == "describe":
+            return ok(f"projects/{self.project}/locations/{self.region}/jobs/{name}\n")
+        if verb == "update":
+            self.jobs[name].update(flags)
+            return ok()
+        if verb == "delete":
+            del self.jobs[name]
+            return ok()
+        raise AssertionError(f"jobs {verb}")
+
+    # -- what tests compare -----------------------------------------------------------------
+    def state(self) -> dict[str, object]:
+        return {
+            "topics": dict(self.topics),
+            "subscriptions": {k: dict(v) for k, v in self.subscriptions.items()},
+            "accounts": set(self.accounts),
+            "secrets": set(self.secrets),
+            "functions": {k: dict(v) for k, v in self.functions.items()},
+            "jobs": {k: dict(v) for k, v in self.jobs.items()},
+            "bindings": sorted((b.resource, b.member, b.role, b.condition) for b in self.bindings),
+        }

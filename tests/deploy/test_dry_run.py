@@ -1,0 +1,382 @@
+"""The dry run prints every command, runs none, and gcloud accepts every one of them.
+
+The parse check feeds each printed command line to the installed gcloud (offline, empty
+configuration, no credentials): a bad flag or value stops gcloud in its parser or its
+validators, a good command gets as far as asking for credentials. Two settings files are
+checked: the shipped example, and one that sets every option (so every branch of the plan
+is printed: existing accounts, several projects and repositories, a build account, an
+environment whose values hold commas).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from deploy import access, plan
+from deploy.deploy import main
+from deploy.settings import SettingsError, load, parse
+from tests.deploy import gcloud_cli
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / "deploy" / "config.example.toml"
+FULL = textwrap.dedent(
+    """\
+    project = "dlgar-full-test"
+    region = "europe-west4"
+    prefix = "dlgar"
+    project_number = "987654321098"
+    build_service_account = "builder@dlgar-full-test.iam.gserviceaccount.com"
+
+    [dataloop]
+    org_id = "org-1"
+    base_url = "https://gate.example.test/api/v1"
+    credentials_secret = "dataloop-bot"
+
+    [topics]
+    gcr = "gcr"
+    requests = "dlgar-requests"
+    rotation = "dlgar-rotation"
+    results = "dlgar-results"
+    dead_letter = "dlgar-dead-letter"
+
+    [rotation]
+    schedule = "*/30 1-5 * * MON-FRI"
+    time_zone = "Europe/Amsterdam"
+
+    [delivery]
+    max_delivery_attempts = 5
+
+    [access]
+    account_projects = ["dlgar-full-test", "dlgar-accounts"]
+    service_accounts = ["puller-a@dlgar-full-test.iam.gserviceaccount.com", "puller-b@other-proj.iam.gserviceaccount.com"]
+    repositories = ["europe-west4/images", "projects/registry-proj/locations/us/repositories/shared-images"]
+
+    [functions.on_push]
+    memory = "512Mi"
+    timeout_seconds = 400
+    max_instances = 3
+
+    [functions.requests]
+    memory = "1Gi"
+
+    [functions.rotate]
+    max_instances = 1
+
+    [env]
+    LOG_LEVEL = "DEBUG"
+    SKIP_TAG_PATTERNS = ["*.sig", "*.att", "sha256-*"]
+    CANARY_TIMEOUT_SECONDS = 240
+    DRY_RUN = false
+    """
+)
+#: A command line of the dry run: ``gcloud …``, or a read in a comment, ``#   label: gcloud …``.
+COMMAND_LINE = re.compile(r"^(?:#\s+[a-z_ ]+:\s+)?(?P<command>gcloud .*)$")
+
+
+def dry_run(*args: str) -> str:
+    out = io.StringIO()
+    assert main([*args, "--dry-run"], out=out) == 0
+    return out.getvalue()
+
+
+def printed_commands(text: str) -> list[tuple[str, ...]]:
+    commands = []
+    for line in text.splitlines():
+        match = COMMAND_LINE.match(line)
+        if match:
+            argv = shlex.split(match.group("command"))
+            commands.append(tuple(argv[1:]))
+    return commands
+
+
+def planned_commands(steps: list[plan.Step], facts: dict[str, str]) -> list[tuple[str, ...]]:
+    from deploy.runner import resolve
+
+    return [resolve(argv, facts) for step in steps for argv in step.commands()]
+
+
+@pytest.fixture(scope="module")
+def full_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("settings") / "full.toml"
+    path.write_text(FULL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def every_printed_command(full_config: Path) -> list[tuple[str, ...]]:
+    texts = [
+        dry_run("--config", str(EXAMPLE)),
+        dry_run("teardown", "--config", str(EXAMPLE)),
+        dry_run("--config", str(full_config)),
+        dry_run("teardown", "--config", str(full_config), "--delete-credentials"),
+    ]
+    return list(dict.fromkeys(c for text in texts for c in printed_commands(text)))
+
+
+@pytest.fixture(scope="module")
+def gcloud_install(tmp_path_factory: pytest.TempPathFactory) -> gcloud_cli.Installation:
+    return gcloud_cli.installation(tmp_path_factory.mktemp("gcloud-config"))
+
+
+# -- what the dry run prints ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["deploy", "teardown"])
+def test_the_dry_run_prints_every_command_of_the_plan_in_order(action: str, full_config: Path) -> None:
+    settings = load(full_config)
+    steps = plan.deploy_steps(settings, source_root=str(REPO_ROOT / "build" / "functions"))
+    if action == "teardown":
+        steps = plan.teardown_steps(settings)
+    text = dry_run(action, "--config", str(full_config))
+    assert printed_commands(text) == planned_commands(steps, plan.placeholders(settings))
+    assert f"[{len(steps)}/{len(steps)}]" in text
+    for step in steps:
+        assert step.why in text
+
+
+def test_the_dry_run_shows_lookups_and_their_placeholders() -> None:
+    text = dry_run("--config", str(EXAMPLE))
+    assert "#   lookup project_number: gcloud projects describe my-gcp-project" in text
+    assert "service-PROJECT_NUMBER@gcp-sa-secretmanager.iam.gserviceaccount.com" in text
+    assert "projects/my-gcp-project/subscriptions/SUBSCRIPTION_OF_ON_PUSH" in text
+    assert "${" not in text  # every fact is resolved to a placeholder
+
+
+def test_a_known_project_number_is_used_and_not_looked_up(full_config: Path) -> None:
+    text = dry_run("--config", str(full_config))
+    assert "lookup project_number" not in text
+    assert 'resource.name.startsWith("projects/987654321098/secrets/dataloop-gar-")' in text
+    assert "PROJECT_NUMBER" not in text
+
+
+def test_the_deployment_is_what_the_issue_asks_for() -> None:
+    commands = [" ".join(c) for c in printed_commands(dry_run("--config", str(EXAMPLE)))]
+    deploys = [c for c in commands if c.startswith("functions deploy")]
+    assert len(deploys) == 3
+    for command in deploys:
+        for flag in ("--gen2", "--runtime=python312", "--retry", "--memory=256Mi", "--ingress-settings=internal-only"):
+            assert flag in command
+        assert "--trigger-service-account=dataloop-gar-trigger@" in command
+    by_name = {c.split()[2]: c for c in deploys}
+    assert "--trigger-topic=gcr " in by_name["dataloop-gar-on-push"]
+    assert "--entry-point=on_request" in by_name["dataloop-gar-requests"]
+    assert "--timeout=540s" in by_name["dataloop-gar-rotate"]
+    assert "--trigger-topic=dataloop-gar-rotation" in by_name["dataloop-gar-rotate"]
+    for topic in ("gcr", "dataloop-gar-requests", "dataloop-gar-rotation", "dataloop-gar-results"):
+        assert any(c.startswith(f"pubsub topics create {topic} ") for c in commands)
+    assert any(c.startswith("pubsub topics create dataloop-gar-dead-letter") for c in commands)
+    assert any(c.startswith("scheduler jobs create pubsub dataloop-gar-sweep") for c in commands)
+    assert sum("--dead-letter-topic=" in c for c in commands) == 3
+    # one service account per function, plus the triggers' identity
+    assert sum(c.startswith("iam service-accounts create") for c in commands) == 4
+
+
+def test_the_dry_run_runs_nothing_and_stages_nothing(tmp_path: Path) -> None:
+    """As a user runs it: a fake gcloud first on PATH would record any invocation."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "gcloud-was-called"
+    fake = bin_dir / "gcloud"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {marker}\nexit 0\n')
+    fake.chmod(0o755)
+    stage_dir = tmp_path / "staged"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    for action in ("deploy", "teardown"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "deploy/deploy.py",
+                action,
+                "--config",
+                str(EXAMPLE),
+                "--dry-run",
+                "--stage-dir",
+                str(stage_dir),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "gcloud " in result.stdout
+    assert not marker.exists()
+    assert not stage_dir.exists()
+
+
+# -- gcloud's own parser ----------------------------------------------------------------------------
+
+
+def mutants_of(commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Emitted commands with one flag or value spoiled, each in a way gcloud must refuse."""
+    deploy = next(c for c in commands if c[:2] == ("functions", "deploy"))
+    update = next(c for c in commands if c[:3] == ("pubsub", "subscriptions", "update"))
+    binding = next(c for c in commands if c[:2] == ("projects", "add-iam-policy-binding"))
+    job = next(c for c in commands if c[:4] == ("scheduler", "jobs", "create", "pubsub"))
+    return [
+        (*deploy, "--retries"),  # a flag that does not exist
+        tuple("--trigger-topic=x" if a.startswith("--trigger-topic=") else a for a in deploy),  # invalid topic id
+        tuple("--max-delivery-attempts=101" if a.startswith("--max-delivery-attempts") else a for a in update),
+        tuple("--condition=expression=true" if a.startswith("--condition") else a for a in binding),  # no title
+        tuple(a.replace("projects/my-gcp-project/topics/", "") if a.startswith("--topic=") else a for a in job),
+    ]
+
+
+@pytest.fixture(scope="module")
+def verdicts(
+    every_printed_command: list[tuple[str, ...]], gcloud_install: gcloud_cli.Installation
+) -> dict[tuple[str, ...], gcloud_cli.Verdict]:
+    """gcloud's verdict on every printed command and on every mutant, in one pass."""
+    commands = every_printed_command + mutants_of(every_printed_command)
+    return {v.argv: v for v in gcloud_cli.run_many(gcloud_install, commands)}
+
+
+def test_every_printed_command_is_accepted_by_the_installed_gcloud(
+    every_printed_command: list[tuple[str, ...]], verdicts: dict[tuple[str, ...], gcloud_cli.Verdict]
+) -> None:
+    assert len(every_printed_command) > 100
+    refused = [
+        f"gcloud {shlex.join(v.argv)}\n    -> exit {v.exit}: {v.output.strip()[:400]}"
+        for v in (verdicts[argv] for argv in every_printed_command)
+        if not v.parsed
+    ]
+    assert not refused, "gcloud refuses these commands:\n" + "\n".join(refused)
+
+
+def test_the_parse_check_catches_bad_flags_and_values(
+    every_printed_command: list[tuple[str, ...]], verdicts: dict[tuple[str, ...], gcloud_cli.Verdict]
+) -> None:
+    """The check above could fail: mutations of emitted commands are refused."""
+    mutants = [verdicts[argv] for argv in mutants_of(every_printed_command)]
+    assert [v.parsed for v in mutants] == [False] * len(mutants), [v.output[:200] for v in mutants]
+    assert mutants[0].exit == 2 and "unrecognized arguments: --retries" in mutants[0].output
+
+
+def test_the_fast_check_agrees_with_the_gcloud_executable(
+    every_printed_command: list[tuple[str, ...]],
+    verdicts: dict[tuple[str, ...], gcloud_cli.Verdict],
+    gcloud_install: gcloud_cli.Installation,
+    tmp_path: Path,
+) -> None:
+    """Calibration: the in-process driver answers as the ``gcloud`` command does."""
+    good = next(c for c in every_printed_command if c[:2] == ("functions", "deploy"))
+    bad = mutants_of(every_printed_command)[0]
+    slow = [gcloud_cli.run_one(gcloud_install, argv, tmp_path) for argv in (good, bad)]
+    fast = [verdicts[good], verdicts[bad]]
+    assert [(v.exit, v.parsed) for v in fast] == [(v.exit, v.parsed) for v in slow] == [(1, True), (2, False)]
+
+
+# -- settings: checked whole, before anything runs --------------------------------------------------
+
+
+def test_every_settings_problem_is_reported_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        textwrap.dedent(
+            """\
+            project = "X"
+            region = "moon"
+            colour = "blue"
+            [dataloop]
+            credentials_secret = "dataloop-gar-credentials"
+            [topics]
+            requests = "gcr"
+            [rotation]
+            schedule = "hourly"
+            [delivery]
+            max_delivery_attempts = 3
+            [access]
+            repositories = ["images"]
+            [functions.on_push]
+            memory = "lots"
+            timeout_seconds = 900
+            [env]
+            GCP_PROJECT = "other"
+            IAM_ENDPOINT = "127.0.0.1:1"
+            COLOUR = "blue"
+            """
+        )
+    )
+    with pytest.raises(SettingsError) as caught:
+        load(bad)
+    text = str(caught.value)
+    for fragment in (
+        "project:",
+        "region:",
+        "colour: unknown setting",
+        "credentials_secret: must not start with 'dataloop-gar-'",
+        "topics: every topic must be different",
+        "rotation.schedule",
+        "max_delivery_attempts",
+        "access.repositories",
+        "functions.on_push.memory",
+        "functions.on_push.timeout_seconds",
+        "env.GCP_PROJECT: set by the deployment",
+        "env.IAM_ENDPOINT: only for the local cloud",
+        "env.COLOUR: not a variable the functions read",
+    ):
+        assert fragment in text
+    assert len(caught.value.problems) == 13
+    assert main(["--config", str(bad), "--dry-run"], out=io.StringIO()) == 2
+
+
+def test_the_functions_own_checks_apply_to_the_environment() -> None:
+    base = {"project": "proj-123", "region": "us-central1"}
+    with pytest.raises(SettingsError, match=r"env: the functions would refuse this environment: LOG_LEVEL"):
+        parse({**base, "env": {"LOG_LEVEL": "chatty"}})
+
+
+def test_a_timeout_shorter_than_the_functions_bounded_wait_is_refused() -> None:
+    base = {"project": "proj-123", "region": "us-central1"}
+    with pytest.raises(SettingsError, match=r"functions.on_push.timeout_seconds: 300 s leaves no room for CANARY"):
+        parse({**base, "functions": {"on_push": {"timeout_seconds": 300}}})
+    with pytest.raises(SettingsError, match=r"functions.requests.timeout_seconds.*ROTATION_TEST_TIMEOUT_SECONDS"):
+        parse({**base, "functions": {"requests": {"timeout_seconds": 300}}})
+    shorter_wait = parse(
+        {**base, "functions": {"on_push": {"timeout_seconds": 300}}, "env": {"CANARY_TIMEOUT_SECONDS": 200}}
+    )
+    assert shorter_wait.function("on_push").timeout_seconds == 300
+
+
+def test_account_projects_default_to_the_deployment_project_and_overrides_win(full_config: Path) -> None:
+    assert parse({"project": "proj-123", "region": "us-central1"}).account_projects == ("proj-123",)
+    assert (
+        parse({"project": "proj-123", "region": "us-central1", "access": {"account_projects": []}}).account_projects
+        == ()
+    )
+    settings = load(EXAMPLE, project="ci-project-1", region="asia-east1")
+    assert settings.account_projects == ("ci-project-1",)
+    assert [r.path for r in settings.repositories] == [
+        "projects/ci-project-1/locations/us-central1/repositories/images"
+    ]
+    assert settings.region == "asia-east1"
+
+
+def test_environment_values_with_commas_use_gcloud_escaping(full_config: Path) -> None:
+    settings = load(full_config)
+    flag = plan.env_flag(settings.function_env())
+    assert flag.startswith("--set-env-vars=^|^")
+    pairs = dict(item.split("=", 1) for item in flag.removeprefix("--set-env-vars=^|^").split("|"))
+    assert pairs == settings.function_env()
+    assert pairs["SKIP_TAG_PATTERNS"] == "*.sig,*.att,sha256-*"
+    assert pairs["DRY_RUN"] == "false"
+    assert plan.env_flag({"A": "1", "B": "2"}) == "--set-env-vars=A=1,B=2"
+
+
+def test_the_deployment_readme_shows_the_roles_the_code_grants() -> None:
+    """deploy/README.md's table is the generated one, so the documentation cannot drift."""
+    readme = (REPO_ROOT / "deploy" / "README.md").read_text()
+    assert access.roles_table(load(EXAMPLE)) in readme
