@@ -29,7 +29,11 @@ import json, os, sys, sysconfig
 staged, repo = sys.argv[1], sys.argv[2]
 keep = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
 sys.path[:] = [p for p in sys.path if p and (p in keep or p.endswith(".zip") or "lib-dynload" in p)]
-assert not any(p == repo or p.startswith(repo + os.sep) for p in sys.path), sys.path
+# The virtualenv may live inside the repository (make test creates .venv there): its
+# site-packages is the installed runtime, not the repository's own packages.
+def in_repo(p):
+    return (p == repo or p.startswith(repo + os.sep)) and not p.startswith(sys.prefix + os.sep)
+assert not any(in_repo(p) for p in sys.path), sys.path
 import functions_framework
 app = functions_framework.create_app(target=sys.argv[3], source=os.path.join(staged, "main.py"),
                                      signature_type="cloudevent")
@@ -40,7 +44,7 @@ print(json.dumps({
     "target_callable": callable(getattr(main, sys.argv[3])),
     "app": type(app).__name__,
     "forbidden": sorted(m for m in sys.modules if m.split(".")[0] in ("localcloud", "tests")),
-    "path_has_repo": any(p == repo or p.startswith(repo + os.sep) for p in sys.path),
+    "path_has_repo": any(in_repo(p) for p in sys.path),
 }))
 """
 
