@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,12 @@ def parse_json(raw: bytes | str, *, what: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise RejectedMessage(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:
+        # CPython refuses integers longer than sys.get_int_max_str_digits() with a bare ValueError;
+        # left alone it would escape as an "unexpected error" and be redelivered until dead-lettered.
+        raise RejectedMessage(
+            f"{what} holds a number longer than {sys.get_int_max_str_digits()} digits; no field takes one"
+        ) from None
 
 
 def _depth_exceeds(text: str, limit: int) -> bool:

@@ -7,12 +7,20 @@ and to honour ``Retry-After``; this module only picks safe defaults and adds the
 things ``requests`` lacks: a default timeout on every request, and a cap on how long a
 peer may make us sleep through ``Retry-After``, so a Cloud Function never spends its
 540 s waiting on one header.
+
+It also bounds what a peer can make us hold: every response body is read through
+:data:`MAX_RESPONSE_BYTES` (a broken proxy or a hostile token endpoint answering 50 MB
+costs us at most that, and a :class:`ResponseTooLarge`), and :func:`json_body` turns JSON
+nested past the interpreter's recursion limit into the ``ValueError`` callers already
+handle, instead of a ``RecursionError`` nobody expects.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -24,6 +32,59 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS"})
 TRANSIENT_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 
 Timeout = float | tuple[float, float]
+
+#: Largest response body read from a peer. Our answers are a few KiB (a token, an
+#: integration list); 4 MiB is far above any honest one and small next to a function's memory.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class ResponseTooLarge(requests.RequestException):
+    """A peer's answer was larger than the body limit; the rest was not read.
+
+    A ``RequestException``, so every caller already treats it as "no usable answer from
+    the peer" (transient: Pub/Sub redelivers, and a peer that keeps doing it ends in the
+    dead-letter topic rather than in our memory).
+    """
+
+
+def read_bounded(response: requests.Response, limit: int = MAX_RESPONSE_BYTES) -> None:
+    """Read ``response``'s body now, at most ``limit`` bytes (decoded), or drop the connection.
+
+    Afterwards ``response.content``, ``.text`` and ``.json()`` work as usual on what was read.
+
+    Raises:
+        ResponseTooLarge: the declared ``Content-Length`` or the bytes actually sent exceed ``limit``.
+    """
+    if response._content is not False:  # already in memory (an answer built in-process)
+        return
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(response.url or ""))
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise ResponseTooLarge(f"{origin} announced a {declared}-byte answer; the limit is {limit}", response=response)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(_CHUNK):  # converts urllib3's errors to requests' own
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise ResponseTooLarge(f"{origin} sent more than {limit} bytes in one answer", response=response)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what .content would have read, had it been bounded
+
+
+def json_body(response: requests.Response) -> Any:
+    """``response.json()``, except that nesting too deep to parse is a ``ValueError`` too."""
+    return loads(response.content)
+
+
+def loads(raw: str | bytes) -> Any:
+    """``json.loads`` whose every refusal is a ``ValueError`` (json's C parser recurses per level)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
 
 
 class CappedRetry(Retry):
@@ -47,20 +108,26 @@ class CappedRetry(Retry):
 
 
 class TimeoutHTTPAdapter(HTTPAdapter):
-    """An adapter that applies ``timeout`` to every request that did not name its own.
+    """An adapter that applies ``timeout`` to every request that did not name its own, and
+    reads every (non-streamed) body through :func:`read_bounded`.
 
     ``requests`` waits forever by default; a forgotten ``timeout=`` at one call site
-    would be enough to hang a function until the platform kills it.
+    would be enough to hang a function until the platform kills it. It also reads any
+    body whole; bounding it here covers every call site, including error bodies.
     """
 
-    def __init__(self, *, timeout: Timeout, **kwargs: Any) -> None:
+    def __init__(self, *, timeout: Timeout, max_body_bytes: int = MAX_RESPONSE_BYTES, **kwargs: Any) -> None:
         self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
         super().__init__(**kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        return super().send(request, **kwargs)
+        response = super().send(request, **kwargs)
+        if not kwargs.get("stream"):
+            read_bounded(response, self.max_body_bytes)
+        return response
 
 
 def build_retry(

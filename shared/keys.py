@@ -39,7 +39,7 @@ class ServiceAccountKey:
         register_secret(text)
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also a 5000-digit number, or nesting past the parser's recursion
             raise PermanentError(f"{source} is not JSON; expected a service-account key file", code="bad-key") from None
         if not isinstance(data, dict):
             raise PermanentError(f"{source} is not a JSON object; expected a service-account key file", code="bad-key")

@@ -37,7 +37,7 @@ from shared.errors import (
     PermanentError,
     RegistryUnavailable,
 )
-from shared.http import TRANSIENT_STATUSES, build_session
+from shared.http import TRANSIENT_STATUSES, build_session, json_body
 from shared.images import RegistryImage
 from shared.redaction import redact_text, register_secret
 
@@ -574,7 +574,7 @@ def _basic(credential: RegistryCredential) -> str:
 
 def _read_token(response: requests.Response) -> tuple[str | None, float]:
     try:
-        body = response.json()
+        body = json_body(response)
     except ValueError:
         return None, DEFAULT_TOKEN_LIFETIME
     if not isinstance(body, dict):
@@ -589,7 +589,7 @@ def _read_token(response: requests.Response) -> tuple[str | None, float]:
 def _error_detail(response: requests.Response) -> str:
     """``: <what the peer said>`` from a registry or OAuth error body, masked and short."""
     try:
-        body = response.json()
+        body = json_body(response)
     except ValueError:
         return ""
     messages: list[str] = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from shared.dataloop.errors import (
     error_from_response,
     unreachable,
 )
+from shared.http import json_body, loads
 from shared.logs import log
 from shared.redaction import register_secret
 
@@ -63,7 +63,7 @@ def jwt_claims(token: str) -> dict[str, Any] | None:
         return None
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
+        claims = loads(base64.urlsafe_b64decode(payload))
     except (binascii.Error, ValueError):
         return None
     return claims if isinstance(claims, dict) else None
@@ -197,7 +197,7 @@ class BotLogin:
                 ) from None
             raise error
         try:
-            answer = response.json()
+            answer = json_body(response)
         except ValueError:
             answer = None
         if not isinstance(answer, dict) or not isinstance(answer.get("id_token"), str) or not answer["id_token"]:

@@ -28,7 +28,7 @@ from shared.dataloop.auth import DEFAULT_REFRESH_MARGIN_SECONDS, ApiKey, BotLogi
 from shared.dataloop.errors import DataloopError, error_from_response, unreachable
 from shared.dataloop.integrations import Integrations
 from shared.dataloop.services import Services
-from shared.http import Timeout, TimeoutHTTPAdapter, build_retry, build_session
+from shared.http import Timeout, TimeoutHTTPAdapter, build_retry, build_session, json_body
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class DataloopClient:
         if not response.content:
             return None
         try:
-            return response.json()
+            return json_body(response)
         except ValueError:
             raise DataloopError(
                 f"Dataloop {method} {path} answered {response.status_code} with a body that is not JSON "

@@ -10,10 +10,10 @@ Pub/Sub redelivers later.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from shared.errors import GarDataloopError, PermanentError, ServiceUnavailable
+from shared.http import loads
 from shared.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def response_message(response: requests.Response) -> str | None:
     text = response.text or ""
     message: str | None = None
     try:
-        body = json.loads(text) if text else None
+        body = loads(text) if text else None
     except ValueError:
         body = None
     if isinstance(body, dict):

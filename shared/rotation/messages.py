@@ -12,6 +12,10 @@ Three kinds of message share the topic (``functions/rotate``):
   ``next_rotation_time`` and our ``rotated-at`` are set seconds apart, and a due-check
   could skip it by those seconds). Every other event type (``SECRET_VERSION_ADD``,
   ``TOPIC_CONFIGURED``, ... — including those our own writes cause) is ignored.
+  Forcing makes a *redelivered* notification dangerous (Pub/Sub delivers at least once,
+  and a delivery whose result could not be published is sent again): so a notification
+  published before the secret's last rotation (``rotated-at``) has been answered already
+  and is skipped, and one period's signal rotates once however often it arrives.
 
 Anything else is rejected with the precise reason, so a misconfigured scheduler job is
 seen in the first result rather than guessed at.
@@ -24,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import PermanentError, RejectedMessage
 from shared.events import PubSubMessage
-from shared.integrations import MANAGED_LABEL
+from shared.integrations import MANAGED_LABEL, Annotation
 from shared.results import Outcome, Status
+from shared.rotation.state import parse_timestamp
 from shared.rotation.workflow import KIND
 
 if TYPE_CHECKING:
@@ -124,6 +129,17 @@ class RotationMessages:
                 KIND,
                 Status.IGNORED,
                 f"secret {secret_id} is not a managed integration (no label {MANAGED_LABEL[0]}={MANAGED_LABEL[1]})",
+                subject=subject,
+            )
+        published = parse_timestamp(message.publish_time)
+        rotated = parse_timestamp(record.annotations.get(Annotation.ROTATED_AT))
+        if published is not None and rotated is not None and rotated >= published:
+            return Outcome(
+                KIND,
+                Status.SKIPPED,
+                f"secret {secret_id} was rotated at {rotated.isoformat()}, after this {ROTATE_EVENT} was published "
+                f"({published.isoformat()}): it was answered already (a redelivery?)",
+                code="already-rotated",
                 subject=subject,
             )
         return self._rotation.rotate(secret_id, force=True)
