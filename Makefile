@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo stack test test-unit lint system-packages clean
+.PHONY: demo stack test test-unit lint bench system-packages clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ demo: system-packages $(VENV)/.installed
 
 stack: system-packages $(VENV)/.installed
 	$(PY) -m localcloud up
+
+bench: system-packages $(VENV)/.installed
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -46,12 +46,19 @@ def _long_b64(match: re.Match[str]) -> str:
 
 
 class _Registry:
-    """Exact secret values seen by this process, bounded so it cannot grow forever."""
+    """Exact secret values seen by this process, bounded so it cannot grow forever.
+
+    ``generation`` changes whenever a value is added that was not known yet, so that a
+    text found clean before may be checked again; re-registering a known value (every
+    event registers the key it tests) changes nothing.
+    """
 
     def __init__(self, limit: int = 256) -> None:
         self._values: OrderedDict[str, None] = OrderedDict()
         self._limit = limit
         self._lock = threading.Lock()
+        self._longest_first: tuple[str, ...] = ()
+        self.generation = 0
 
     def add(self, secret: str) -> None:
         if len(secret) < 8:
@@ -63,16 +70,21 @@ class _Registry:
             secret.replace("\n", "\\n"),
         }
         with self._lock:
+            new = False
             for value in variants:
+                new = new or value not in self._values
                 self._values[value] = None
                 self._values.move_to_end(value)
+            if not new:
+                return
             while len(self._values) > self._limit:
                 self._values.popitem(last=False)
+            # Longest first, so a secret is masked whole before any shorter secret inside it.
+            self._longest_first = tuple(sorted(self._values, key=len, reverse=True))
+            self.generation += 1
 
     def scrub(self, text: str) -> str:
-        with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
-        for value in values:
+        for value in self._longest_first:
             if value in text:
                 text = text.replace(value, MASK)
         return text
@@ -88,8 +100,31 @@ def register_secret(secret: str | bytes) -> None:
     _registry.add(secret)
 
 
+#: Texts found to hold no secret, with the registry generation they were checked against.
+#: Logging an outcome and publishing it redact the same strings three times (the result,
+#: the log line around it, the published copy), and most strings recur from event to event;
+#: each is scanned once per generation. Only clean texts are kept: never a secret.
+_clean: dict[str, int] = {}
+_CLEAN_LIMIT = 2048
+_CLEAN_MAX_LENGTH = 1024
+_clean_lock = threading.Lock()
+
+
 def redact_text(text: str) -> str:
     """Mask every secret in ``text``; idempotent."""
+    generation = _registry.generation
+    if _clean.get(text) == generation:
+        return text
+    masked = _mask(text)
+    if masked == text and len(text) <= _CLEAN_MAX_LENGTH:
+        with _clean_lock:
+            if len(_clean) >= _CLEAN_LIMIT:
+                _clean.clear()
+            _clean[text] = generation  # checked against `generation`: a newer secret forces a rescan
+    return masked
+
+
+def _mask(text: str) -> str:
     text = _registry.scrub(text)
     text = _PEM.sub(MASK, text)
     text = _JSON_FIELD.sub(lambda m: f'{m.group("key")}"{MASK}"', text)
