@@ -19,7 +19,6 @@ import pytest
 from bench import machine
 from bench.run import Config, Report, run
 from bench.table import Verdict, render
-from shared import redaction
 
 pytestmark = pytest.mark.e2e
 
@@ -113,22 +112,3 @@ def test_memory_was_read_from_the_on_push_instance(report: Report) -> None:
     assert 0 < memory.first_event_worker <= memory.after_events_instance
     assert memory.after_events_instance < 256 * 2**20
     assert memory.events == 1 + SMOKE.warmup + SMOKE.events
-
-
-# -- the changes to shared/ the table led to ----------------------------------------------------
-
-
-def test_a_text_found_clean_is_checked_again_once_a_new_secret_is_registered() -> None:
-    secret = "bench-smoke-secret-" + "q7Zx" * 4
-    text = f"the value {secret} in a reason"
-    assert redaction.redact_text(text) == text  # now remembered as clean
-    redaction.register_secret(secret)
-    assert secret not in redaction.redact_text(text)
-
-
-def test_registering_a_known_secret_again_does_not_forget_clean_texts() -> None:
-    secret = "bench-smoke-known-" + "k3Yw" * 4
-    redaction.register_secret(secret)
-    generation = redaction._registry.generation
-    redaction.register_secret(secret)  # every push registers the key it tests
-    assert redaction._registry.generation == generation

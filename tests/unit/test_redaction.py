@@ -4,7 +4,7 @@ import json
 import logging
 
 from shared import logs
-from shared.redaction import MASK, redact, redact_text, register_secret
+from shared.redaction import MASK, _registry, redact, redact_text, register_secret
 from tests.unit.fakes import key_json
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nabc\n-----END PRIVATE KEY-----\n"
@@ -80,3 +80,22 @@ def test_trace_parsing():
     )
     assert logs.parse_trace(None, "105445aa7843bc8bf206b120001000/1;o=1") == ("105445aa7843bc8bf206b120001000", "1")
     assert logs.parse_trace("garbage") == (None, None)
+
+
+# -- the clean-text memory (a performance change; it must never hide a new secret) --------
+
+
+def test_a_text_found_clean_is_checked_again_once_a_new_secret_is_registered() -> None:
+    secret = "unit-secret-" + "q7Zx" * 4
+    text = f"the value {secret} in a reason"
+    assert redact_text(text) == text  # now remembered as clean
+    register_secret(secret)
+    assert secret not in redact_text(text)
+
+
+def test_registering_a_known_secret_again_does_not_forget_clean_texts() -> None:
+    secret = "unit-known-" + "k3Yw" * 4
+    register_secret(secret)
+    generation = _registry.generation
+    register_secret(secret)  # every push registers the key it tests
+    assert _registry.generation == generation
