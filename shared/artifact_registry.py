@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.google_clients import LazyClient, rest_client_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -133,32 +133,21 @@ class RepositoryAccess:
         self.timeout = timeout
         self.conflict_attempts = max(1, conflict_attempts)
         self.conflict_backoff = conflict_backoff
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(self._build_client)
+
+    def _build_client(self) -> Any:
+        from google.cloud import artifactregistry_v1
+
+        return artifactregistry_v1.ArtifactRegistryClient(**rest_client_kwargs(self.endpoint))
 
     @property
     def client(self) -> Any:
         """The generated client, built on first use and reused (it pools connections)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    from google.cloud import artifactregistry_v1
-
-                    kwargs: dict[str, Any] = {"transport": "rest"}
-                    if self.endpoint:
-                        from google.auth.credentials import AnonymousCredentials
-
-                        kwargs["credentials"] = AnonymousCredentials()
-                        kwargs["client_options"] = {"api_endpoint": self.endpoint}
-                    self._client = artifactregistry_v1.ArtifactRegistryClient(**kwargs)
-        return self._client
+        return self._client.get()
 
     def close(self) -> None:
         """Release the connection pool (a long-lived function never needs to; tests do)."""
-        with self._lock:
-            if self._client is not None:
-                self._client.transport.close()
-                self._client = None
+        self._client.close()
 
     def __enter__(self) -> RepositoryAccess:
         return self

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.google_clients import LazyClient
 from shared.keys import ServiceAccountKey
 
 logger = logging.getLogger(__name__)
@@ -157,33 +157,26 @@ class ServiceAccounts:
         """``endpoint`` ("HOST:PORT") selects an insecure channel to the local IAM."""
         self.endpoint = endpoint
         self.timeout = timeout
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(self._build_client)
+
+    def _build_client(self) -> Any:
+        from google.cloud.iam_admin_v1 import IAMClient
+
+        if not self.endpoint:
+            return IAMClient()
+        import grpc
+        from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+
+        return IAMClient(transport=IAMGrpcTransport(channel=grpc.insecure_channel(self.endpoint)))
 
     @property
     def client(self) -> Any:
         """The generated client, built on first use and reused (one gRPC channel)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    from google.cloud.iam_admin_v1 import IAMClient
-
-                    if self.endpoint:
-                        import grpc
-                        from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
-
-                        channel = grpc.insecure_channel(self.endpoint)
-                        self._client = IAMClient(transport=IAMGrpcTransport(channel=channel))
-                    else:
-                        self._client = IAMClient()
-        return self._client
+        return self._client.get()
 
     def close(self) -> None:
         """Close the channel (a long-lived function never needs to; tests do)."""
-        with self._lock:
-            if self._client is not None:
-                self._client.transport.close()
-                self._client = None
+        self._client.close()
 
     def __enter__(self) -> ServiceAccounts:
         return self

@@ -8,13 +8,13 @@ transient/permanent taxonomy, with a reason an operator can act on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.gcp_errors import translated
+from shared.google_clients import LazyClient, rest_client_kwargs
 
 
 @dataclass(frozen=True)
@@ -52,25 +52,17 @@ class SecretManager:
         self.project = project
         self.endpoint = endpoint
         self.timeout = timeout
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(self._build_client)
+
+    def _build_client(self) -> Any:
+        from google.cloud import secretmanager
+
+        return secretmanager.SecretManagerServiceClient(**rest_client_kwargs(self.endpoint))
 
     @property
     def client(self) -> Any:
         """The generated client, built on first use and reused (it pools connections)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    from google.cloud import secretmanager
-
-                    kwargs: dict[str, Any] = {"transport": "rest"}
-                    if self.endpoint:
-                        from google.auth.credentials import AnonymousCredentials
-
-                        kwargs["credentials"] = AnonymousCredentials()
-                        kwargs["client_options"] = {"api_endpoint": self.endpoint}
-                    self._client = secretmanager.SecretManagerServiceClient(**kwargs)
-        return self._client
+        return self._client.get()
 
     def _retry(self) -> Any:
         from google.api_core import retry as gretry
