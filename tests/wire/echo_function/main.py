@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import functions_framework
@@ -39,6 +40,9 @@ def echo(event: Any) -> None:
         os.write(descriptor, line)  # one write per record: concurrent deliveries do not interleave
     finally:
         os.close(descriptor)
-    print(json.dumps({"severity": "INFO", "message": "echoed", "message_id": message.message_id}), flush=True)
+    # One write per line: print() writes the text and the newline separately, and two
+    # threads' prints then interleave into one unparseable line (seen in CI).
+    sys.stdout.write(json.dumps({"severity": "INFO", "message": "echoed", "message_id": message.message_id}) + "\n")
+    sys.stdout.flush()
     if message.attributes.get("echo_fail") == "true":
         raise RuntimeError("echo_fail=true: failing so the push is redelivered")
