@@ -40,6 +40,7 @@ class Annotation:
     LOCATION = "location"  # GAR location, e.g. us-central1
     CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA
     LAST_TEST = "last-test"  # JSON summary of the last reference test (status reporting)
+    REGISTRY_CHALLENGE = "registry-challenge"  # the registry's WWW-Authenticate, saves a cold round trip
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ManagedIntegration:
     service_account: str | None = None
     canary_service: str | None = None
     canary_image: str | None = None
+    registry_challenge: str | None = None
     version_aliases: Mapping[str, int] = field(default_factory=dict)
     etag: str = ""
 
@@ -90,6 +92,7 @@ class ManagedIntegration:
             service_account=notes.get(Annotation.SERVICE_ACCOUNT) or None,
             canary_service=notes.get(Annotation.CANARY_SERVICE) or None,
             canary_image=notes.get(Annotation.CANARY_IMAGE) or None,
+            registry_challenge=notes.get(Annotation.REGISTRY_CHALLENGE) or None,
             version_aliases=dict(record.version_aliases),
             etag=record.etag,
         )

@@ -21,6 +21,12 @@ class ManifestResolver(Protocol):
     def resolve(self, image: RegistryImage, credential: RegistryCredential) -> ManifestRef:
         """HEAD the manifest with a pull token; raise CredentialsRefused/ImageNotFound/DigestMismatch/RegistryUnavailable."""
 
+    def challenge_for(self, host: str) -> str | None:
+        """The ``WWW-Authenticate`` challenge ``host`` answered with, once it has (worth recording)."""
+
+    def expect_challenge(self, host: str, header: str) -> bool:
+        """Take a recorded challenge as a hint for a host not heard from yet (it may be ignored)."""
+
 
 class IntegrationDirectory(Protocol):
     def covering(self, image: RegistryImage) -> Sequence[ManagedIntegration]:

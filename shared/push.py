@@ -97,7 +97,7 @@ class PushTester:
         return [verdict, self._canary().run(integration.canary_service, reference)]
 
     def _test_one(self, integration: ManagedIntegration, image: RegistryImage) -> Verdict:
-        verdict = self._test.registry_tier(image, self._keys.key(integration))
+        verdict = self._test.registry_tier(image, self._keys.key(integration), challenge=integration.registry_challenge)
         if verdict.passed or verdict.code != "credentials-refused":
             return verdict
         # The catalog may be up to a TTL old: after a rotation, ``current`` may have moved to
@@ -106,7 +106,7 @@ class PushTester:
         fresh = next((i for i in self._directory.covering(image) if i.secret_id == integration.secret_id), None)
         if fresh is None or fresh.version_aliases.get("current") == integration.version_aliases.get("current"):
             return verdict
-        return self._test.registry_tier(image, self._keys.key(fresh))
+        return self._test.registry_tier(image, self._keys.key(fresh), challenge=fresh.registry_challenge)
 
 
 def _overall(verdicts: list[Verdict]) -> Verdict:

@@ -8,7 +8,7 @@ and HEAD the manifest. Passing means 200 and, when asked by digest, the same dig
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.errors import CredentialsRefused, DigestMismatch, ImageNotFound, PermanentError
 from shared.images import RegistryImage
@@ -28,6 +28,9 @@ class Verdict:
     digest: str | None = None
     key_id: str | None = None
     duration_ms: float = 0.0
+    #: The registry's ``WWW-Authenticate`` challenge, once known: recorded on the integration
+    #: (``registry-challenge``) so that a cold instance can skip asking for it.
+    challenge: str | None = None
 
 
 class ReferenceTest:
@@ -36,8 +39,8 @@ class ReferenceTest:
     def __init__(self, registry: ManifestResolver) -> None:
         self._registry = registry
 
-    def registry_tier(self, image: RegistryImage, key: ServiceAccountKey) -> Verdict:
-        """Pull-check ``image`` with ``key``.
+    def registry_tier(self, image: RegistryImage, key: ServiceAccountKey, *, challenge: str | None = None) -> Verdict:
+        """Pull-check ``image`` with ``key``, starting from a recorded ``challenge`` when there is one.
 
         Returns a failing verdict for permanent failures (credentials refused, image
         missing, digest mismatch).
@@ -47,6 +50,8 @@ class ReferenceTest:
         """
         started = time.perf_counter()
         credential = RegistryCredential.from_key_file(key.json_text)
+        if challenge:
+            self._registry.expect_challenge(image.host, challenge)
         try:
             ref = self._registry.resolve(image, credential)
         except (CredentialsRefused, ImageNotFound, DigestMismatch) as exc:
@@ -54,7 +59,8 @@ class ReferenceTest:
         except PermanentError as exc:
             return self._verdict(False, exc.reason, started, key, code=exc.code)
         how = "by digest" if image.digest else f"tag {image.tag} resolved to {ref.digest}"
-        return self._verdict(True, f"{key.client_email} can pull {image} ({how})", started, key, digest=ref.digest)
+        verdict = self._verdict(True, f"{key.client_email} can pull {image} ({how})", started, key, digest=ref.digest)
+        return replace(verdict, challenge=self._registry.challenge_for(image.host))
 
     @staticmethod
     def _verdict(

@@ -24,6 +24,7 @@ import logging
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,6 +199,11 @@ class Challenge:
     def service(self) -> str | None:
         return self.params.get("service")
 
+    def header(self) -> str:
+        """This challenge as a ``WWW-Authenticate`` value, which :func:`parse_challenges` reads back."""
+        params = ",".join(f'{name}="{_quoted(value)}"' for name, value in self.params.items())
+        return f"{self.scheme.capitalize()} {params}".strip()
+
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _SCHEME_OR_NAME = re.compile(rf"\s*({_TOKEN})\s*")
@@ -306,6 +312,8 @@ class RegistryClient:
         self._clock = clock
         self._lock = threading.Lock()
         self._challenges: dict[str, Challenge] = {}
+        #: Hosts whose challenge came from a record (``expect_challenge``), not yet from the host.
+        self._expected: set[str] = set()
         self._tokens: dict[_TokenKey, _CachedToken] = {}
         self._fetch_locks = tuple(threading.Lock() for _ in range(FETCH_LOCK_STRIPES))
 
@@ -325,7 +333,12 @@ class RegistryClient:
                 without ``Docker-Content-Digest`` (code ``registry-no-digest``).
         """
         scope = f"repository:{image.name}:pull"
-        auth = self._known_auth(image, scope, credential)
+        try:
+            auth = self._known_auth(image, scope, credential)
+        except (CredentialsRefused, RegistryUnavailable, PermanentError):
+            if not self._drop_expected(image.host):
+                raise
+            auth = None  # the recorded challenge led nowhere: ask the registry itself
         response = self._head(image, auth)
         if response.status_code in (401, 403) and self._worth_reauthenticating(response, auth):
             self._drop_token(auth)
@@ -339,7 +352,64 @@ class RegistryClient:
                 f"(HTTP {response.status_code}): key revoked, not yet propagated, or no "
                 f"roles/artifactregistry.reader on {image.repository_scope}"
             )
+        if self._expected:
+            with self._lock:
+                self._expected.discard(image.host)  # the recorded challenge was honoured: it is the host's
         return self._manifest_ref(image, response)
+
+    def challenge_for(self, host: str) -> str | None:
+        """The challenge ``host`` itself answered with, as a ``WWW-Authenticate`` value.
+
+        Worth recording beside the credentials that met it: a new instance handed it through
+        :meth:`expect_challenge` goes straight to the token endpoint, saving the
+        unauthenticated round trip that would learn it. None until the host has asked.
+        """
+        with self._lock:
+            challenge = self._challenges.get(host)
+            return None if challenge is None or host in self._expected else challenge.header()
+
+    def expect_challenge(self, host: str, header: str) -> bool:
+        """Take a challenge recorded earlier (:meth:`challenge_for`) for a host not heard from yet.
+
+        A record is only a hint, so it is held to three rules: it never replaces what the host
+        itself said; its token realm must be on the registry's own host name over HTTPS
+        (``http://`` only for an insecure host), so an edited record cannot send a key file
+        elsewhere; and if the token endpoint it names refuses or fails, it is dropped and the
+        registry is asked, so a stale record costs a round trip, never a verdict.
+
+        Returns:
+            Whether the hint was taken.
+        """
+        offered = parse_challenges(header)
+        challenge = next((c for c in offered if c.scheme == "bearer" and c.realm), None)
+        challenge = challenge or next((c for c in offered if c.scheme == "basic"), None)
+        if challenge is None or (challenge.scheme == "bearer" and not self._may_send_keys_to(host, challenge.realm)):
+            return False
+        kept = Challenge(challenge.scheme, {k: v for k, v in challenge.params.items() if k in ("realm", "service")})
+        with self._lock:
+            if host in self._challenges:
+                return False
+            self._challenges[host] = kept
+            self._expected.add(host)
+        return True
+
+    def _may_send_keys_to(self, host: str, realm: str | None) -> bool:
+        parsed = urllib.parse.urlsplit(realm or "")
+        wanted = ("http", "https") if host in self.insecure_hosts else ("https",)
+        try:
+            registry_name = urllib.parse.urlsplit(f"//{host}").hostname
+        except ValueError:
+            return False
+        return parsed.scheme in wanted and parsed.hostname is not None and parsed.hostname == registry_name
+
+    def _drop_expected(self, host: str) -> bool:
+        """Forget a recorded challenge that failed; False when the host's challenge was its own."""
+        with self._lock:
+            if host not in self._expected:
+                return False
+            self._expected.discard(host)
+            self._challenges.pop(host, None)
+            return True
 
     @staticmethod
     def _worth_reauthenticating(response: requests.Response, auth: _Auth | None) -> bool:
@@ -446,6 +516,7 @@ class RegistryClient:
         kept = Challenge(challenge.scheme, {k: v for k, v in challenge.params.items() if k in ("realm", "service")})
         with self._lock:
             self._challenges[image.host] = kept
+            self._expected.discard(image.host)
         return kept
 
     def _authenticate(
@@ -566,6 +637,10 @@ class RegistryClient:
 
 def _token_key(challenge: Challenge, scope: str, credential: RegistryCredential) -> _TokenKey:
     return (challenge.realm or "", challenge.service or "", scope, credential.fingerprint)
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _basic(credential: RegistryCredential) -> str:

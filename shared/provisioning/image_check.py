@@ -56,7 +56,9 @@ class ImageCheck:
                 key = self._current_key(integration)
                 verdict, attempts = self._pull_check.check(image, key, patient=False)
                 results[integration.name] = summary(image, verdict, attempts)
-                record_test(self._secrets, integration.secret_id, results[integration.name])
+                record_test(
+                    self._secrets, integration.secret_id, results[integration.name], challenge=verdict.challenge
+                )
         facts["integrations"] = results
         failed = {name: r for name, r in results.items() if not r["passed"]}
         if failed:

@@ -190,7 +190,7 @@ class Provisioner:
         with steps.step("test"):
             verdict, attempts = self._pull_check.check(image, key, patient=True)
             result = summary(image, verdict, attempts)
-            record_test(self._secrets, request.secret_id, result)
+            record_test(self._secrets, request.secret_id, result, challenge=verdict.challenge)
         steps.done("test", result)
         if not verdict.passed:
             return steps.outcome(

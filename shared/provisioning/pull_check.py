@@ -98,15 +98,22 @@ def summary(image: RegistryImage, verdict: Verdict, attempts: int) -> dict[str, 
     }
 
 
-def record_test(secrets: SecretStore, secret_id: str, result: dict[str, Any]) -> None:
-    """Write ``result`` as the secret's ``last-test`` annotation (under the etag)."""
-    value = last_test_annotation(result)
+def record_test(secrets: SecretStore, secret_id: str, result: dict[str, Any], *, challenge: str | None = None) -> None:
+    """Write ``result`` as the secret's ``last-test`` annotation (under the etag).
+
+    With the registry's ``challenge`` learnt during the test, record it too
+    (``registry-challenge``): a cold ``on_push`` instance then goes straight to the token
+    endpoint instead of first asking the registry how to authenticate.
+    """
+    wanted = {Annotation.LAST_TEST: last_test_annotation(result)}
+    if challenge:
+        wanted[Annotation.REGISTRY_CHALLENGE] = challenge
     update_record(
         secrets,
         secret_id,
         lambda record: (
             None
-            if record.annotations.get(Annotation.LAST_TEST) == value
-            else {"annotations": {**record.annotations, Annotation.LAST_TEST: value}}
+            if all(record.annotations.get(k) == v for k, v in wanted.items())
+            else {"annotations": {**record.annotations, **wanted}}
         ),
     )

@@ -77,3 +77,6 @@ class ProbeRegistry(Protocol):
 
     def forget(self, credential: RegistryCredential | None = None) -> None:
         """Drop cached tokens of ``credential`` so the next call proves it again."""
+
+    def challenge_for(self, host: str) -> str | None:
+        """The ``WWW-Authenticate`` challenge ``host`` answered with, once it has (worth recording)."""

@@ -52,6 +52,8 @@ class ProbeResult:
     reason: str
     code: str | None = None
     unavailable: bool = False
+    #: The registry's challenge, learnt while proving the key: recorded on the integration.
+    challenge: str | None = None
 
 
 def probe_target(integration: ManagedIntegration) -> tuple[RegistryImage, str]:
@@ -124,7 +126,7 @@ class KeyProbe:
             if ok:
                 passes += 1
                 if passes >= self.confirmations:
-                    return ProbeResult(True, attempts, f"key {key.key_id} works: {note}")
+                    return self._passed(image, attempts, f"key {key.key_id} works: {note}")
                 wait = self.confirm_interval
             else:
                 passes = 0
@@ -135,7 +137,7 @@ class KeyProbe:
             self._sleep(wait)
         if passes:
             # Out of time while confirming: the last answer was a pass, and no refusal since.
-            return ProbeResult(True, attempts, f"key {key.key_id} works: {note} (confirmed {passes} time(s))")
+            return self._passed(image, attempts, f"key {key.key_id} works: {note} (confirmed {passes} time(s))")
         assert last is not None
         return ProbeResult(
             False,
@@ -144,3 +146,6 @@ class KeyProbe:
             last.code,
             unavailable=isinstance(last, RegistryUnavailable),
         )
+
+    def _passed(self, image: RegistryImage, attempts: int, reason: str) -> ProbeResult:
+        return ProbeResult(True, attempts, reason, challenge=self._registry.challenge_for(image.host))

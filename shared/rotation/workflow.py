@@ -142,6 +142,7 @@ class _Run:
     retired: dict[int, RetiredKey] = field(default_factory=dict)
     retired_changed: bool = False
     notes: list[str] = field(default_factory=list)
+    challenge: str | None = None  # the registry's, learnt by the test step; recorded at finish
 
     @property
     def secret_id(self) -> str:
@@ -348,6 +349,7 @@ class KeyRotation:
             deadline = self._monotonic() + self._test_budget(run)
             result = self._probe.prove(pending_key, run.integration, deadline=deadline)
             step.note = f"{result.reason} ({result.attempts} tries)"
+            run.challenge = result.challenge
             if not result.passed and result.unavailable:
                 raise RegistryUnavailable(
                     f"could not test the new key {pending_key.key_id}: {result.reason}; it stays pending"
@@ -531,6 +533,8 @@ class KeyRotation:
             aliases[CURRENT] = pending_version
             del aliases[PENDING]
             annotations[Annotation.ROTATED_AT] = timestamp(now)
+            if run.challenge:
+                annotations[Annotation.REGISTRY_CHALLENGE] = run.challenge
             retired = retired_keys(annotations)
             if retiring is not None:
                 retired[retiring.version] = retiring

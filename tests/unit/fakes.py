@@ -27,6 +27,11 @@ def key_json(key_id: str = "k1", email: str = "puller@proj.iam.gserviceaccount.c
     )
 
 
+def challenge_of(host: str) -> str:
+    """The challenge :class:`FakeRegistry` answers with, as GAR does: a realm on its own host."""
+    return f'Bearer realm="https://{host}/v2/token",service="{host}"'
+
+
 @dataclass
 class FakeRegistry:
     """Answers like a registry: images by (host, name) -> {tag: digest}; valid key ids."""
@@ -35,11 +40,23 @@ class FakeRegistry:
     valid_keys: set[str] = field(default_factory=set)
     down: bool = False
     calls: list[tuple[str, str]] = field(default_factory=list)
+    #: host -> the challenge the client has learnt from the host (after any authenticated answer)
+    learnt: dict[str, str] = field(default_factory=dict)
+    #: host -> the recorded challenges it was handed as hints, in order
+    hints: dict[str, list[str]] = field(default_factory=dict)
+
+    def challenge_for(self, host: str) -> str | None:
+        return self.learnt.get(host)
+
+    def expect_challenge(self, host: str, header: str) -> bool:
+        self.hints.setdefault(host, []).append(header)
+        return host not in self.learnt
 
     def resolve(self, image: RegistryImage, credential: RegistryCredential) -> ManifestRef:
         self.calls.append((str(image), credential.username))
         if self.down:
             raise RegistryUnavailable("registry down")
+        self.learnt[image.host] = challenge_of(image.host)
         if json.loads(credential.password)["private_key_id"] not in self.valid_keys:
             raise CredentialsRefused("registry refused the credentials")
         tags = self.images.get((image.host, image.name))

@@ -360,6 +360,10 @@ class FakeRegistry(Faults):
     def forget(self, credential: RegistryCredential | None = None) -> None:
         self.forgotten += 1
 
+    def challenge_for(self, host: str) -> str | None:
+        """What a real client learns on its first try: the host's challenge (a realm on the host)."""
+        return f'Bearer realm="https://{host}/v2/token",service="{host}"' if self.resolved else None
+
 
 class Sleeper:
     """``sleep`` and ``monotonic`` for the probe: sleeping moves the monotonic clock."""

@@ -32,7 +32,7 @@ from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord
 from shared.status import StatusReport
-from tests.unit.fakes import FakeRegistry, key_json
+from tests.unit.fakes import FakeRegistry, challenge_of, key_json
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOST = "us-central1-docker.pkg.dev"
@@ -719,3 +719,14 @@ def test_a_reply_decides_the_exit_status() -> None:
 
 def test_rotate_request_names_the_secret() -> None:
     assert RotateRequest("team-a").secret_id == SECRET_ID
+
+
+def test_a_passing_test_records_the_registry_challenge_for_cold_instances(world: World) -> None:
+    world.registry.valid_keys.add("key-1")
+    assert world.provision(test_image=IMAGE).status is Status.OK
+    assert world.secret().annotations[Annotation.REGISTRY_CHALLENGE] == challenge_of(HOST)
+
+
+def test_a_failing_test_records_no_challenge(world: World) -> None:
+    assert world.provision(test_image=IMAGE).status is Status.FAILED  # the registry knows no key
+    assert Annotation.REGISTRY_CHALLENGE not in world.secret().annotations

@@ -12,7 +12,16 @@ from shared.events import PubSubMessage
 from shared.push import PushTester
 from shared.reference_test import ReferenceTest
 from shared.results import Status
-from tests.unit.fakes import DIGEST, FakeDirectory, FakeKeys, FakeRegistry, FakeSink, integration, key_json
+from tests.unit.fakes import (
+    DIGEST,
+    FakeDirectory,
+    FakeKeys,
+    FakeRegistry,
+    FakeSink,
+    challenge_of,
+    integration,
+    key_json,
+)
 
 HOST = "us-central1-docker.pkg.dev"
 IMAGE = f"{HOST}/proj/images/app"
@@ -37,6 +46,20 @@ def test_insert_by_digest_passes(world):
     assert outcome.status is Status.PASSED
     assert outcome.details["team-a"]["digest"] == DIGEST and outcome.details["team-a"]["key_id"] == "k1"
     assert registry.calls == [(f"{IMAGE}@{DIGEST}", "_json_key")]
+
+
+def test_a_recorded_registry_challenge_is_handed_to_the_registry_client(world):
+    tester, registry, directory, _ = world
+    directory.integrations = [integration(registry_challenge=challenge_of(HOST))]
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}))
+    assert outcome.status is Status.PASSED
+    assert registry.hints == {HOST: [challenge_of(HOST)]}
+
+
+def test_without_a_recorded_challenge_no_hint_is_given(world):
+    tester, registry, _, _ = world
+    tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}))
+    assert registry.hints == {}
 
 
 def test_insert_by_tag_only_is_resolved_by_tag(world):

@@ -394,3 +394,96 @@ def test_session_applies_a_default_timeout(monkeypatch: pytest.MonkeyPatch):
     session.get("https://example.invalid/")
     session.get("https://example.invalid/", timeout=1.0)
     assert seen == [3.5, 1.0]
+
+
+# -- a recorded challenge (``registry-challenge``) ----------------------------------------------------
+
+RECORDED = f'Bearer realm="{REALM}",service="{HOST}"'
+
+
+def test_challenge_header_reads_back_as_the_same_challenge():
+    tricky = Challenge("bearer", {"realm": 'https://h/t?a="b",c', "service": "x\\y"})
+    assert parse_challenges(tricky.header()) == [tricky]
+    assert Challenge("bearer", {"realm": REALM, "service": HOST}).header() == RECORDED
+
+
+def test_the_challenge_is_known_once_the_host_has_asked(credential: RegistryCredential):
+    transport = ScriptedTransport(challenge(), token(), manifest())
+    client = client_over(transport)
+    assert client.challenge_for(HOST) is None
+    client.resolve(IMAGE, credential)
+    assert client.challenge_for(HOST) == RECORDED  # realm and service only: the scope is per request
+
+
+def test_a_recorded_challenge_saves_a_cold_instance_the_anonymous_head(credential: RegistryCredential):
+    transport = ScriptedTransport(token(), manifest())
+    client = client_over(transport)
+    assert client.expect_challenge(HOST, RECORDED)
+    assert client.challenge_for(HOST) is None  # a hint is not the host's word until it works
+    assert client.resolve(IMAGE, credential).digest == DIGEST
+    assert transport.calls == [("GET", REALM), ("HEAD", f"https://{HOST}/v2/proj/repo/app/manifests/{DIGEST}")]
+    assert transport.requests[1].headers["Authorization"] == "Bearer tok-1"
+    assert client.challenge_for(HOST) == RECORDED
+
+
+def test_a_stale_recorded_realm_costs_a_round_trip_not_a_verdict(credential: RegistryCredential):
+    moved = f"https://{HOST}/v2/new-token"
+    transport = ScriptedTransport(
+        respond(404, body={"errors": [{"code": "NOT_FOUND"}]}),  # the recorded realm is gone
+        challenge(f'Bearer realm="{moved}",service="{HOST}"'),
+        token("tok-new"),
+        manifest(),
+    )
+    client = client_over(transport)
+    client.expect_challenge(HOST, RECORDED)
+    assert client.resolve(IMAGE, credential).digest == DIGEST
+    assert [url for _, url in transport.calls][:3] == [
+        REALM,
+        f"https://{HOST}/v2/proj/repo/app/manifests/{DIGEST}",
+        moved,
+    ]
+    assert client.challenge_for(HOST) == f'Bearer realm="{moved}",service="{HOST}"'
+
+
+def test_a_refused_key_is_still_refused_when_the_hint_is_dropped(credential: RegistryCredential):
+    refused = respond(401, body={"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+    transport = ScriptedTransport(refused, challenge(), respond(401, body={"error": "invalid_grant"}))
+    client = client_over(transport)
+    client.expect_challenge(HOST, RECORDED)
+    with pytest.raises(CredentialsRefused):
+        client.resolve(IMAGE, credential)
+    assert [m for m, _ in transport.calls] == ["GET", "HEAD", "GET"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Bearer realm="https://collector.example/v2/token",service="x"',  # another host: would send it the key
+        f'Bearer realm="http://{HOST}/v2/token",service="{HOST}"',  # plain HTTP to a TLS registry
+        f'Bearer realm="https://{HOST}.evil.example/token"',
+        'Bearer service="no-realm"',
+        "garbage",
+        "",
+    ],
+)
+def test_a_recorded_challenge_may_not_send_keys_anywhere_else(header: str, credential: RegistryCredential):
+    client = client_over(ScriptedTransport(challenge(), token(), manifest()))
+    assert not client.expect_challenge(HOST, header)
+    client.resolve(IMAGE, credential)  # asks the registry, as if nothing had been recorded
+    assert client.challenge_for(HOST) == RECORDED
+
+
+def test_an_insecure_local_registry_may_record_an_http_realm_on_its_own_host():
+    client = client_over(ScriptedTransport(), insecure_hosts={"127.0.0.1:5000"})
+    assert client.expect_challenge("127.0.0.1:5000", 'Bearer realm="http://127.0.0.1:5001/token",service="local"')
+    assert not client.expect_challenge("127.0.0.1:5002", 'Bearer realm="http://127.0.0.1:5001/token"')
+
+
+def test_a_recorded_challenge_never_replaces_what_the_host_said(credential: RegistryCredential):
+    transport = ScriptedTransport(challenge(), token("tok-1", expires_in=3600), manifest())
+    client = client_over(transport)
+    client.resolve(IMAGE, credential)
+    assert not client.expect_challenge(HOST, f'Bearer realm="https://{HOST}/elsewhere"')
+    transport.then(manifest())
+    client.resolve(IMAGE, credential)
+    assert transport.requests[-1].headers["Authorization"] == "Bearer tok-1"

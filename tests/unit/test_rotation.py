@@ -162,6 +162,10 @@ def test_a_rotation_creates_tests_sets_and_finishes_in_that_order(world: World) 
     assert world.registry.resolved and world.registry.forgotten >= 2
     assert parse_timestamp(world.annotations()[Annotation.ROTATED_AT]) == world.clock()
     assert world.annotations()[MANAGED_SINCE] == timestamp(world.clock())
+    # The challenge the test step met is recorded, so cold on_push instances skip asking for it.
+    assert (
+        world.annotations()[Annotation.REGISTRY_CHALLENGE] == f'Bearer realm="https://{HOST}/v2/token",service="{HOST}"'
+    )
     assert outcome.subject == {"secret_id": SECRET_ID, "integration": "team-a", "service_account": EMAIL}
     world.assert_converged()
 

@@ -45,7 +45,7 @@ from shared.results import Outcome, Status
 from shared.secrets import SecretManager
 from shared.status import StatusReport
 from tests.fixtures.dataloop import DataloopSandbox
-from tests.fixtures.registry import TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
+from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
 from tests.fixtures.secretmanager import SecretManagerHandle
 
 pytestmark = pytest.mark.wire
@@ -288,6 +288,8 @@ def test_provision_sets_everything_up_and_the_new_key_really_pulls(cloud: Cloud)
     assert notes[Annotation.ROTATION_PERIOD] == str(30 * 86400)
     assert Annotation.ROTATED_AT in notes and KEYS_MANAGED_SINCE in notes
     assert json.loads(notes[Annotation.LAST_TEST])["passed"] is True
+    # What the registry asked for during the test, so a cold on_push can skip asking.
+    assert notes[Annotation.REGISTRY_CHALLENGE] == f'Bearer realm="{cloud.registry.realm}",service="{REGISTRY_SERVICE}"'
     # Secret Manager will send SECRET_ROTATE to the rotation topic on schedule.
     assert record.topics == (ROTATION_TOPIC,)
     assert record.rotation_period_seconds == 30 * 86400 and record.next_rotation_time

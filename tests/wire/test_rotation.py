@@ -43,7 +43,7 @@ from shared.rotation.state import MANAGED_SINCE, timestamp
 from shared.secrets import SecretManager
 from shared.sweep import PubSubFanOut
 from tests.fixtures.dataloop import DataloopSandbox
-from tests.fixtures.registry import TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
+from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
 from tests.fixtures.secretmanager import SecretManagerHandle
 from tests.unit.rotation_fakes import FakePublisher
 
@@ -246,6 +246,8 @@ def test_a_full_rotation_hands_dataloop_a_working_key(stack: Stack) -> None:
     assert stack.live_keys() == {old, new}  # the old one stays as previous
     assert [s["step"] for s in outcome.details["steps"]] == ["create", "test", "set", "finish"]
     assert "resolved canary image" in outcome.details["steps"][1]["note"]
+    challenge = stack.secrets.get_secret(SECRET_ID).annotations[Annotation.REGISTRY_CHALLENGE]
+    assert challenge == f'Bearer realm="{stack.registry_stack.realm}",service="{REGISTRY_SERVICE}"'
     assert stack.dataloop.gateway.reloads[-1] is True  # running services pick the key up
     status = stack.service_pulls()
     assert status["status"] is True, status
