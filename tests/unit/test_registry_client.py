@@ -396,6 +396,46 @@ def test_session_applies_a_default_timeout(monkeypatch: pytest.MonkeyPatch):
     assert seen == [3.5, 1.0]
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_without_a_proxy_the_environment_is_read_once_not_per_request(monkeypatch: pytest.MonkeyPatch):
+    clear_proxies(monkeypatch)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/private-ca.pem")
+    session = build_session()
+    assert session.trust_env is False and session.verify == "/etc/ssl/private-ca.pem"
+
+    def per_request_lookup(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the environment was read for a request")
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", per_request_lookup)
+    monkeypatch.setattr(requests.sessions, "should_bypass_proxies", per_request_lookup)
+    verified: list[Any] = []
+    monkeypatch.setattr(HTTPAdapter, "send", lambda self, request, **kw: verified.append(kw["verify"]) or respond(204))
+    session.get("https://example.invalid/")
+    assert verified == ["/etc/ssl/private-ca.pem"]
+
+
+def test_a_configured_proxy_is_still_honoured(monkeypatch: pytest.MonkeyPatch):
+    clear_proxies(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "metadata.google.internal")
+    session = build_session()
+    assert session.trust_env is True
+    used: list[Any] = []
+    monkeypatch.setattr(HTTPAdapter, "send", lambda self, request, **kw: used.append(kw["proxies"]) or respond(204))
+    session.get("https://example.invalid/")
+    session.get("https://metadata.google.internal/")
+    assert used[0].get("https") == "http://proxy.internal:3128"
+    assert not used[1].get("https")
+
+
 # -- a recorded challenge (``registry-challenge``) ----------------------------------------------------
 
 RECORDED = f'Bearer realm="{REALM}",service="{HOST}"'
