@@ -6,8 +6,8 @@ unit tests implement them with in-memory fakes (tests/unit/fakes.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from shared.images import RegistryImage
@@ -42,5 +42,8 @@ class KeySource(Protocol):
 
 
 class ResultSink(Protocol):
-    def publish(self, outcome: Outcome) -> None:
-        """Deliver one outcome to whoever watches results; raise TransientError if it could not."""
+    def publish(self, outcome: Outcome, message: Mapping[str, Any] | None = None) -> None:
+        """Deliver one outcome to whoever watches results; raise TransientError if it could not.
+
+        ``message`` is ``outcome.to_message()`` when the caller has already built it.
+        """

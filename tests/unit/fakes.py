@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.errors import CredentialsRefused, ImageNotFound, RegistryUnavailable
 from shared.images import RegistryImage
@@ -103,8 +105,11 @@ class FakeKeys:
 class FakeSink:
     outcomes: list[Outcome] = field(default_factory=list)
 
-    def publish(self, outcome: Outcome) -> None:
+    messages: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def publish(self, outcome: Outcome, message: Mapping[str, Any] | None = None) -> None:
         self.outcomes.append(outcome)
+        self.messages.append(message if message is not None else outcome.to_message())
 
 
 def integration(name: str = "team-a", version: int = 1, **overrides: object) -> ManagedIntegration:

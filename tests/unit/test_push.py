@@ -144,6 +144,9 @@ def test_entrypoint_publishes_and_acknowledges_outcomes(world):
         "reference-test", event({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}), tester.handle, sink
     )
     assert outcome.status is Status.PASSED and sink.outcomes == [outcome] and outcome.event_id == "m9"
+    # The message is built (and masked) once and handed to the sink with the outcome it came from.
+    [published] = sink.messages
+    assert published["event_id"] == "m9" and published["status"] == "passed" and published["reason"] == outcome.reason
 
 
 def test_entrypoint_rejects_bad_messages_and_acknowledges(world):

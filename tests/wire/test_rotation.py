@@ -467,7 +467,7 @@ def rotate_function(
     publisher = FakePublisher()
 
     class Sink:
-        def publish(self, outcome: Outcome) -> None:
+        def publish(self, outcome: Outcome, message: object = None) -> None:
             results.append(outcome)
 
     monkeypatch.setattr(runtime, "results", lambda: Sink())
