@@ -149,14 +149,17 @@ class SecretKeySource:
 
     Versions are immutable, so once the catalog tells us which version ``current`` is,
     that payload can be kept for the life of the instance; a rotation moves the alias
-    to a new version number and thus to a new cache entry.
+    to a new version number and thus to a new cache entry. Reads are single-flight per
+    secret: when a burst reaches a cold instance, the threads that all need the same key
+    wait for the first one's read instead of each calling Secret Manager.
     """
 
-    def __init__(self, secrets: SecretManager, *, max_entries: int = 512) -> None:
+    def __init__(self, secrets: SecretManager, *, max_entries: int = 512, lock_stripes: int = 32) -> None:
         self._secrets = secrets
         self._cache: OrderedDict[tuple[str, int], ServiceAccountKey] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
+        self._read_locks = tuple(threading.Lock() for _ in range(lock_stripes))
 
     def key(self, integration: ManagedIntegration, alias: str = "current") -> ServiceAccountKey:
         version = integration.version_aliases.get(alias)
@@ -164,13 +167,18 @@ class SecretKeySource:
             cached = self._get((integration.secret_id, version))
             if cached is not None:
                 return cached
-        number, payload = self._secrets.access(integration.secret_id, version if version is not None else alias)
-        key = ServiceAccountKey.from_json(payload, source=f"secret {integration.secret_id} version {number}")
-        with self._lock:
-            self._cache[(integration.secret_id, number)] = key
-            while len(self._cache) > self._max:
-                self._cache.popitem(last=False)
-        return key
+        with self._read_locks[hash(integration.secret_id) % len(self._read_locks)]:
+            if version is not None:
+                cached = self._get((integration.secret_id, version))  # another thread's read
+                if cached is not None:
+                    return cached
+            number, payload = self._secrets.access(integration.secret_id, version if version is not None else alias)
+            key = ServiceAccountKey.from_json(payload, source=f"secret {integration.secret_id} version {number}")
+            with self._lock:
+                self._cache[(integration.secret_id, number)] = key
+                while len(self._cache) > self._max:
+                    self._cache.popitem(last=False)
+            return key
 
     def _get(self, cache_key: tuple[str, int]) -> ServiceAccountKey | None:
         with self._lock:

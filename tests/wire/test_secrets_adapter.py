@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from localcloud.wsgi import Fault
@@ -97,6 +99,18 @@ def test_key_source_reads_current_and_caches_per_version(secretmanager, adapter)
     assert keys.key(integration).key_id == "k2"
     calls = secretmanager.wire.call_log()
     assert len(calls) == 1 and calls[0]["path"].endswith("/versions/2:access")
+
+
+def test_a_cold_burst_reads_each_key_once(secretmanager, adapter):
+    make_integration(secretmanager, "team-a", "proj/images", ["k1", "k2"])
+    integration = IntegrationCatalog(adapter).all()[0]
+    keys = SecretKeySource(adapter)
+    secretmanager.wire.reset()
+    secretmanager.wire.inject(Fault(path=":access", latency_seconds=0.3))  # slow enough for all to pile up
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: keys.key(integration).key_id, range(8)))
+    assert found == ["k2"] * 8
+    assert [c["path"].rsplit("/", 1)[-1] for c in secretmanager.wire.call_log()] == ["2:access"]
 
 
 def test_unavailable_is_retried_then_transient_and_missing_is_permanent(secretmanager, adapter):
