@@ -7,6 +7,7 @@ and HEAD the manifest. Passing means 200 and, when asked by digest, the same dig
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 
@@ -49,7 +50,7 @@ class ReferenceTest:
             TransientError: the registry could not be reached; worth redelivering.
         """
         started = time.perf_counter()
-        credential = RegistryCredential.from_key_file(key.json_text)
+        credential = _credential(key)
         if challenge:
             self._registry.expect_challenge(image.host, challenge)
         try:
@@ -81,3 +82,9 @@ class ReferenceTest:
             key_id=key.key_id,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _credential(key: ServiceAccountKey) -> RegistryCredential:
+    """The key as Dataloop presents it; kept per key, since keys are read once per version."""
+    return RegistryCredential.from_key_file(key.json_text)

@@ -380,6 +380,9 @@ class RegistryClient:
         Returns:
             Whether the hint was taken.
         """
+        with self._lock:
+            if host in self._challenges:
+                return False  # the usual case on a warm instance: nothing to parse
         offered = parse_challenges(header)
         challenge = next((c for c in offered if c.scheme == "bearer" and c.realm), None)
         challenge = challenge or next((c for c in offered if c.scheme == "basic"), None)
