@@ -322,12 +322,15 @@ def function_deploy(settings: DeploySettings, spec: FunctionSpec, source_root: s
         f"--service-account={s.account_email(spec.key)}",
         f"--trigger-service-account={s.account_email(s.trigger_account_key)}",
         f"--memory={config.memory}",
+        *((f"--cpu={config.cpu}",) if config.cpu else ()),  # none: derived from memory
         f"--timeout={config.timeout_seconds}s",
         f"--max-instances={config.max_instances}",
+        # Always given, so that a redeploy restores it (gcloud keeps an unflagged value as it is).
+        f"--concurrency={config.concurrency}",
         # Only Eventarc and Pub/Sub in this project may call it, and only as the trigger account.
         "--ingress-settings=internal-only",
         "--no-allow-unauthenticated",
-        env_flag(s.function_env()),
+        env_flag(s.function_env(spec.key)),
         f"--update-labels={LABEL}",
     )
     if s.build_service_account:

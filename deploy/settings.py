@@ -14,6 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,24 @@ REPOSITORY = re.compile(
 #: ``LOCATION/REPOSITORY`` (in the deployment's project) or the full resource name.
 REPOSITORY_REFERENCE = re.compile(rf"{REPOSITORY.pattern}|[a-z0-9-]+/[a-z][a-z0-9-]*[a-z0-9]")
 MEMORY = re.compile(r"[1-9][0-9]*(Mi|Gi|M|G)")
+#: vCPUs per instance: "1", "2", "0.5", ".5", "2.0", or millicpus, "500m" (gcloud's --cpu forms).
+CPU = re.compile(r"(?P<cpus>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)|(?P<millis>[1-9][0-9]*)m")
 CRON_FIELD = re.compile(r"[0-9A-Za-z*/,-]+")
 
 #: Bounded waits inside a function must finish well before the platform kills it.
 TIMEOUT_MARGIN_SECONDS = 60
 #: Gen2 event-driven functions may run at most this long.
 EVENT_FUNCTION_MAX_TIMEOUT = 540
+#: Events one instance may serve at once (gcloud's --concurrency bounds).
+MAX_CONCURRENCY = 1000
+#: vCPUs per instance (Cloud Run): 0.08 to 8, in steps of 0.001 below 1, whole numbers above.
+MIN_CPU, MAX_CPU = Decimal("0.08"), Decimal(8)
 
 #: Variables the deployment sets itself, from the settings above; not overridable in [env].
 DEPLOY_OWNED_ENV = frozenset(
     {"GCP_PROJECT", "GOOGLE_CLOUD_PROJECT", "RESULTS_TOPIC", "ROTATION_TOPIC"}
     | {"DATALOOP_BASE_URL", "DATALOOP_CREDENTIALS_SECRET"}
+    | {"THREADS"}  # functions-framework's threads per instance: from [functions.<key>] concurrency
 )
 #: Variables that only make sense against the local cloud's stand-ins.
 LOCAL_ONLY_ENV = frozenset(
@@ -78,6 +86,9 @@ class FunctionSpec:
     entry_point: str
     trigger: str  # attribute of Topics
     summary: str
+    #: Events one instance serves at once, as the code is built and benchmarked for: the
+    #: default of the ``concurrency`` setting.
+    concurrency: int = 1
 
     @property
     def source(self) -> str:
@@ -85,7 +96,8 @@ class FunctionSpec:
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("on_push", "on_push", "gcr", "reference test after every image push"),
+    # Shared clients, token caches and group-committed publishes: 8 events per instance.
+    FunctionSpec("on_push", "on_push", "gcr", "reference test after every image push", concurrency=8),
     FunctionSpec("requests", "on_request", "requests", "provision / deprovision / rotate / test / status requests"),
     FunctionSpec("rotate", "rotate", "rotation", "scheduled sweep and Secret Manager SECRET_ROTATE"),
 )
@@ -116,11 +128,24 @@ class Topics:
         return dataclasses.asdict(self)
 
 
+def default_cpu(concurrency: int) -> str:
+    """More than one event per instance needs at least 1 vCPU; otherwise memory decides."""
+    return "1" if concurrency > 1 else ""
+
+
 @dataclass(frozen=True)
 class FunctionSettings:
     memory: str = "256Mi"
     timeout_seconds: int = EVENT_FUNCTION_MAX_TIMEOUT
     max_instances: int = 10
+    #: Events one instance serves at once (``--concurrency``; also functions-framework's THREADS).
+    concurrency: int = 1
+    #: vCPUs per instance (``--cpu``), as gcloud takes them; empty: derived from memory (no flag).
+    cpu: str = ""
+
+    @classmethod
+    def defaults(cls, spec: FunctionSpec) -> FunctionSettings:
+        return cls(concurrency=spec.concurrency, cpu=default_cpu(spec.concurrency))
 
 
 @dataclass(frozen=True)
@@ -171,10 +196,17 @@ class DeploySettings:
         return f"projects/{self.project}/topics/{topic}"
 
     def function(self, key: str) -> FunctionSettings:
-        return self.functions.get(key, FunctionSettings())
+        if key in self.functions:
+            return self.functions[key]
+        return FunctionSettings.defaults(next(spec for spec in FUNCTIONS if spec.key == key))
 
-    def function_env(self) -> dict[str, str]:
-        """The environment every function gets: what the deployment owns, then [env]."""
+    def function_env(self, key: str) -> dict[str, str]:
+        """The environment of function ``key``: what the deployment owns, then [env], then THREADS.
+
+        A function that serves several events at once gets ``THREADS`` = its concurrency:
+        functions-framework's gunicorn runs that many threads (by default 4 per CPU it sees,
+        which on 1 vCPU may be fewer than the events Cloud Run sends it).
+        """
         env = {
             "GCP_PROJECT": self.project,
             "RESULTS_TOPIC": self.topics.results,
@@ -183,6 +215,9 @@ class DeploySettings:
             "DATALOOP_CREDENTIALS_SECRET": self.dataloop_credentials_secret,
         }
         env.update(self.env)
+        concurrency = self.function(key).concurrency
+        if concurrency > 1:
+            env["THREADS"] = str(concurrency)
         return env
 
 
@@ -197,7 +232,7 @@ _SECTIONS: dict[str, set[str]] = {
     "delivery": {"max_delivery_attempts"},
     "access": {"account_projects", "service_accounts", "repositories"},
     "functions": {spec.key for spec in FUNCTIONS},
-    "function": {"memory", "timeout_seconds", "max_instances"},
+    "function": {"memory", "timeout_seconds", "max_instances", "concurrency", "cpu"},
 }
 
 
@@ -296,12 +331,30 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
     for spec in FUNCTIONS:
         table = reader.table(functions_table, spec.key, where="functions.", section="function")
         where = f"functions.{spec.key}."
+        memory = reader.text(table, "memory", MEMORY, default="256Mi", where=where)
+        timeout = reader.integer(
+            table, "timeout_seconds", 1, EVENT_FUNCTION_MAX_TIMEOUT, default=EVENT_FUNCTION_MAX_TIMEOUT, where=where
+        )
+        max_instances = reader.integer(table, "max_instances", 1, 1000, default=10, where=where)
+        concurrency = reader.integer(table, "concurrency", 1, MAX_CONCURRENCY, default=spec.concurrency, where=where)
+        cpu = reader.cpu(table, "cpu", default=default_cpu(concurrency), where=where)
+        # Cloud Run sends an instance more than one request at a time only if it has 1 or more vCPUs.
+        if concurrency > 1 and cpu == "":
+            problems.append(
+                f"{where}cpu: empty (derived from memory) with {where}concurrency = {concurrency}: more than one "
+                'event per instance needs 1 or more vCPUs; set them (cpu = "1" or more), or concurrency = 1'
+            )
+        elif concurrency > 1 and cpu and _vcpus(cpu) < 1:
+            problems.append(
+                f"{where}cpu: {cpu!r} vCPU is too little for {where}concurrency = {concurrency}: more than one "
+                'event per instance needs 1 or more vCPUs (set cpu = "1" or more, or concurrency = 1)'
+            )
         functions[spec.key] = FunctionSettings(
-            memory=reader.text(table, "memory", MEMORY, default="256Mi", where=where),
-            timeout_seconds=reader.integer(
-                table, "timeout_seconds", 1, EVENT_FUNCTION_MAX_TIMEOUT, default=EVENT_FUNCTION_MAX_TIMEOUT, where=where
-            ),
-            max_instances=reader.integer(table, "max_instances", 1, 1000, default=10, where=where),
+            memory=memory,
+            timeout_seconds=timeout,
+            max_instances=max_instances,
+            concurrency=concurrency,
+            cpu=cpu or "",
         )
 
     env = reader.env(reader.table(data, "env", section=None))
@@ -332,6 +385,16 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
     return settings
 
 
+def _vcpus(cpu: str) -> Decimal:
+    """The vCPUs of a value :data:`CPU` matches."""
+    match = CPU.fullmatch(cpu)
+    if match is None:
+        raise ValueError(f"not a cpu value: {cpu!r}")
+    if match["millis"]:
+        return Decimal(match["millis"]) / 1000
+    return Decimal(match["cpus"])
+
+
 def _repository(text: str, project: str) -> Repository:
     match = REPOSITORY.fullmatch(text)
     if match:
@@ -347,16 +410,21 @@ def _derived_problems(settings: DeploySettings) -> list[str]:
         account = settings.account_id(key)
         if not ACCOUNT_ID.fullmatch(account):
             problems.append(f"prefix: makes the service account id {account!r}, which must be 6-30 characters")
-    try:
-        function_settings = load_settings(settings.function_env())
-    except ConfigError as exc:
-        return problems + [f"env: the functions would refuse this environment: {p}" for p in exc.problems]
+    loaded: dict[str, Settings] = {}
+    refused: list[str] = []
+    for spec in FUNCTIONS:
+        try:
+            loaded[spec.key] = load_settings(settings.function_env(spec.key))
+        except ConfigError as exc:
+            refused += [f"env: the functions would refuse this environment: {p}" for p in exc.problems]
+    if refused:
+        return problems + list(dict.fromkeys(refused))  # [env] is every function's: report it once
     # A function killed by its timeout mid-way is redelivered and starts over; the bounded
     # waits inside must therefore end before the timeout does.
     waits = {
-        "on_push": ("CANARY_TIMEOUT_SECONDS", function_settings.canary_timeout_seconds),
-        "requests": ("ROTATION_TEST_TIMEOUT_SECONDS", function_settings.rotation_test_timeout_seconds),
-        "rotate": ("ROTATION_TEST_TIMEOUT_SECONDS", function_settings.rotation_test_timeout_seconds),
+        "on_push": ("CANARY_TIMEOUT_SECONDS", loaded["on_push"].canary_timeout_seconds),
+        "requests": ("ROTATION_TEST_TIMEOUT_SECONDS", loaded["requests"].rotation_test_timeout_seconds),
+        "rotate": ("ROTATION_TEST_TIMEOUT_SECONDS", loaded["rotate"].rotation_test_timeout_seconds),
     }
     for key, (variable, wait) in waits.items():
         timeout = settings.function(key).timeout_seconds
@@ -430,6 +498,32 @@ class _Reader:
             self.problems.append(f"{where}{key}: must be a whole number from {low} to {high}, got {value!r}")
             return default
         return value
+
+    def cpu(self, data: Mapping[str, Any], key: str, *, default: str, where: str = "") -> str | None:
+        """vCPUs as gcloud's ``--cpu`` takes them; "" derives them from memory; None if invalid."""
+        value = data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # cpu = 2 or cpu = 0.5 in TOML
+        if not isinstance(value, str) or (value and not CPU.fullmatch(value)):
+            self.problems.append(
+                f'{where}{key}: must be a number of vCPUs such as "1", "2", "0.5" or "500m" '
+                f"(or empty: derived from memory), got {value!r}"
+            )
+            return None
+        if not value:
+            return value
+        vcpus = _vcpus(value)
+        if not MIN_CPU <= vcpus <= MAX_CPU:
+            self.problems.append(f"{where}{key}: must be from {MIN_CPU} to {MAX_CPU} vCPUs, got {value!r}")
+        elif vcpus > 1 and vcpus != vcpus.to_integral_value():
+            self.problems.append(f"{where}{key}: above 1 vCPU must be a whole number (such as 2 or 4), got {value!r}")
+        elif vcpus != vcpus.quantize(Decimal("0.001")):
+            self.problems.append(f"{where}{key}: below 1 vCPU goes in steps of 0.001, got {value!r}")
+        else:
+            return value
+        return None
 
     def env(self, table: Mapping[str, Any]) -> dict[str, str]:
         allowed = overridable_env()

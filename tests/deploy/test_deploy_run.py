@@ -72,6 +72,20 @@ def test_deploy_creates_everything_once_and_a_second_run_changes_nothing(cloud: 
     assert out.count("exists; left as it is") == 5 + 1 + 4 + 1  # topics, dead-letter sub, accounts, secret
 
 
+def test_each_function_gets_its_concurrency_and_a_redeploy_restores_it(cloud: FakeCloud, tmp_path: Path) -> None:
+    assert deploy(cloud, tmp_path)[0] == 0
+    on_push, requests, rotate = (cloud.functions[f"dataloop-gar-{name}"] for name in ("on-push", "requests", "rotate"))
+    assert (on_push["concurrency"], on_push["cpu"]) == ("8", "1")
+    assert "THREADS=8" in on_push["set-env-vars"].split(",")
+    for function in (requests, rotate):
+        assert function["concurrency"] == "1" and "cpu" not in function
+        assert "THREADS" not in function["set-env-vars"]
+    # someone changes them by hand in the console; the next deployment puts them back
+    on_push["concurrency"], requests["concurrency"] = "80", "20"
+    assert deploy(cloud, tmp_path)[0] == 0
+    assert (on_push["concurrency"], requests["concurrency"], rotate["concurrency"]) == ("8", "1", "1")
+
+
 def test_every_trigger_subscription_gets_the_dead_letter_policy(cloud: FakeCloud, tmp_path: Path) -> None:
     assert deploy(cloud, tmp_path)[0] == 0
     eventarc = {name: sub for name, sub in cloud.subscriptions.items() if name.startswith("eventarc-")}

@@ -5,7 +5,7 @@ configuration, no credentials): a bad flag or value stops gcloud in its parser o
 validators, a good command gets as far as asking for credentials. Two settings files are
 checked: the shipped example, and one that sets every option (so every branch of the plan
 is printed: existing accounts, several projects and repositories, a build account, an
-environment whose values hold commas).
+environment whose values hold commas, each form of concurrency and cpu).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from deploy import access, plan
 from deploy.deploy import main
-from deploy.settings import SettingsError, load, parse
+from deploy.settings import FUNCTIONS, DeploySettings, SettingsError, load, parse
 from tests.deploy import gcloud_cli
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,12 +66,17 @@ FULL = textwrap.dedent(
     memory = "512Mi"
     timeout_seconds = 400
     max_instances = 3
+    concurrency = 16
+    cpu = "2"
 
     [functions.requests]
     memory = "1Gi"
+    cpu = "500m"
 
     [functions.rotate]
     max_instances = 1
+    concurrency = 2
+    cpu = 1
 
     [env]
     LOG_LEVEL = "DEBUG"
@@ -104,6 +109,24 @@ def planned_commands(steps: list[plan.Step], facts: dict[str, str]) -> list[tupl
     from deploy.runner import resolve
 
     return [resolve(argv, facts) for step in steps for argv in step.commands()]
+
+
+def function_deploys(settings: DeploySettings) -> dict[str, tuple[str, ...]]:
+    """Each function's ``gcloud functions deploy`` argv, by function key."""
+    return {spec.key: plan.function_deploy(settings, spec, "build/functions") for spec in FUNCTIONS}
+
+
+def flags_of(argv: tuple[str, ...]) -> dict[str, str]:
+    return dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+
+
+def env_of(argv: tuple[str, ...]) -> dict[str, str]:
+    """The variables of a deploy command's ``--set-env-vars`` (gcloud's ``^DELIM^`` escape too)."""
+    value = flags_of(argv)["set-env-vars"]
+    delimiter = ","
+    if value.startswith("^"):
+        delimiter, value = value[1], value[3:]
+    return dict(pair.split("=", 1) for pair in value.split(delimiter))
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +205,101 @@ def test_the_deployment_is_what_the_issue_asks_for() -> None:
     assert sum(c.startswith("iam service-accounts create") for c in commands) == 4
 
 
+def test_on_push_serves_eight_events_per_instance_on_one_vcpu_the_others_one() -> None:
+    printed = [c for c in printed_commands(dry_run("--config", str(EXAMPLE))) if c[:2] == ("functions", "deploy")]
+    by_name = {argv[2]: argv for argv in printed}
+    on_push = by_name["dataloop-gar-on-push"]
+    assert "--concurrency=8" in on_push and "--cpu=1" in on_push
+    assert env_of(on_push)["THREADS"] == "8"  # functions-framework's gunicorn: 8 threads, not 4 per vCPU
+    for name in ("dataloop-gar-requests", "dataloop-gar-rotate"):
+        assert "--concurrency=1" in by_name[name]
+        assert not any(a.startswith("--cpu") for a in by_name[name])
+        assert "THREADS" not in env_of(by_name[name])
+    # the same without any [functions] table, and for settings built without the file
+    for settings in (
+        parse({"project": "proj-123", "region": "us-central1"}),
+        DeploySettings(project="proj-123", region="us-central1"),
+    ):
+        deploys = {key: flags_of(argv) for key, argv in function_deploys(settings).items()}
+        assert [(d["concurrency"], d.get("cpu")) for d in deploys.values()] == [("8", "1"), ("1", None), ("1", None)]
+        assert [settings.function_env(spec.key).get("THREADS") for spec in FUNCTIONS] == ["8", None, None]
+
+
+def test_concurrency_and_cpu_can_be_set_per_function(full_config: Path) -> None:
+    deploys = function_deploys(load(full_config))
+    assert [(flags_of(a)["concurrency"], flags_of(a).get("cpu")) for a in deploys.values()] == [
+        ("16", "2"),
+        ("1", "500m"),
+        ("2", "1"),  # cpu = 1 (a TOML integer) is taken as "1"
+    ]
+    assert [env_of(a).get("THREADS") for a in deploys.values()] == ["16", None, "2"]
+    # on_push back to one event per instance: no cpu of its own and no THREADS unless asked for
+    single = parse({"project": "proj-123", "region": "us-central1", "functions": {"on_push": {"concurrency": 1}}})
+    on_push = function_deploys(single)["on_push"]
+    assert "--concurrency=1" in on_push and not any(a.startswith("--cpu") for a in on_push)
+    assert "THREADS" not in env_of(on_push)
+    bigger = parse({"project": "proj-123", "region": "us-central1", "functions": {"on_push": {"cpu": "2.0"}}})
+    assert {"--concurrency=8", "--cpu=2.0"} <= set(function_deploys(bigger)["on_push"])
+
+
+def test_concurrency_above_one_needs_a_whole_vcpu_and_a_malformed_cpu_is_refused() -> None:
+    base = {"project": "proj-123", "region": "us-central1"}
+    functions = {
+        "on_push": {"concurrency": 4, "cpu": "0.5"},
+        "requests": {"cpu": "abc"},
+        "rotate": {"concurrency": 0},
+    }
+    with pytest.raises(SettingsError) as caught:
+        parse({**base, "functions": functions, "env": {"THREADS": 8}})
+    assert caught.value.problems == [
+        "functions.on_push.cpu: '0.5' vCPU is too little for functions.on_push.concurrency = 4: more than one "
+        'event per instance needs 1 or more vCPUs (set cpu = "1" or more, or concurrency = 1)',
+        'functions.requests.cpu: must be a number of vCPUs such as "1", "2", "0.5" or "500m" '
+        "(or empty: derived from memory), got 'abc'",
+        "functions.rotate.concurrency: must be a whole number from 1 to 1000, got 0",
+        "env.THREADS: set by the deployment from the settings above; set it there",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"cpu": ""}, "functions.on_push.cpu: empty (derived from memory) with functions.on_push.concurrency = 8"),
+        ({"cpu": "500m"}, "functions.on_push.cpu: '500m' vCPU is too little for functions.on_push.concurrency = 8"),
+        ({"concurrency": 1001}, "functions.on_push.concurrency: must be a whole number from 1 to 1000, got 1001"),
+        ({"concurrency": "8"}, "functions.on_push.concurrency: must be a whole number from 1 to 1000, got '8'"),
+        ({"cpu": "1.5"}, "functions.on_push.cpu: above 1 vCPU must be a whole number (such as 2 or 4), got '1.5'"),
+        ({"cpu": "9"}, "functions.on_push.cpu: must be from 0.08 to 8 vCPUs, got '9'"),
+        ({"concurrency": 1, "cpu": "0.05"}, "functions.on_push.cpu: must be from 0.08 to 8 vCPUs, got '0.05'"),
+        ({"concurrency": 1, "cpu": "0.0805"}, "functions.on_push.cpu: below 1 vCPU goes in steps of 0.001"),
+        ({"cpu": "1 "}, "functions.on_push.cpu: must be a number of vCPUs"),
+        ({"cpu": "2 cpus"}, "functions.on_push.cpu: must be a number of vCPUs"),
+        ({"cpu": True}, "functions.on_push.cpu: must be a number of vCPUs"),
+        ({"cpu": ["1"]}, "functions.on_push.cpu: must be a number of vCPUs"),
+    ],
+)
+def test_each_bad_concurrency_or_cpu_is_refused_naming_its_key(table: dict, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse({"project": "proj-123", "region": "us-central1", "functions": {"on_push": table}})
+    assert len(caught.value.problems) == 1 and caught.value.problems[0].startswith(problem), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("table", "flags"),
+    [
+        ({"concurrency": 1, "cpu": ""}, {"concurrency": "1"}),  # explicitly derived from memory
+        ({"concurrency": 1, "cpu": ".5"}, {"concurrency": "1", "cpu": ".5"}),
+        ({"concurrency": 1, "cpu": 0.25}, {"concurrency": "1", "cpu": "0.25"}),
+        ({"concurrency": 1000, "cpu": "1000m"}, {"concurrency": "1000", "cpu": "1000m"}),
+        ({"concurrency": 80, "cpu": "8"}, {"concurrency": "80", "cpu": "8"}),
+    ],
+)
+def test_good_concurrency_and_cpu_values_reach_the_command(table: dict, flags: dict[str, str]) -> None:
+    settings = parse({"project": "proj-123", "region": "us-central1", "functions": {"rotate": table}})
+    emitted = flags_of(function_deploys(settings)["rotate"])
+    assert {k: emitted[k] for k in ("concurrency", "cpu") if k in emitted} == flags
+
+
 def test_the_dry_run_runs_nothing_and_stages_nothing(tmp_path: Path) -> None:
     """As a user runs it: a fake gcloud first on PATH would record any invocation."""
     bin_dir = tmp_path / "bin"
@@ -226,12 +344,15 @@ def mutants_of(commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     update = next(c for c in commands if c[:3] == ("pubsub", "subscriptions", "update"))
     binding = next(c for c in commands if c[:2] == ("projects", "add-iam-policy-binding"))
     job = next(c for c in commands if c[:4] == ("scheduler", "jobs", "create", "pubsub"))
+    assert any(a.startswith("--cpu=") for a in deploy)  # on_push's
     return [
         (*deploy, "--retries"),  # a flag that does not exist
         tuple("--trigger-topic=x" if a.startswith("--trigger-topic=") else a for a in deploy),  # invalid topic id
         tuple("--max-delivery-attempts=101" if a.startswith("--max-delivery-attempts") else a for a in update),
         tuple("--condition=expression=true" if a.startswith("--condition") else a for a in binding),  # no title
         tuple(a.replace("projects/my-gcp-project/topics/", "") if a.startswith("--topic=") else a for a in job),
+        tuple("--concurrency=1001" if a.startswith("--concurrency=") else a for a in deploy),  # above gcloud's bound
+        tuple(a for a in deploy if not a.startswith("--memory=")),  # --cpu is only valid with --memory
     ]
 
 
@@ -263,6 +384,8 @@ def test_the_parse_check_catches_bad_flags_and_values(
     mutants = [verdicts[argv] for argv in mutants_of(every_printed_command)]
     assert [v.parsed for v in mutants] == [False] * len(mutants), [v.output[:200] for v in mutants]
     assert mutants[0].exit == 2 and "unrecognized arguments: --retries" in mutants[0].output
+    assert "argument --concurrency: Value must be less than or equal to 1000" in mutants[5].output
+    assert "argument --cpu: --memory must be specified" in mutants[6].output
 
 
 def test_the_fast_check_agrees_with_the_gcloud_executable(
@@ -367,12 +490,17 @@ def test_account_projects_default_to_the_deployment_project_and_overrides_win(fu
 
 def test_environment_values_with_commas_use_gcloud_escaping(full_config: Path) -> None:
     settings = load(full_config)
-    flag = plan.env_flag(settings.function_env())
-    assert flag.startswith("--set-env-vars=^|^")
-    pairs = dict(item.split("=", 1) for item in flag.removeprefix("--set-env-vars=^|^").split("|"))
-    assert pairs == settings.function_env()
-    assert pairs["SKIP_TAG_PATTERNS"] == "*.sig,*.att,sha256-*"
-    assert pairs["DRY_RUN"] == "false"
+    for spec in FUNCTIONS:
+        flag = plan.env_flag(settings.function_env(spec.key))
+        assert flag.startswith("--set-env-vars=^|^")
+        pairs = dict(item.split("=", 1) for item in flag.removeprefix("--set-env-vars=^|^").split("|"))
+        assert pairs == settings.function_env(spec.key)
+        assert pairs["SKIP_TAG_PATTERNS"] == "*.sig,*.att,sha256-*"
+        assert pairs["DRY_RUN"] == "false"
+    # THREADS is each function's own; everything else is the same for all three
+    envs = [settings.function_env(spec.key) for spec in FUNCTIONS]
+    assert [env.pop("THREADS", None) for env in envs] == ["16", None, "2"]
+    assert envs[0] == envs[1] == envs[2]
     assert plan.env_flag({"A": "1", "B": "2"}) == "--set-env-vars=A=1,B=2"
 
 
