@@ -29,6 +29,7 @@ from localcloud.stack import PushedImage
 #: (directory, functions-framework target) of each function measured, hello-world first.
 FUNCTIONS: tuple[tuple[str, str], ...] = (
     ("hello", "hello"),
+    ("libraries", "libraries"),  # hello-world plus the client libraries on_push imports
     ("on_push", "on_push"),
     ("requests", "on_request"),
     ("rotate", "rotate"),
@@ -118,6 +119,7 @@ def first_events(cloud: BenchCloud, images: PushImages) -> dict[str, Delivery]:
     push = push_notification(images.first, project=cloud.project, host=cloud.front_host)
     return {
         "hello": push,
+        "libraries": push,
         "on_push": push,
         "requests": delivery(
             {"version": 1, "action": "status", "request_id": "bench-status"},

@@ -42,16 +42,22 @@ def test_the_table_covers_the_five_measurements(report: Report) -> None:
 
 
 def test_cold_starts_were_measured_for_each_function(report: Report) -> None:
-    assert set(report.cold.seconds) == {"hello", "on_push", "requests", "rotate"}
+    assert set(report.cold.seconds) == {"hello", "libraries", "on_push", "requests", "rotate"}
     assert all(seconds and min(seconds) > 0 for seconds in report.cold.seconds.values())
 
 
 def test_no_function_imports_a_client_library_it_never_calls(report: Report) -> None:
     audits = report.cold.audits
-    assert set(audits) == {"hello", "on_push", "requests", "rotate"}
+    assert set(audits) == {"hello", "libraries", "on_push", "requests", "rotate"}
     assert {name: audit.unused for name, audit in audits.items()} == {name: [] for name in audits}
     assert "google.cloud.secretmanager" in audits["on_push"].libraries  # the audit does see imports
     assert "shared.dataloop" in audits["rotate"].libraries  # the forced rotation reached Dataloop
+
+
+def test_the_cold_start_floor_imports_exactly_the_client_libraries_on_push_does(report: Report) -> None:
+    audits = report.cold.audits
+    on_push = [lib for lib in audits["on_push"].libraries if not lib.startswith("shared.")]
+    assert audits["libraries"].libraries == on_push
 
 
 def test_a_warm_push_costs_one_manifest_head(report: Report) -> None:
