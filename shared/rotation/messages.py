@@ -24,6 +24,7 @@ seen in the first result rather than guessed at.
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import PermanentError, RejectedMessage
@@ -86,7 +87,7 @@ class RotationMessages:
             if not isinstance(integration, str) or not _SECRET_ID.fullmatch(integration):
                 raise RejectedMessage(
                     "rotate message needs 'integration': a secret id or integration name "
-                    f"(1-255 letters, digits, '-' or '_'), got {integration!r}"
+                    f"(1-255 letters, digits, '-' or '_'), got {_shown(integration)}"
                 )
             request_id = payload.get("request_id")
             if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 256):
@@ -98,7 +99,7 @@ class RotationMessages:
                 request_id=request_id,
             )
         raise RejectedMessage(
-            f"unknown message kind {kind!r}: expected 'sweep' or 'rotate' (or a Secret Manager notification "
+            f"unknown message kind {_shown(kind)}: expected 'sweep' or 'rotate' (or a Secret Manager notification "
             "with an eventType attribute)"
         )
 
@@ -114,7 +115,7 @@ class RotationMessages:
         match = _SECRET_NAME.fullmatch(secret_name)
         if match is None:
             raise RejectedMessage(
-                f"{ROTATE_EVENT} notification needs attribute secretId=projects/NUMBER/secrets/ID, got {secret_name!r}"
+                f"{ROTATE_EVENT} notification needs attribute secretId=projects/NUMBER/secrets/ID, got {_shown(secret_name)}"
             )
         secret_id = match["id"]
         subject = {"secret_id": secret_id, "event_type": event_type}
@@ -149,12 +150,23 @@ def _only(payload: dict[str, Any], allowed: frozenset[str], kind: str) -> None:
     unknown = sorted(set(payload) - allowed)
     if unknown:
         raise RejectedMessage(
-            f"{kind} message has unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}"
+            f"{kind} message has unknown field(s) {', '.join(map(_shown, unknown[:10]))}"
+            f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}; allowed: {', '.join(sorted(allowed))}"
         )
 
 
 def _flag(payload: dict[str, Any], name: str) -> bool:
     value = payload.get(name, False)
     if not isinstance(value, bool):
-        raise RejectedMessage(f"{name!r} must be true or false, got {value!r}")
+        raise RejectedMessage(f"{name!r} must be true or false, got {_shown(value)}")
     return value
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxdict = 10
+
+
+def _shown(value: object) -> str:
+    """A rejected value as the reply quotes it: recognisable, but never the whole message back."""
+    return _REPR.repr(value)

@@ -929,6 +929,23 @@ def test_a_rotate_message_rotates_one_integration(routed) -> None:  # type: igno
     ]
 
 
+def test_a_rejection_quotes_a_huge_value_only_in_part(routed) -> None:  # type: ignore[no-untyped-def]
+    handler, recorder, _ = routed
+    huge = "x" * 20_000  # under the 64 KiB message limit
+    payloads = [
+        {"kind": huge},
+        {"kind": "rotate", "integration": huge},
+        {"kind": "rotate", "integration": "x", "force": huge},
+        {"kind": "sweep", **{f"field-{n}-{huge[:1000]}": 1 for n in range(50)}},
+    ]
+    for payload in payloads:
+        with pytest.raises(RejectedMessage) as caught:
+            handler.handle(data(payload))
+        assert len(caught.value.reason) < 2_000 and "..." in caught.value.reason
+    assert "and 40 more" in caught.value.reason
+    assert recorder.calls == []
+
+
 @pytest.mark.parametrize(
     ("payload", "fragment"),
     [
