@@ -7,4 +7,6 @@ pytest_plugins = [
     "tests.fixtures.dataloop",
     "tests.fixtures.pubsub",
     "tests.fixtures.localcloud",
+    "tests.fixtures.provisioning",
+    "tests.fixtures.rotation",
 ]

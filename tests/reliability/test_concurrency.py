@@ -25,8 +25,8 @@ import pytest
 import requests
 
 from tests.fixtures.registry import TEST_PROJECT, TEST_REPOSITORY
+from tests.fixtures.secretmanager import managed_secret
 from tests.reliability.figures import record
-from tests.wire.test_on_push_function import managed_secret
 
 pytestmark = pytest.mark.wire
 SOURCE = Path(__file__).resolve().parents[2] / "functions" / "on_push" / "main.py"

@@ -50,16 +50,10 @@ from shared.registry import RegistryClient, RegistryCredential
 from shared.results import Outcome, Status
 from shared.secrets import SecretManager
 from tests.fixtures.registry import TEST_PROJECT
+from tests.fixtures.rotation import EMAIL, SECRET_ID, Crashing, Stack
 from tests.reliability.figures import record
 from tests.reliability.leaks import capture_outcome
 from tests.unit.fakes import FakeSink
-from tests.wire.test_rotation import (
-    EMAIL,
-    SECRET_ID,
-    Crashing,
-    Stack,
-    stack,  # noqa: F401  (the fixture, reused: importing it registers it here)
-)
 
 pytestmark = pytest.mark.wire
 
@@ -334,7 +328,7 @@ CASES = [
 
 
 @pytest.fixture
-def world(stack: Stack) -> Iterator[World]:  # noqa: F811  (the fixture is the parameter)
+def world(stack: Stack) -> Iterator[World]:
     made = World(stack)
     yield made
     for undo in reversed(made.restore):
@@ -394,7 +388,7 @@ def test_a_fault_leaves_dataloop_pulling_and_the_next_run_converges(world: World
 # -- the reference test: the registry down while a push is tested ------------------------------------------
 
 
-def test_a_registry_outage_during_a_reference_test_asks_for_redelivery_and_the_redelivery_passes(stack: Stack) -> None:  # noqa: F811
+def test_a_registry_outage_during_a_reference_test_asks_for_redelivery_and_the_redelivery_passes(stack: Stack) -> None:
     stack.provision()
     secrets = SecretManager(TEST_PROJECT, endpoint=stack.sm.url, timeout=5.0)
     registry = RegistryClient(insecure_hosts=[stack.host], timeout=5.0, retries=1, backoff_factor=0.01)

@@ -50,20 +50,12 @@ from shared.rotation.state import timestamp
 from shared.secrets import SecretManager
 from shared.sweep import PubSubFanOut, Sweep
 from tests.fixtures.localcloud import provision_request, wait_for_reply
+from tests.fixtures.provisioning import Cloud
 from tests.fixtures.registry import TEST_PROJECT
+from tests.fixtures.rotation import SECRET_ID, TOPIC, Stack
 from tests.reliability.figures import record
 from tests.unit.fakes import FakeSink
 from tests.unit.rotation_fakes import FakePublisher
-from tests.wire.test_provisioning import (
-    Cloud,
-    cloud,  # noqa: F401  (the fixture, reused: importing it registers it here)
-)
-from tests.wire.test_rotation import (
-    SECRET_ID,
-    TOPIC,
-    Stack,
-    stack,  # noqa: F401  (the fixture, reused: importing it registers it here)
-)
 
 SEED = 8  # the issue number: any fixed seed makes the shuffle reproducible
 IAM_WRITES = frozenset(
@@ -139,7 +131,7 @@ def deliver(
 
 
 def test_push_notifications_delivered_twice_and_out_of_order_give_the_same_verdicts_and_write_nothing(
-    stack: Stack,  # noqa: F811
+    stack: Stack,
 ) -> None:
     stack.provision()
     secrets = SecretManager(TEST_PROJECT, endpoint=stack.sm.url, timeout=5.0)
@@ -219,7 +211,7 @@ def provisioned_state(world: Cloud, name: str) -> dict[str, Any]:
     }
 
 
-def test_requests_delivered_twice_and_out_of_order_do_the_work_of_one_delivery(cloud: Cloud) -> None:  # noqa: F811
+def test_requests_delivered_twice_and_out_of_order_do_the_work_of_one_delivery(cloud: Cloud) -> None:
     def rotation() -> KeyRotation:
         probe = KeyProbe(cloud.registry_client, initial_backoff=0.05, max_backoff=0.2, confirmations=1)
         return KeyRotation(
@@ -262,7 +254,7 @@ def test_requests_delivered_twice_and_out_of_order_do_the_work_of_one_delivery(c
     assert repeat["json"]["credentials"]["options"] == create["json"]["options"]
 
 
-def test_a_deprovision_delivered_twice_removes_everything_once(cloud: Cloud) -> None:  # noqa: F811
+def test_a_deprovision_delivered_twice_removes_everything_once(cloud: Cloud) -> None:
     handler = cloud.handler()
     assert handler.handle(PubSubMessage(json.dumps(request_messages(cloud, "team-a")[0]).encode())).status is Status.OK
     body = {"version": 1, "action": "deprovision", "name": "team-a", "request_id": "team-a-d"}
@@ -306,7 +298,7 @@ def make_due_again(world: Stack) -> None:
     world.secrets.update_secret(SECRET_ID, etag=current.etag, annotations=annotations)
 
 
-def test_rotation_messages_delivered_twice_and_out_of_order_rotate_once(stack: Stack) -> None:  # noqa: F811
+def test_rotation_messages_delivered_twice_and_out_of_order_rotate_once(stack: Stack) -> None:
     stack.provision()
     publisher = FakePublisher()
     router = RotationMessages(

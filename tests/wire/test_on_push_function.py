@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.integrations import MANAGED_LABEL, Annotation
-from tests.fixtures.registry import TEST_SCOPE
+from tests.fixtures.secretmanager import managed_secret
 
 pytestmark = pytest.mark.wire
 SOURCE = Path(__file__).resolve().parents[2] / "functions" / "on_push" / "main.py"
@@ -57,27 +56,6 @@ class OnPush:
 
     def result(self, **expected: object) -> dict:
         return self.collector.wait_for_json(timeout=20, **expected).json
-
-
-def managed_secret(secretmanager, host: str, key_json: str) -> None:
-    client = secretmanager.client
-    client.create_secret(
-        request={
-            "parent": secretmanager.parent,
-            "secret_id": "dataloop-gar-team-a",
-            "secret": {
-                "replication": {"automatic": {}},
-                "labels": {MANAGED_LABEL[0]: MANAGED_LABEL[1]},
-                "annotations": {Annotation.REGISTRY_HOST: host, Annotation.REPOSITORIES: TEST_SCOPE},
-            },
-        }
-    )
-    version = client.add_secret_version(
-        parent=secretmanager.secret_path("dataloop-gar-team-a"), payload={"data": key_json.encode()}
-    )
-    secret = client.get_secret(name=secretmanager.secret_path("dataloop-gar-team-a"))
-    secret.version_aliases = {"current": int(version.name.rsplit("/", 1)[-1])}
-    client.update_secret(secret=secret, update_mask={"paths": ["version_aliases"]})
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ token endpoint asks the IAM and Artifact Registry stand-ins who may pull
 did not grant would not. What is asserted is the state left in every service: one of
 everything after any number of identical requests, and after a failure at any step
 followed by the same request again.
+
+The ``cloud`` fixture, ``Cloud`` and the names it provisions live in ``tests/fixtures/provisioning.py``.
 """
 
 from __future__ import annotations
@@ -27,42 +29,32 @@ from typing import Any
 import grpc
 import pytest
 
-from localcloud.artifactregistry import ArtifactRegistryStandIn
-from localcloud.iam import IamStandIn
 from localcloud.wsgi import Fault
 from shared import runtime
-from shared.artifact_registry import READER_ROLE, RepositoryAccess
+from shared.artifact_registry import READER_ROLE
 from shared.config import reset_settings
 from shared.errors import ServiceUnavailable, TransientError
-from shared.events import PubSubMessage
-from shared.iam import ServiceAccounts
 from shared.integrations import MANAGED_LABEL, Annotation
-from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
 from shared.provisioning.records import KEYS_MANAGED_SINCE
-from shared.reference_test import ReferenceTest
-from shared.results import Outcome, Status
-from shared.secrets import SecretManager
-from shared.status import StatusReport
-from tests.fixtures.dataloop import DataloopSandbox
-from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
-from tests.fixtures.secretmanager import SecretManagerHandle
+from shared.results import Status
+from tests.fixtures.provisioning import (
+    ACCOUNT_ID,
+    EMAIL,
+    LOCATION,
+    NAME,
+    OTHER_REPOSITORY,
+    PROJECT,
+    ROTATION_TOPIC,
+    SECRET_ID,
+    Cloud,
+    repository_path,
+)
+from tests.fixtures.registry import REGISTRY_SERVICE, TEST_REPOSITORY
 
 pytestmark = pytest.mark.wire
 
-PROJECT = TEST_PROJECT  # the registry fixture's images live in test-project/test-repo
-LOCATION = "us-central1"
-OTHER_REPOSITORY = "other-repo"
-NAME = "team-a"
-SECRET_ID = f"dataloop-gar-{NAME}"
-ACCOUNT_ID = "dataloop-team-a"
-EMAIL = f"{ACCOUNT_ID}@{PROJECT}.iam.gserviceaccount.com"
-ROTATION_TOPIC = f"projects/{PROJECT}/topics/dataloop-gar-rotation"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def repository_path(repository: str) -> str:
-    return RepositoryAccess.repository_path(PROJECT, LOCATION, repository)
 
 
 class FailOnce:
@@ -88,148 +80,6 @@ class FailOnce:
             return attribute(*args, **kwargs)
 
         return call
-
-
-@dataclass
-class Cloud:
-    """The stand-ins, the real adapters on them, and the request handler under test."""
-
-    secretmanager: SecretManagerHandle
-    iam: IamStandIn
-    artifact_registry: ArtifactRegistryStandIn
-    dataloop: DataloopSandbox
-    registry: RegistryStack
-    image: PushedImage
-    secrets: SecretManager
-    accounts: ServiceAccounts
-    repositories: RepositoryAccess
-    dataloop_client: Any
-    registry_client: Any
-    outcomes: list[Outcome]
-    replies: list[Any]  # reply messages read off the results topic
-    patience_seconds: float = 5.0
-
-    def handler(self, *, secrets: Any = None, rotation: Any = None) -> RequestHandler:
-        store = secrets or self.secrets
-        check = PullCheck(
-            ReferenceTest(self.registry_client),
-            patience_seconds=self.patience_seconds,
-            first_wait_seconds=0.05,
-            longest_wait_seconds=0.2,
-        )
-
-        def no_rotation() -> Any:
-            raise AssertionError("this test does not rotate")
-
-        return RequestHandler(
-            provisioner=lambda: Provisioner(
-                store,
-                self.accounts,
-                self.repositories,
-                lambda: self.dataloop_client,
-                check,
-                rotation_topic=ROTATION_TOPIC,
-                default_rotation_period_days=30.0,
-            ),
-            deprovisioner=lambda: Deprovisioner(store, self.accounts, self.repositories, lambda: self.dataloop_client),
-            rotation=rotation or no_rotation,
-            image_check=lambda: ImageCheck(store, check),
-            status=lambda: StatusReport(store, default_rotation_period_days=30.0),
-        )
-
-    def send(self, body: dict[str, Any], **handler_options: Any) -> Outcome:
-        outcome = self.handler(**handler_options).handle(PubSubMessage(data=json.dumps(body).encode(), message_id="m"))
-        self.outcomes.append(outcome)
-        return outcome
-
-    def provision_request(self, **overrides: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "version": 1,
-            "action": "provision",
-            "request_id": "req-1",
-            "name": NAME,
-            "org_id": self.dataloop.org_id,
-            "project": PROJECT,
-            "location": LOCATION,
-            "repositories": [TEST_REPOSITORY, OTHER_REPOSITORY],
-            "service_account": {"create": ACCOUNT_ID},
-            "registry_host": self.registry.host,
-            "test_image": str(self.image.by_digest),
-        }
-        body.update(overrides)
-        return {k: v for k, v in body.items() if v is not None}
-
-    # -- what the services hold ----------------------------------------------------------------
-    def integrations(self) -> list[dict[str, Any]]:
-        return self.dataloop.gateway.stored_integrations(self.dataloop.org_id)
-
-    def readers(self, repository: str) -> set[str]:
-        return self.artifact_registry.state.readers(repository_path(repository))
-
-    def user_keys(self, email: str = EMAIL) -> list[str]:
-        return [k.key_id for k in self.iam.state.keys_of(email)]
-
-    def stored_keys(self, secret_id: str = SECRET_ID) -> dict[int, dict[str, Any]]:
-        """Readable versions of the secret -> the key file they hold (for assertions only)."""
-        versions = self.secrets.list_versions(secret_id)
-        return {n: json.loads(self.secrets.access(secret_id, n)[1]) for n, s in versions.items() if s == "ENABLED"}
-
-
-@pytest.fixture
-def cloud(
-    secretmanager: SecretManagerHandle,
-    iam: IamStandIn,
-    artifact_registry: ArtifactRegistryStandIn,
-    gcp_authority: Any,
-    local_registry: RegistryStack,
-    registry_image: PushedImage,
-    dataloop: DataloopSandbox,
-    caplog: pytest.LogCaptureFixture,
-) -> Iterator[Cloud]:
-    caplog.set_level(logging.DEBUG)
-    for repository in (TEST_REPOSITORY, OTHER_REPOSITORY):
-        artifact_registry.state.create_repository(PROJECT, LOCATION, repository)
-    local_registry.token_server.reset()
-    with (
-        local_registry.authority(gcp_authority),
-        ServiceAccounts(endpoint=iam.target, timeout=3.0) as accounts,
-        RepositoryAccess(endpoint=artifact_registry.url, timeout=3.0, conflict_backoff=0.01) as repositories,
-        dataloop.client() as dataloop_client,
-    ):
-        world = Cloud(
-            secretmanager=secretmanager,
-            iam=iam,
-            artifact_registry=artifact_registry,
-            dataloop=dataloop,
-            registry=local_registry,
-            image=registry_image,
-            secrets=SecretManager(PROJECT, endpoint=secretmanager.url, timeout=3.0),
-            accounts=accounts,
-            repositories=repositories,
-            dataloop_client=dataloop_client,
-            registry_client=local_registry.client(),
-            outcomes=[],
-            replies=[],
-        )
-        yield world
-        assert_no_key_material(world, caplog.text)
-    local_registry.token_server.reset()
-
-
-def assert_no_key_material(cloud: Cloud, log_text: str) -> None:
-    """No reply and no log line may carry a key, in any of the forms it travelled in."""
-    secrets: set[str] = {cloud.dataloop.admin_key}
-    for secret in cloud.secrets.list_secrets("name:dataloop-gar-"):
-        for key in cloud.stored_keys(secret.secret_id).values():
-            secrets |= {key["private_key"], json.dumps(key), key["private_key"].split("\n")[1]}
-    for stored in cloud.dataloop.gateway.stored_integrations():
-        password = stored["options"]["spec"]["password"]
-        secrets |= {password, base64.b64decode(password).decode()}
-    published = json.dumps([o.to_message() for o in cloud.outcomes] + cloud.replies)
-    assert "PRIVATE KEY" not in published and "PRIVATE KEY" not in log_text
-    for secret in secrets:
-        assert secret not in published
-        assert secret not in log_text
 
 
 def assert_one_of_everything(

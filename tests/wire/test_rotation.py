@@ -10,6 +10,8 @@ rotations at once (exactly one rotates); the 10-key limit; SECRET_ROTATE and a n
 through functions/rotate; a sweep over 50 integrations; and a prober that pulls with whatever
 Dataloop holds across 20 back-to-back rotations without one failure, never seeing more than three
 keys on the account.
+
+The ``stack`` fixture, ``Stack``, ``Crashing`` and the names it provisions live in ``tests/fixtures/rotation.py``.
 """
 
 from __future__ import annotations
@@ -19,214 +21,28 @@ import importlib.util
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from localcloud.dataloop import docker_credentials
-from localcloud.gcp_authority import GcpAuthority
-from localcloud.iam import IamStandIn
 from localcloud.wsgi import Fault
 from shared import runtime
 from shared.config import reset_settings
-from shared.dataloop import DataloopClient, DataloopUnavailable, gar_options
+from shared.dataloop import DataloopUnavailable
 from shared.errors import GarDataloopError, RegistryUnavailable, ServiceUnavailable
-from shared.iam import ServiceAccounts
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.registry import RegistryClient, RegistryCredential
 from shared.results import Outcome, Status
-from shared.rotation import KeyProbe, KeyRotation
-from shared.rotation.state import MANAGED_SINCE, timestamp
-from shared.secrets import SecretManager
+from shared.rotation.state import timestamp
 from shared.sweep import PubSubFanOut
-from tests.fixtures.dataloop import DataloopSandbox
-from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY, PushedImage, RegistryStack
+from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY
+from tests.fixtures.rotation import EMAIL, SECRET_ID, TOPIC, Crash, Stack
 from tests.fixtures.secretmanager import SecretManagerHandle
 from tests.unit.rotation_fakes import FakePublisher
 
 pytestmark = pytest.mark.wire
-
-SECRET_ID = "dataloop-gar-team-a"
-ACCOUNT_ID = "dataloop-puller"
-EMAIL = f"{ACCOUNT_ID}@{TEST_PROJECT}.iam.gserviceaccount.com"
-READER = "roles/artifactregistry.reader"
-TOPIC = f"projects/{TEST_PROJECT}/topics/dataloop-gar-rotation"
-
-
-class Crash(RuntimeError):
-    """What a simulated crash raises (any exception: the run stops where it is)."""
-
-
-class Crashing:
-    """An adapter whose ``nth`` call of ``method`` (counted from now) raises once."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-        self._plan: dict[str, list[int]] = {}
-        self._calls: dict[str, int] = {}
-
-    def crash_at(self, method: str, nth: int) -> None:
-        self._plan.setdefault(method, []).append(self._calls.get(method, 0) + nth)
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._target, name)
-        if not callable(attribute):
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._calls[name] = self._calls.get(name, 0) + 1
-            if self._calls[name] in self._plan.get(name, []):
-                self._plan[name].remove(self._calls[name])
-                raise Crash(f"simulated crash at {name}")
-            return attribute(*args, **kwargs)
-
-        return call
-
-
-@dataclass
-class Stack:
-    """Everything one rotation touches, wired to the local cloud, plus one provisioned integration."""
-
-    sm: SecretManagerHandle
-    iam: IamStandIn
-    registry_stack: RegistryStack
-    dataloop: DataloopSandbox
-    canary: PushedImage
-    secrets: Crashing
-    accounts: Crashing
-    client: DataloopClient
-    registry: Crashing
-    integration_id: str = ""
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    @property
-    def host(self) -> str:
-        return self.registry_stack.host
-
-    def rotation(self, *, test_timeout: float = 5.0, grace: float = 0.0, **options: Any) -> KeyRotation:
-        probe = KeyProbe(self.registry, initial_backoff=0.1, max_backoff=0.4, confirmations=2, confirm_interval=0.05)
-        return KeyRotation(
-            self.secrets,
-            self.accounts,
-            lambda: self.client,
-            probe,
-            grace_period_seconds=grace,
-            test_timeout_seconds=test_timeout,
-            **options,
-        )
-
-    def provision(self, secret_id: str = SECRET_ID, *, rotated_days_ago: float = 40, **notes: str) -> str:
-        """As provisioning leaves an integration: one key, aliased current, held by Dataloop. Its key id."""
-        key = self.accounts.create_key(EMAIL)
-        integration = self.client.integrations(self.dataloop.org_id).create(
-            secret_id, gar_options(key.json_text, self.host)
-        )
-        self.integration_id = integration.id
-        now = datetime.now(UTC)
-        annotations = {
-            Annotation.ORG: self.dataloop.org_id,
-            Annotation.INTEGRATION_ID: integration.id,
-            Annotation.INTEGRATION_NAME: secret_id.removeprefix("dataloop-gar-"),
-            Annotation.SERVICE_ACCOUNT: EMAIL,
-            Annotation.REGISTRY_HOST: self.host,
-            Annotation.REPOSITORIES: f"{TEST_PROJECT}/{TEST_REPOSITORY}",
-            Annotation.CANARY_IMAGE: str(self.canary.by_tag),
-            Annotation.ROTATED_AT: timestamp(now - timedelta(days=rotated_days_ago)),
-            MANAGED_SINCE: timestamp(now),
-            **notes,
-        }
-        self.secrets.create_secret(secret_id, labels=dict([MANAGED_LABEL]), annotations=annotations)
-        version = self.secrets.add_version(secret_id, key.json_text.encode())
-        record = self.secrets.get_secret(secret_id)
-        self.secrets.update_secret(secret_id, etag=record.etag, version_aliases={"current": version})
-        return key.key_id
-
-    # -- what the world looks like -------------------------------------------------------------
-    def live_keys(self) -> set[str]:
-        return {k.key_id for k in self.iam.state.keys_of(EMAIL)}
-
-    def aliases(self, secret_id: str = SECRET_ID) -> dict[str, int]:
-        return dict(self.secrets.get_secret(secret_id).version_aliases)
-
-    def key_of(self, alias: str, secret_id: str = SECRET_ID) -> str:
-        _, payload = self.secrets.access(secret_id, self.aliases(secret_id)[alias])
-        return json.loads(payload)["private_key_id"]
-
-    def dataloop_credentials(self) -> tuple[str, str]:
-        """What a kubelet would present to the registry, from the integration Dataloop stores."""
-        stored = next(
-            i for i in self.dataloop.gateway.stored_integrations() if i["public"]["id"] == self.integration_id
-        )
-        credentials = docker_credentials(stored["options"], self.host)
-        assert credentials is not None
-        return credentials
-
-    def dataloop_key(self) -> str:
-        return json.loads(self.dataloop_credentials()[1])["private_key_id"]
-
-    def service_pulls(self, timeout: float = 10.0) -> dict[str, Any]:
-        """Restart a Dataloop service whose runner image is the canary; its first runtime status."""
-        gateway = self.dataloop.gateway
-        service_id = gateway.add_service(self.dataloop.org_id, "runner", str(self.canary.by_tag))
-        self.client.services.restart(service_id)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            statuses = gateway.runtime_status(service_id)
-            if statuses:
-                return statuses[0]
-            time.sleep(0.05)
-        raise AssertionError("the Dataloop service reported no runtime status")
-
-    def assert_converged(self) -> None:
-        """Steady state: the account holds exactly current and previous, Dataloop current, no lease."""
-        record = self.secrets.get_secret(SECRET_ID)
-        aliases = dict(record.version_aliases)
-        assert "pending" not in aliases and Annotation.ROTATION_LEASE not in record.annotations
-        assert self.live_keys() == {self.key_of("current"), self.key_of("previous")}, "orphan or missing keys"
-        assert self.dataloop_key() == self.key_of("current")
-        enabled = {n for n, s in self.secrets.list_versions(SECRET_ID).items() if s == "ENABLED"}
-        assert enabled == set(aliases.values())
-
-
-@pytest.fixture
-def stack(
-    secretmanager: SecretManagerHandle,
-    iam: IamStandIn,
-    artifact_registry: Any,
-    gcp_authority: GcpAuthority,
-    local_registry: RegistryStack,
-    registry_image: PushedImage,
-    make_dataloop: Callable[..., DataloopSandbox],
-) -> Iterator[Stack]:
-    iam.state.create_service_account(TEST_PROJECT, ACCOUNT_ID)
-    repository = artifact_registry.state.create_repository(TEST_PROJECT, "us-central1", TEST_REPOSITORY)
-    artifact_registry.state.add_binding(repository["name"], READER, f"serviceAccount:{EMAIL}")
-    sandbox = make_dataloop(insecure_registries=[local_registry.host])
-    secrets = SecretManager(TEST_PROJECT, endpoint=secretmanager.url, timeout=5.0)
-    accounts = ServiceAccounts(endpoint=iam.target, timeout=5.0)
-    client = sandbox.client()
-    registry = local_registry.client(retries=1)
-    local_registry.token_server.reset()
-    with local_registry.authority(gcp_authority):
-        yield Stack(
-            sm=secretmanager,
-            iam=iam,
-            registry_stack=local_registry,
-            dataloop=sandbox,
-            canary=registry_image,
-            secrets=Crashing(secrets),
-            accounts=Crashing(accounts),
-            client=client,
-            registry=Crashing(registry),
-        )
-    local_registry.token_server.reset()
-    client.close()
-    accounts.close()
-    registry.close()
-    secrets.client.transport.close()
 
 
 # -- a full rotation ----------------------------------------------------------------------------------
