@@ -18,12 +18,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.errors import ServiceUnavailable, TransientError
+from shared.gcp_errors import api_message, translated
 from shared.google_clients import LazyClient, rest_client_kwargs
 
 logger = logging.getLogger(__name__)
@@ -63,50 +64,22 @@ class RepositoryInfo:
     description: str
 
 
-def _message(exc: Any) -> str:
-    return str(getattr(exc, "message", None) or exc)
+def _translated(action: str, resource: str) -> AbstractContextManager[None]:
+    """:func:`shared.gcp_errors.translated` for Artifact Registry, with what to do about ``resource``.
 
-
-@contextmanager
-def _translated(action: str, resource: str) -> Iterator[None]:
-    """Map google.api_core errors onto transient/permanent errors with actionable reasons."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        yield
-    except (
-        gexc.ServiceUnavailable,
-        gexc.InternalServerError,
-        gexc.TooManyRequests,
-        gexc.DeadlineExceeded,
-        gexc.GatewayTimeout,
-        gexc.BadGateway,
-        gexc.RetryError,
-    ) as exc:
-        raise ServiceUnavailable(f"Artifact Registry unavailable while trying to {action}: {_message(exc)}") from None
-    except gexc.Forbidden as exc:  # REST answers 403 as Forbidden, the parent of gRPC's PermissionDenied
-        raise PermanentError(
-            f"Artifact Registry denied {action}: grant this function's service account "
-            f"roles/artifactregistry.repoAdmin (or roles/artifactregistry.admin) on {resource}. {_message(exc)}",
-            code="permission-denied",
-        ) from None
-    except gexc.NotFound:
-        raise PermanentError(
-            f"Artifact Registry: {resource}: repository not found (check the location and id)",
-            code="repository-not-found",
-        ) from None
-    except gexc.GoogleAPICallError as exc:
-        raise PermanentError(
-            f"Artifact Registry error while trying to {action}: {_message(exc)}", code="artifact-registry"
-        ) from None
-    except Exception as exc:  # transport-level failures from requests
-        import requests
-
-        if isinstance(exc, requests.RequestException):
-            raise ServiceUnavailable(
-                f"Artifact Registry unreachable while trying to {action}: {type(exc).__name__}"
-            ) from None
-        raise
+    Refusals are coded ``artifact-registry``, except a missing repository, which
+    provisioning tells apart (a revoke on a repository that is gone has nothing to do).
+    """
+    return translated(
+        "Artifact Registry",
+        action,
+        permission_hint="Grant this function's service account roles/artifactregistry.repoAdmin "
+        f"(or roles/artifactregistry.admin) on {resource}.",
+        not_found=f"{resource}: repository not found (check the location and id)",
+        code="artifact-registry",
+        codes={"NOT_FOUND": "repository-not-found"},
+        conflict_statuses=(),
+    )
 
 
 class ConcurrentPolicyChange(Exception):
@@ -254,12 +227,12 @@ class RepositoryAccess:
             except gexc.Conflict:  # 409 ABORTED: the etag is stale (REST does not say Aborted)
                 raise ConcurrentPolicyChange() from None
             except gexc.BadRequest as exc:
-                if "does not exist" not in _message(exc):
+                if "does not exist" not in api_message(exc):
                     raise
                 # IAM is eventually consistent: an account created moments ago may not be
                 # visible to setIamPolicy yet. If it really is gone, recreate it.
                 raise TransientError(
-                    f"could not {action} {repository_path}: {_message(exc)} A service account created moments "
+                    f"could not {action} {repository_path}: {api_message(exc)} A service account created moments "
                     f"ago takes up to a minute to become visible; try again later.",
                     code="member-not-visible",
                 ) from None

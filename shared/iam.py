@@ -2,9 +2,9 @@
 
 ``IAMClient`` speaks only gRPC, so this adapter does too; against the local cloud it is
 given an insecure channel, so the tests run the very code production runs. API errors are
-translated here into the project's transient/permanent taxonomy, and the two refusals a
-rotation will meet sooner or later (the 10-key limit and the key-creation org policy) get
-reasons that tell an operator exactly what to change.
+translated (``shared.gcp_errors``) into the project's transient/permanent taxonomy, and
+the two refusals a rotation will meet sooner or later (the 10-key limit and the
+key-creation org policy) get reasons that tell an operator exactly what to change.
 
 Accounts are named ``projects/PROJECT/serviceAccounts/EMAIL`` with the project taken from
 the email where it can be (``ID@PROJECT.iam.gserviceaccount.com``): under the ``-``
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.errors import PermanentError, TransientError
+from shared.gcp_errors import TRANSIENT_STATUSES, api_message, translated
 from shared.google_clients import LazyClient
 from shared.keys import ServiceAccountKey
 
@@ -60,62 +61,45 @@ def key_id_of(name: str) -> str:
     return name.rsplit("/keys/", 1)[-1]
 
 
-def _message(exc: Any) -> str:
-    return str(getattr(exc, "message", None) or exc)
-
-
 def _needs_key_admin(email: str) -> str:
     return (
-        f"grant this function's service account {KEY_ADMIN_ROLE} on the service account {email} "
-        f"(if it is granted, the account may not exist: IAM answers PERMISSION_DENIED for unknown accounts)"
+        f"Grant this function's service account {KEY_ADMIN_ROLE} on the service account {email} "
+        f"(if it is granted, the account may not exist: IAM answers PERMISSION_DENIED for unknown accounts)."
     )
 
 
 def _needs_account_admin(project: str) -> str:
     where = f"project {project}" if project != "-" else "the account's project"
     return (
-        f"grant this function's service account {ACCOUNT_ADMIN_ROLE} on {where} "
-        f"(if it is granted, the account may not exist: IAM answers PERMISSION_DENIED for unknown accounts)"
+        f"Grant this function's service account {ACCOUNT_ADMIN_ROLE} on {where} "
+        f"(if it is granted, the account may not exist: IAM answers PERMISSION_DENIED for unknown accounts)."
     )
 
 
-@contextmanager
-def _translated(action: str, *, needs: str) -> Iterator[None]:
-    """Map google.api_core errors onto transient/permanent errors with actionable reasons.
+#: IAM's refusals are coded ``iam`` except the two its callers tell apart.
+_CODES = {"NOT_FOUND": "not-found", "FAILED_PRECONDITION": "failed-precondition"}
+#: gRPC UNKNOWN stays a refusal here (as it always was for IAM), unlike the other adapters.
+_TRANSIENT = TRANSIENT_STATUSES - {"UNKNOWN"}
 
-    ``needs`` is what to grant when IAM says PERMISSION_DENIED: the role differs by call.
-    """
-    from google.api_core import exceptions as gexc
 
-    try:
-        yield
-    except (
-        gexc.ServiceUnavailable,
-        gexc.InternalServerError,
-        gexc.TooManyRequests,  # gRPC RESOURCE_EXHAUSTED: a quota, once the key limit was ruled out
-        gexc.DeadlineExceeded,
-        gexc.GatewayTimeout,
-        gexc.BadGateway,
-        gexc.RetryError,
-    ) as exc:
-        raise ServiceUnavailable(f"IAM unavailable while trying to {action}: {_message(exc)}") from None
-    except gexc.PermissionDenied as exc:
-        raise PermanentError(
-            f"IAM denied {action}: {needs}. IAM said: {_message(exc)}", code="permission-denied"
-        ) from None
-    except gexc.NotFound as exc:
-        raise PermanentError(f"IAM: not found while trying to {action}: {_message(exc)}", code="not-found") from None
-    except gexc.FailedPrecondition as exc:
-        raise PermanentError(f"IAM refused to {action}: {_message(exc)}", code="failed-precondition") from None
-    except gexc.GoogleAPICallError as exc:
-        raise PermanentError(f"IAM error while trying to {action}: {_message(exc)}", code="iam") from None
+def _translated(action: str, *, needs: str) -> AbstractContextManager[None]:
+    """:func:`shared.gcp_errors.translated` for IAM; ``needs`` is what to grant on PERMISSION_DENIED."""
+    return translated(
+        "IAM",
+        action,
+        permission_hint=needs,
+        code="iam",
+        codes=_CODES,
+        conflict_statuses=(),
+        transient_statuses=_TRANSIENT,
+    )
 
 
 def _is_key_limit(exc: BaseException) -> bool:
     """IAM's answers to an 11th user-managed key: today's and the one before ~2022."""
     from google.api_core import exceptions as gexc
 
-    text = _message(exc).lower()
+    text = api_message(exc).lower()
     if isinstance(exc, gexc.ResourceExhausted):
         return "maximum number of keys" in text
     return isinstance(exc, gexc.FailedPrecondition) and not _is_org_policy(exc) and "precondition check failed" in text
@@ -123,7 +107,7 @@ def _is_key_limit(exc: BaseException) -> bool:
 
 def _is_org_policy(exc: BaseException) -> bool:
     """Whether key creation was refused by ``iam.disableServiceAccountKeyCreation`` (legacy or managed)."""
-    texts = [_message(exc)]
+    texts = [api_message(exc)]
     for detail in getattr(exc, "details", None) or []:
         for violation in getattr(detail, "violations", []):
             texts += [getattr(violation, "type", ""), getattr(violation, "description", "")]

@@ -39,7 +39,7 @@ def _translated(action: str, *, conflict: bool = False) -> Any:
     return translated(
         "Secret Manager",
         action,
-        conflict_statuses=("FAILED_PRECONDITION", "ABORTED") if conflict else (),
+        conflict_statuses=("ALREADY_EXISTS", "FAILED_PRECONDITION", "ABORTED") if conflict else ("ALREADY_EXISTS",),
         permission_hint="Grant this function's service account roles/secretmanager.secretAccessor "
         "(to read keys) or roles/secretmanager.admin (to manage integrations).",
     )
