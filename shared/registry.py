@@ -383,12 +383,9 @@ class RegistryClient:
         with self._lock:
             if host in self._challenges:
                 return False  # the usual case on a warm instance: nothing to parse
-        offered = parse_challenges(header)
-        challenge = next((c for c in offered if c.scheme == "bearer" and c.realm), None)
-        challenge = challenge or next((c for c in offered if c.scheme == "basic"), None)
-        if challenge is None or (challenge.scheme == "bearer" and not self._may_send_keys_to(host, challenge.realm)):
+        kept = _answerable(header)
+        if kept is None or (kept.scheme == "bearer" and not self._may_send_keys_to(host, kept.realm)):
             return False
-        kept = Challenge(challenge.scheme, {k: v for k, v in challenge.params.items() if k in ("realm", "service")})
         with self._lock:
             if host in self._challenges:
                 return False
@@ -504,9 +501,7 @@ class RegistryClient:
 
     def _challenge_from(self, response: requests.Response, image: RegistryImage) -> Challenge:
         """The challenge to answer, remembered for the host; from this response if it has one."""
-        offered = parse_challenges(response.headers.get("WWW-Authenticate", ""))
-        challenge = next((c for c in offered if c.scheme == "bearer" and c.realm), None)
-        challenge = challenge or next((c for c in offered if c.scheme == "basic"), None)
+        challenge = _answerable(response.headers.get("WWW-Authenticate", ""))
         if challenge is None:
             with self._lock:
                 challenge = self._challenges.get(image.host)
@@ -516,11 +511,10 @@ class RegistryClient:
                 "or Basic challenge this client can follow",
                 code="registry-error",
             )
-        kept = Challenge(challenge.scheme, {k: v for k, v in challenge.params.items() if k in ("realm", "service")})
         with self._lock:
-            self._challenges[image.host] = kept
+            self._challenges[image.host] = challenge
             self._expected.discard(image.host)
-        return kept
+        return challenge
 
     def _authenticate(
         self,
@@ -640,6 +634,17 @@ class RegistryClient:
 
 def _token_key(challenge: Challenge, scope: str, credential: RegistryCredential) -> _TokenKey:
     return (challenge.realm or "", challenge.service or "", scope, credential.fingerprint)
+
+
+def _answerable(header: str) -> Challenge | None:
+    """The challenge in a ``WWW-Authenticate`` value this client answers (Bearer with a realm,
+    else Basic), reduced to what does not change per request (realm and service, no scope)."""
+    offered = parse_challenges(header)
+    challenge = next((c for c in offered if c.scheme == "bearer" and c.realm), None)
+    challenge = challenge or next((c for c in offered if c.scheme == "basic"), None)
+    if challenge is None:
+        return None
+    return Challenge(challenge.scheme, {k: v for k, v in challenge.params.items() if k in ("realm", "service")})
 
 
 def _quoted(value: str) -> str:
