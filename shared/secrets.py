@@ -144,14 +144,29 @@ class SecretManager:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
         version_aliases: Mapping[str, int] | None = None,
+        rotation_period_seconds: int | None = None,
+        next_rotation_time: datetime | None = None,
     ) -> SecretRecord:
         """Replace the given fields (only those) in one update, guarded by ``etag``.
+
+        ``rotation_period_seconds`` and ``next_rotation_time`` change Secret Manager's own
+        rotation schedule (the ``SECRET_ROTATE`` notifications), which must follow the
+        integration's rotation period.
 
         Raises:
             Conflict: the secret changed since ``etag`` was read (code ``etag-mismatch``).
         """
         secret: dict[str, Any] = {"name": self.secret_path(secret_id)}
         paths = []
+        rotation: dict[str, Any] = {}
+        if rotation_period_seconds is not None:
+            rotation["rotation_period"] = timedelta(seconds=rotation_period_seconds)
+            paths.append("rotation.rotation_period")
+        if next_rotation_time is not None:
+            rotation["next_rotation_time"] = next_rotation_time
+            paths.append("rotation.next_rotation_time")
+        if rotation:
+            secret["rotation"] = rotation
         for field_name, value in (
             ("labels", labels),
             ("annotations", annotations),

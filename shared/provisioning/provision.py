@@ -297,6 +297,7 @@ class Provisioner:
         refuse_during_rotation(record, self._clock())
 
         wanted_paths = set(repository_paths(request.repository_scopes, request.location).values())
+        period = self._period_seconds(request)
 
         def change(current: SecretRecord) -> dict[str, Any] | None:
             self._check_same_integration(request, current, email)
@@ -318,11 +319,29 @@ class Provisioner:
                     notes.pop(stale, None)
             notes.setdefault(PROVISIONED_AT, rfc3339(self._clock()))
             notes.setdefault(KEYS_MANAGED_SINCE, rfc3339(self._clock()))
-            return None if notes == dict(current.annotations) else {"annotations": notes}
+            fields: dict[str, Any] = {} if notes == dict(current.annotations) else {"annotations": notes}
+            fields.update(self._schedule_change(current, period))
+            return fields or None
 
         before = record.etag
         record = update_record(self._secrets, request.secret_id, change, record=record)
         return record, "updated" if record.etag != before else "unchanged"
+
+    def _schedule_change(self, record: SecretRecord, period: int) -> dict[str, Any]:
+        """Secret Manager's rotation schedule (SECRET_ROTATE) for a changed ``rotation_period_days``.
+
+        The sweep decides by the ``rotation-period`` annotation, but Secret Manager keeps
+        sending SECRET_ROTATE on its own schedule, and each one forces a rotation: left at the
+        old period, a lengthened period would still rotate at the old pace. The next
+        notification is due when the current key reaches the new period (or in ten minutes,
+        if it already has: Secret Manager wants at least five).
+        """
+        if record.rotation_period_seconds == period:
+            return {}
+        now = self._clock()
+        rotated = parse_rfc3339(record.annotations.get(Annotation.ROTATED_AT)) or now
+        due = max(rotated + timedelta(seconds=period), now + timedelta(minutes=10))
+        return {"rotation_period_seconds": period, "next_rotation_time": due}
 
     def _check_same_integration(self, request: ProvisionRequest, record: SecretRecord, email: str) -> None:
         """Refuse to repurpose a record: moving an integration to another org or account

@@ -26,7 +26,7 @@ from shared.integrations import MANAGED_LABEL, Annotation
 from shared.keys import ServiceAccountKey
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
-from shared.provisioning.records import KEY_REQUESTED_AT, KEYS_MANAGED_SINCE, rfc3339
+from shared.provisioning.records import KEY_REQUESTED_AT, KEYS_MANAGED_SINCE, parse_rfc3339, rfc3339
 from shared.reference_test import ReferenceTest
 from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
@@ -52,6 +52,7 @@ class FakeSecret:
     annotations: dict[str, str]
     topics: tuple[str, ...] = ()
     period: int | None = None
+    next_rotation: datetime | None = None
     aliases: dict[int | str, Any] = field(default_factory=dict)
     versions: dict[int, list[Any]] = field(default_factory=dict)  # n -> [state, payload]
     etag: int = 1
@@ -90,7 +91,9 @@ class FakeSecrets:
     def create_secret(self, secret_id: str, *, labels: Mapping[str, str], annotations: Mapping[str, str], topics: tuple[str, ...] = (), rotation_period_seconds: int | None = None, next_rotation_time: datetime | None = None) -> SecretRecord:  # fmt: skip
         if secret_id in self.secrets:
             raise Conflict("exists", code="already-exists")
-        self.secrets[secret_id] = FakeSecret(dict(labels), dict(annotations), topics, rotation_period_seconds)
+        self.secrets[secret_id] = FakeSecret(
+            dict(labels), dict(annotations), topics, rotation_period_seconds, next_rotation_time
+        )
         self.writes.append((secret_id, {"labels": dict(labels), "annotations": dict(annotations)}))
         return self._record(secret_id)
 
@@ -99,7 +102,11 @@ class FakeSecrets:
         if etag and etag != str(secret.etag):
             raise Conflict("stale etag", code="etag-mismatch")
         for name, value in fields.items():
-            if value is not None:
+            if name == "rotation_period_seconds" and value is not None:
+                secret.period = value
+            elif name == "next_rotation_time" and value is not None:
+                secret.next_rotation = value
+            elif value is not None:
                 setattr(secret, {"version_aliases": "aliases"}.get(name, name), dict(value))
         secret.etag += 1
         self.writes.append((secret_id, {k: v for k, v in fields.items() if v is not None}))
@@ -730,3 +737,29 @@ def test_a_passing_test_records_the_registry_challenge_for_cold_instances(world:
 def test_a_failing_test_records_no_challenge(world: World) -> None:
     assert world.provision(test_image=IMAGE).status is Status.FAILED  # the registry knows no key
     assert Annotation.REGISTRY_CHALLENGE not in world.secret().annotations
+
+
+def test_a_changed_rotation_period_moves_secret_managers_own_schedule(world: World) -> None:
+    assert world.provision(rotation_period_days=30).status is Status.OK
+    assert world.secret().period == 30 * 86400
+
+    again = world.provision(rotation_period_days=90)
+
+    assert again.status is Status.OK
+    secret = world.secret()
+    assert secret.period == 90 * 86400 and secret.annotations[Annotation.ROTATION_PERIOD] == str(90 * 86400)
+    # SECRET_ROTATE is next due when the current key reaches the new period, not the old one.
+    rotated = parse_rfc3339(secret.annotations[Annotation.ROTATED_AT])
+    assert rotated is not None and secret.next_rotation == rotated + timedelta(days=90)
+    writes = len(world.secrets.writes)
+    assert world.provision(rotation_period_days=90).status is Status.OK
+    assert len(world.secrets.writes) == writes  # unchanged: nothing written
+
+
+def test_a_shortened_period_on_an_old_key_is_due_soon_not_in_the_past(world: World) -> None:
+    assert world.provision(rotation_period_days=90).status is Status.OK
+    world.secret().annotations[Annotation.ROTATED_AT] = rfc3339(NOW - timedelta(days=60))
+
+    assert world.provision(rotation_period_days=30).status is Status.OK
+
+    assert world.secret().next_rotation == NOW + timedelta(minutes=10)

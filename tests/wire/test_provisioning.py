@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,25 @@ def test_the_same_provision_twice_changes_nothing_and_duplicates_nothing(cloud: 
     assert cloud.iam.calls().count("CreateServiceAccountKey") == creates_before
     assert cloud.integrations()[0]["public"]["id"] == dataloop_id
     assert cloud.secrets.get_secret(SECRET_ID).version_aliases == record.version_aliases
+
+
+def test_a_changed_rotation_period_moves_secret_managers_own_schedule(cloud: Cloud) -> None:
+    assert cloud.send(cloud.provision_request()).status is Status.OK
+    before = cloud.secrets.get_secret(SECRET_ID)
+    assert before.rotation_period_seconds == 30 * 86400
+
+    outcome = cloud.send(cloud.provision_request(request_id="req-2", rotation_period_days=90))
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["record"] == "updated"
+    after = cloud.secrets.get_secret(SECRET_ID)
+    assert after.rotation_period_seconds == 90 * 86400
+    assert after.annotations[Annotation.ROTATION_PERIOD] == str(90 * 86400)
+    rotated = datetime.fromisoformat(after.annotations[Annotation.ROTATED_AT].replace("Z", "+00:00"))
+    assert after.next_rotation_time is not None
+    due = datetime.fromisoformat(after.next_rotation_time.replace("Z", "+00:00"))
+    assert abs((due - rotated) - timedelta(days=90)) < timedelta(seconds=1)
+    assert after.topics == before.topics  # still notifying the rotation topic
 
 
 def test_a_later_request_without_a_repository_takes_that_grant_back(cloud: Cloud) -> None:
