@@ -37,6 +37,7 @@ class Annotation:
     ROTATION_PERIOD = "rotation-period"  # seconds
     ROTATION_LEASE = "rotation-lease"  # JSON {"holder": id, "expires": RFC 3339}
     ROTATED_AT = "rotated-at"  # RFC 3339: when `current` last changed
+    ROTATED_FOR_REQUEST = "rotated-for-request"  # request_id of the request that made `current`, if any
     LOCATION = "location"  # GAR location, e.g. us-central1
     CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA
     LAST_TEST = "last-test"  # JSON summary of the last reference test (status reporting)

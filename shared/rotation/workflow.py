@@ -277,6 +277,19 @@ class KeyRotation:
                 subject=subject,
                 rid=request_id,
             )
+        if (
+            request_id
+            and record.annotations.get(Annotation.ROTATED_FOR_REQUEST) == request_id
+            and PENDING not in record.version_aliases
+        ):
+            return self._outcome(
+                Status.SKIPPED,
+                f"request {request_id} already rotated {record.secret_id} (at "
+                f"{record.annotations.get(Annotation.ROTATED_AT, 'an unrecorded time')}): a redelivery, not rotated again",
+                code="already-rotated",
+                subject=subject,
+                rid=request_id,
+            )
         if not force and not is_due(record, now, self.default_period_seconds):
             when = due_at(record, self.default_period_seconds)
             return self._outcome(
@@ -533,6 +546,10 @@ class KeyRotation:
             aliases[CURRENT] = pending_version
             del aliases[PENDING]
             annotations[Annotation.ROTATED_AT] = timestamp(now)
+            if run.request_id:
+                annotations[Annotation.ROTATED_FOR_REQUEST] = run.request_id[:256]
+            else:
+                annotations.pop(Annotation.ROTATED_FOR_REQUEST, None)
             if run.challenge:
                 annotations[Annotation.REGISTRY_CHALLENGE] = run.challenge
             retired = retired_keys(annotations)

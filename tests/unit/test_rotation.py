@@ -170,6 +170,22 @@ def test_a_rotation_creates_tests_sets_and_finishes_in_that_order(world: World) 
     world.assert_converged()
 
 
+def test_a_redelivered_rotate_request_rotates_once(world: World) -> None:
+    world.provision()
+
+    first = world.rotate(force=True, request_id="req-7")
+    key = world.key_of("current")
+    again = world.rotate(force=True, request_id="req-7")
+
+    assert first.status is Status.OK
+    assert (again.status, again.code, again.request_id) == (Status.SKIPPED, "already-rotated", "req-7")
+    assert world.key_of("current") == key and len(world.dataloop.updates) == 1
+    assert world.rotate(force=True, request_id="req-8").status is Status.OK  # another request rotates
+    assert world.key_of("current") != key
+    assert world.rotate(force=True).status is Status.OK  # and so does a scheduled or SECRET_ROTATE run
+    assert Annotation.ROTATED_FOR_REQUEST not in world.annotations()
+
+
 def test_the_old_previous_key_is_deleted_when_its_grace_period_has_passed(world: World) -> None:
     first = world.provision()
     world.rotate()
