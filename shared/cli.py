@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared import json_text
 from shared.requests_schema import VERSION, InvalidRequest, parse_request
 
 DEFAULT_REQUESTS_TOPIC = "dataloop-gar-requests"
@@ -121,7 +122,7 @@ def request_from_args(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> An
     """The request the arguments describe, as JSON-ready data (not yet validated)."""
     if args.action == "send":
         text = stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        body = json.loads(text)
+        body = json_text.loads(text)
         if isinstance(body, dict) and args.request_id:
             body["request_id"] = args.request_id
         elif isinstance(body, dict):
@@ -238,7 +239,7 @@ class RequestChannel:
                 )
             for item in received:
                 try:
-                    reply = json.loads(item.message.data)
+                    reply = json_text.loads(item.message.data)
                 except ValueError:
                     continue
                 if isinstance(reply, dict) and reply.get("request_id") == request_id:

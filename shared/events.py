@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import RejectedMessage
+from shared.json_text import nesting_exceeds
 
 #: Largest decoded message body we accept. Our messages are a few hundred bytes; this
 #: keeps a broken or hostile publisher from making us hold megabytes.
@@ -58,7 +59,7 @@ def parse_json(raw: bytes | str, *, what: str) -> Any:
             raise RejectedMessage(f"{what} is not UTF-8 text (byte {exc.start})") from None
     if not raw.strip():
         raise RejectedMessage(f"{what} is empty; expected a JSON object")
-    if _depth_exceeds(raw, MAX_JSON_DEPTH):
+    if nesting_exceeds(raw, MAX_JSON_DEPTH):
         raise RejectedMessage(f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(raw)
@@ -70,29 +71,6 @@ def parse_json(raw: bytes | str, *, what: str) -> Any:
         raise RejectedMessage(
             f"{what} holds a number longer than {sys.get_int_max_str_digits()} digits; no field takes one"
         ) from None
-
-
-def _depth_exceeds(text: str, limit: int) -> bool:
-    """Cheap bracket count (ignoring strings) so json.loads never recurses deeply."""
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
 
 
 def from_cloud_event(event: Any) -> PubSubMessage:

@@ -10,14 +10,13 @@ peer may make us sleep through ``Retry-After``, so a Cloud Function never spends
 
 It also bounds what a peer can make us hold: every response body is read through
 :data:`MAX_RESPONSE_BYTES` (a broken proxy or a hostile token endpoint answering 50 MB
-costs us at most that, and a :class:`ResponseTooLarge`), and :func:`json_body` turns JSON
-nested past the interpreter's recursion limit into the ``ValueError`` callers already
-handle, instead of a ``RecursionError`` nobody expects.
+costs us at most that, and a :class:`ResponseTooLarge`), and :func:`json_body` refuses JSON
+nested deeper than any honest answer with the ``ValueError`` callers already handle
+(see :mod:`shared.json_text`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.request
 from collections.abc import Collection
@@ -27,6 +26,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from shared import json_text
 
 #: Methods that are safe to repeat: they do not change anything on the peer.
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -77,16 +78,8 @@ def read_bounded(response: requests.Response, limit: int = MAX_RESPONSE_BYTES) -
 
 
 def json_body(response: requests.Response) -> Any:
-    """``response.json()``, except that nesting too deep to parse is a ``ValueError`` too."""
-    return loads(response.content)
-
-
-def loads(raw: str | bytes) -> Any:
-    """``json.loads`` whose every refusal is a ``ValueError`` (json's C parser recurses per level)."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply to parse") from None
+    """``response.json()``, except that every refusal, nesting too deep included, is a ``ValueError``."""
+    return json_text.loads(response.content)
 
 
 class CappedRetry(Retry):

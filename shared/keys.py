@@ -8,9 +8,9 @@ with the redactor the moment it is parsed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from shared import json_text
 from shared.errors import PermanentError
 from shared.redaction import register_secret
 
@@ -38,8 +38,8 @@ class ServiceAccountKey:
             text = text.decode("utf-8", "replace")
         register_secret(text)
         try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):  # also a 5000-digit number, or nesting past the parser's recursion
+            data = json_text.loads(text)
+        except ValueError:  # also a 5000-digit number, or nesting deeper than any key file
             raise PermanentError(f"{source} is not JSON; expected a service-account key file", code="bad-key") from None
         if not isinstance(data, dict):
             raise PermanentError(f"{source} is not a JSON object; expected a service-account key file", code="bad-key")

@@ -19,7 +19,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 
 import requests
 
+from shared import json_text
 from shared.errors import (
     CredentialsRefused,
     DigestMismatch,
@@ -150,7 +150,7 @@ class RegistryCredential:
         else:
             return None
         try:
-            document = json.loads(text)
+            document = json_text.loads(text)
         except ValueError:
             return None
         return document if isinstance(document, dict) else None
@@ -159,7 +159,7 @@ class RegistryCredential:
 def _parse_key_file(text: str) -> dict[str, Any]:
     # Never chain the JSON error: it carries the document, which is the key.
     try:
-        document = json.loads(text)
+        document = json_text.loads(text)
     except (TypeError, ValueError):
         document = None
     if not isinstance(document, dict):

@@ -116,8 +116,8 @@ def dataloop():  # type: ignore[no-untyped-def]
     The secret's payload is JSON: ``{"api_key": "…"}`` or ``{"username": "…", "password": "…"}``
     for a bot user. Its content is registered with the redactor and never logged.
     """
-    import json
 
+    from shared import json_text
     from shared.dataloop import DataloopClient
     from shared.errors import PermanentError
     from shared.redaction import register_secret
@@ -126,7 +126,7 @@ def dataloop():  # type: ignore[no-untyped-def]
     _, payload = secret_manager().access(config.dataloop_credentials_secret, "latest")
     register_secret(payload)
     try:
-        credentials = json.loads(payload)
+        credentials = json_text.loads(payload)
     except ValueError:
         credentials = None
     if not isinstance(credentials, dict) or not (

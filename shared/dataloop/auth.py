@@ -29,7 +29,8 @@ from shared.dataloop.errors import (
     error_from_response,
     unreachable,
 )
-from shared.http import json_body, loads
+from shared.http import json_body
+from shared.json_text import loads
 from shared.logs import log
 from shared.redaction import register_secret
 

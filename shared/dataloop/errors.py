@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.errors import GarDataloopError, PermanentError, ServiceUnavailable
-from shared.http import loads
+from shared.json_text import loads
 from shared.redaction import redact_text
 
 if TYPE_CHECKING:

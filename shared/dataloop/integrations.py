@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from shared import json_text
 from shared.dataloop.errors import DataloopConflict, DataloopError, DataloopNotFound, DataloopUnavailable
 from shared.logs import log
 from shared.redaction import register_secret
@@ -78,7 +79,7 @@ def gar_options(key_json_text: str, registry_host: str, email: str | None = None
         raise ValueError("service-account key is empty")
     register_secret(key_json_text)
     try:
-        key = json.loads(key_json_text)
+        key = json_text.loads(key_json_text)
     except ValueError:
         raise ValueError("service-account key is not valid JSON") from None
     if not isinstance(key, dict):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import json_text
 from shared.artifact_registry import RepositoryAccess, location_of
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
@@ -94,7 +95,7 @@ def rotation_holder(record: SecretRecord, now: datetime) -> str | None:
     if not raw:
         return None
     try:
-        lease = json.loads(raw)
+        lease = json_text.loads(raw)
     except ValueError:
         lease = None
     if not isinstance(lease, dict):
@@ -152,7 +153,7 @@ def update_record(
 def retired_key_ids(record: SecretRecord) -> list[str]:
     """Key ids in the rotation's ``retired-keys`` annotation (malformed entries are skipped)."""
     try:
-        entries = json.loads(record.annotations.get(RETIRED_KEYS) or "{}")
+        entries = json_text.loads(record.annotations.get(RETIRED_KEYS) or "{}")
     except ValueError:
         return []
     if not isinstance(entries, dict):
@@ -203,7 +204,7 @@ def read_last_test(record: SecretRecord) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        value = json.loads(raw)
+        value = json_text.loads(raw)
     except ValueError:
         return {"unreadable": True}
     return value if isinstance(value, dict) else {"unreadable": True}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared import json_text
 from shared.integrations import Annotation
 from shared.secrets import SecretRecord
 
@@ -78,7 +79,7 @@ class Lease:
         if not raw:
             return None
         try:
-            data = json.loads(raw)
+            data = json_text.loads(raw)
         except ValueError:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("holder"), str):
@@ -107,7 +108,7 @@ def retired_keys(annotations: Mapping[str, str]) -> dict[int, RetiredKey]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = json_text.loads(raw)
     except ValueError:
         return {}
     if not isinstance(data, dict):
