@@ -41,7 +41,7 @@ def catalog():  # type: ignore[no-untyped-def]
     from shared.integrations import IntegrationCatalog
 
     def invalid(secret_id: str, reason: str) -> None:
-        logs.log(logger, logging.WARNING, f"ignoring managed secret {secret_id}: {reason}", secret=secret_id)
+        logs.log(logger, logging.WARNING, f"ignoring managed secret {secret_id}: {reason}", secret_id=secret_id)
 
     return IntegrationCatalog(secret_manager(), ttl=settings().integration_cache_ttl_seconds, on_invalid=invalid)
 
