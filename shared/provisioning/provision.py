@@ -15,8 +15,11 @@ re-sent request converges instead of duplicating anything:
 6. **key** — only when the secret has no ``current`` key: reuse a key an interrupted
    attempt already stored, else delete the keys an interrupted attempt made but never
    stored, then create one, store it as a version and alias it ``current``;
-7. **dataloop** — ensure the integration by name with the current key's options;
-8. **activate** — label the secret managed and record the Dataloop integration id;
+7. **dataloop** — ensure the integration by name with the current key's options, unless
+   this very request (a redelivery: same ``request_id``) already did and nothing has been
+   retired since; a re-sent request with a new id converges Dataloop again;
+8. **activate** — label the secret managed and record the Dataloop integration id and the
+   request that handed Dataloop the key;
 9. **test** — when an image is given, the registry-tier reference test with the current
    key, patient through IAM propagation; the verdict is recorded as ``last-test``.
 
@@ -45,8 +48,10 @@ from shared.provisioning.records import (
     KEYS_MANAGED_SINCE,
     PREVIOUS_REPOSITORIES,
     PROVISIONED_AT,
+    PROVISIONED_FOR_REQUEST,
     RETIRED_KEYS,
     format_paths,
+    is_active,
     now_utc,
     parse_rfc3339,
     previous_paths,
@@ -72,7 +77,14 @@ KEY_CLOCK_MARGIN = timedelta(seconds=5)
 #: Annotations a request states in full: absent from the request means absent from the record.
 _REQUEST_OWNED = (Annotation.CANARY_IMAGE, Annotation.CANARY_SERVICE)
 #: What a retired record forgets when it is provisioned again.
-_HISTORY = (Annotation.ROTATED_AT, Annotation.LAST_TEST, RETIRED_KEYS, PROVISIONED_AT, KEYS_MANAGED_SINCE)
+_HISTORY = (
+    Annotation.ROTATED_AT,
+    Annotation.LAST_TEST,
+    RETIRED_KEYS,
+    PROVISIONED_AT,
+    KEYS_MANAGED_SINCE,
+    PROVISIONED_FOR_REQUEST,
+)
 
 
 def account_display_name(integration_name: str) -> str:
@@ -175,13 +187,17 @@ class Provisioner:
         facts.update(key_version=version, key_id=key.key_id)
 
         with steps.step("dataloop"):
-            integrations = self._dataloop().integrations(request.org_id)
-            integration = integrations.ensure(request.name, gar_options(key.json_text, request.registry_host))
-        steps.done("dataloop", "ensured")
-        facts["dataloop_integration_id"] = integration.id
+            integration_id = self._handed_by_this_request(request, record)
+            if integration_id is None:
+                integrations = self._dataloop().integrations(request.org_id)
+                integration_id = integrations.ensure(request.name, gar_options(key.json_text, request.registry_host)).id
+                steps.done("dataloop", "ensured")
+            else:
+                steps.done("dataloop", "unchanged (this request already gave Dataloop the current key)")
+        facts["dataloop_integration_id"] = integration_id
 
         with steps.step("activate"):
-            record, changed = self._activate(request, record, integration.id)
+            record, changed = self._activate(request, record, integration_id)
         steps.done("activate", "activated" if changed else "unchanged")
 
         image = request.image_to_test
@@ -483,6 +499,20 @@ class Provisioner:
         return deleted
 
     # -- 8. activate -----------------------------------------------------------------------------
+    @staticmethod
+    def _handed_by_this_request(request: ProvisionRequest, record: SecretRecord) -> str | None:
+        """The integration id, when this request was already delivered and gave Dataloop the key.
+
+        Only the activate step records the request, after Dataloop took the key; a rotation
+        since then handed Dataloop its own (newer) key, so skipping is right either way.
+        """
+        notes = record.annotations
+        if request.request_id is None or not is_active(record):
+            return None
+        if notes.get(PROVISIONED_FOR_REQUEST) != request.request_id[:256]:
+            return None
+        return notes.get(Annotation.INTEGRATION_ID) or None
+
     def _activate(
         self, request: ProvisionRequest, record: SecretRecord, integration_id: str
     ) -> tuple[SecretRecord, bool]:
@@ -490,10 +520,18 @@ class Provisioner:
             labels = {**current.labels, MANAGED_LABEL[0]: MANAGED_LABEL[1], LOCATION_LABEL: request.location}
             notes = {k: v for k, v in current.annotations.items() if k != PREVIOUS_REPOSITORIES}
             notes[Annotation.INTEGRATION_ID] = integration_id
+            if request.request_id:
+                notes[PROVISIONED_FOR_REQUEST] = request.request_id[:256]
+            else:
+                notes.pop(PROVISIONED_FOR_REQUEST, None)
             if labels == dict(current.labels) and notes == dict(current.annotations):
                 return None
             return {"labels": labels, "annotations": notes}
 
-        before = record.etag
+        def activation(of: SecretRecord) -> tuple[dict[str, str], dict[str, str]]:
+            # Which request did it is bookkeeping: a re-sent request that only records itself is "unchanged".
+            return dict(of.labels), {k: v for k, v in of.annotations.items() if k != PROVISIONED_FOR_REQUEST}
+
+        before = activation(record)
         record = update_record(self._secrets, request.secret_id, change, record=record)
-        return record, record.etag != before
+        return record, activation(record) != before

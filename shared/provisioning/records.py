@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 #: Annotations only provisioning reads and writes (the shared ones are in shared.integrations).
 PROVISIONED_AT = "provisioned-at"  # RFC 3339: when the record was first written
 KEY_REQUESTED_AT = "key-requested-at"  # RFC 3339: a first key is being made; unrecorded keys newer are ours
+#: The request_id of the request that last gave Dataloop the current key. A redelivery of that
+#: request leaves Dataloop alone: its PATCH (reloadServices=true) reloads the services pulling with it.
+PROVISIONED_FOR_REQUEST = "provisioned-for-request"
 DEPROVISIONED_AT = "deprovisioned-at"  # RFC 3339: deprovisioned with keep_secret; the record stays as history
 #: Keys of the account older than this are never treated as orphans by rotations (someone
 #: else may own them). Written here when the record is created; shared/rotation/state.py

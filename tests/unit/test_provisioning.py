@@ -211,12 +211,14 @@ class FakeIntegration:
 class FakeDataloop:
     def __init__(self) -> None:
         self.stored: dict[str, dict[str, Any]] = {}  # id -> {"org", "name", "options"}
+        self.ensured: list[str] = []  # every write: Dataloop's PATCH reloads the services pulling with it
 
     def integrations(self, org: str) -> FakeDataloop:
         self.org = org
         return self
 
     def ensure(self, name: str, options: Mapping[str, Any]) -> FakeIntegration:
+        self.ensured.append(name)
         found = self.find_by_name(name)
         integration_id = found.id if found else f"dl-{len(self.stored) + 1}"
         self.stored[integration_id] = {"org": self.org, "name": name, "options": dict(options)}
@@ -308,6 +310,28 @@ def test_the_record_is_written_first_and_activated_last(world: World) -> None:
     assert last["labels"][MANAGED_LABEL[0]] == MANAGED_LABEL[1]
     assert world.secret().aliases == {"current": 1} and KEY_REQUESTED_AT not in world.secret().annotations
     assert world.accounts.accounts[EMAIL]["display_name"] == account_display_name("team-a")
+    assert [s["name"] for s in world.dataloop.stored.values()] == ["team-a"]
+
+
+def test_a_redelivered_provision_leaves_dataloop_alone_and_a_new_request_converges_it(world: World) -> None:
+    first = world.provision(request_id="req-1")
+    again = world.provision(request_id="req-1")
+
+    assert (first.status, again.status) == (Status.OK, Status.OK), (first.reason, again.reason)
+    assert world.dataloop.ensured == ["team-a"], "a redelivery must not PATCH Dataloop (reloadServices=true)"
+    assert again.details["steps"]["dataloop"].startswith("unchanged")
+    assert again.details["dataloop_integration_id"] == first.details["dataloop_integration_id"]
+
+    assert world.provision(request_id="req-2").status is Status.OK  # re-sent on purpose: converge Dataloop
+    assert world.provision().status is Status.OK  # no request_id: nothing tells a redelivery apart
+    assert world.dataloop.ensured == ["team-a"] * 3
+
+
+def test_a_deprovisioned_record_forgets_which_request_provisioned_it(world: World) -> None:
+    assert world.provision(request_id="req-1").status is Status.OK
+    assert world.deprovision(keep_secret=True).status is Status.OK
+    assert world.provision(request_id="req-1").status is Status.OK
+    assert world.dataloop.ensured == ["team-a", "team-a"]
     assert [s["name"] for s in world.dataloop.stored.values()] == ["team-a"]
 
 
