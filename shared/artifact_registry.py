@@ -32,26 +32,7 @@ logger = logging.getLogger(__name__)
 READER_ROLE = "roles/artifactregistry.reader"
 #: Conditional bindings are only returned whole (and only kept on write) at policy version 3.
 POLICY_VERSION = 3
-_GAR_HOST = re.compile(r"(?P<location>[a-z][a-z0-9-]*[a-z0-9])-docker\.pkg\.dev")
-_LOCATION = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
 _REPOSITORY_PATH = re.compile(r"projects/[^/]+/locations/[^/]+/repositories/[^/]+")
-
-
-def registry_host(location: str) -> str:
-    """The Docker registry host of a GAR location: ``us-central1`` → ``us-central1-docker.pkg.dev``.
-
-    Raises:
-        ValueError: not a location name (a host or URL was probably passed instead).
-    """
-    if not _LOCATION.fullmatch(location or ""):
-        raise ValueError(f"not a GAR location (expected e.g. us-central1 or europe): {location!r}")
-    return f"{location}-docker.pkg.dev"
-
-
-def location_of(host: str) -> str | None:
-    """The GAR location a registry host belongs to, or None for any other registry."""
-    match = _GAR_HOST.fullmatch((host or "").strip().lower())
-    return match["location"] if match else None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Image references as Artifact Registry names them, and GAR's push notifications.
+"""Image references as Artifact Registry names them, its registry hosts, and GAR's push notifications.
 
 GAR names a Docker image ``HOST/PROJECT/REPOSITORY/IMAGE`` where IMAGE may itself have
 several path components, followed by ``:TAG`` and/or ``@sha256:…``. Notifications on the
@@ -21,6 +21,26 @@ _HOST = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?"
 )
 MAX_REFERENCE_LENGTH = 512
+#: GAR serves a location's Docker repositories at LOCATION-docker.pkg.dev; this module is the one place that says so.
+_GAR_HOST = re.compile(r"(?P<location>[a-z][a-z0-9-]*[a-z0-9])-docker\.pkg\.dev")
+_LOCATION = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
+
+
+def registry_host(location: str) -> str:
+    """The Docker registry host of a GAR location: ``us-central1`` → ``us-central1-docker.pkg.dev``.
+
+    Raises:
+        ValueError: not a location name (a host or URL was probably passed instead).
+    """
+    if not _LOCATION.fullmatch(location or ""):
+        raise ValueError(f"not a GAR location (expected e.g. us-central1 or europe): {location!r}")
+    return f"{location}-docker.pkg.dev"
+
+
+def location_of(host: str) -> str | None:
+    """The GAR location a registry host belongs to, or None for any other registry."""
+    match = _GAR_HOST.fullmatch((host or "").strip().lower())
+    return match["location"] if match else None
 
 
 @dataclass(frozen=True)

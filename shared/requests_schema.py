@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from shared.errors import RejectedMessage
 from shared.events import parse_json
-from shared.images import RegistryImage
+from shared.images import RegistryImage, location_of, registry_host
 from shared.integrations import SECRET_PREFIX
 
 VERSION = 1
@@ -45,9 +45,7 @@ _ACCOUNT_EMAIL = re.compile(
 )
 _SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-_REGISTRY_HOST = re.compile(
-    r"(?:127\.0\.0\.1|localhost)(?::[0-9]{1,5})?|(?P<location>[a-z][a-z0-9-]{0,61}[a-z0-9])-docker\.pkg\.dev"
-)
+_REGISTRY_HOST = re.compile(r"(?:127\.0\.0\.1|localhost)(?::[0-9]{1,5})?|[a-z][a-z0-9-]{0,61}[a-z0-9]-docker\.pkg\.dev")
 _PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 #: Secret Manager's limits on a rotation period (DESIGN.md 2.5), in days.
@@ -452,12 +450,11 @@ def _cross_check(action: str, values: dict[str, Any], problems: _Problems) -> No
         return
     location, project, repositories = values.get("location"), values.get("project"), values.get("repositories")
     host = values.get("registry_host")
-    if isinstance(location, str) and host is None:
-        values["registry_host"] = host = f"{location}-docker.pkg.dev"
-    elif isinstance(location, str) and isinstance(host, str):
-        match = _REGISTRY_HOST.fullmatch(host)
-        if match and match["location"] and match["location"] != location:
-            problems.add("/registry_host", f"must be {location}-docker.pkg.dev for location {location}")
+    if isinstance(location, str) and _LOCATION.fullmatch(location):
+        if host is None:
+            values["registry_host"] = host = registry_host(location)
+        elif isinstance(host, str) and location_of(host) not in (None, location):
+            problems.add("/registry_host", f"must be {registry_host(location)} for location {location}")
     if not isinstance(host, str) or not isinstance(project, str) or not isinstance(repositories, tuple):
         return
     scopes = {f"{project}/{r}" for r in repositories}

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from shared import json_text
 from shared.dataloop.errors import DataloopConflict, DataloopError, DataloopNotFound, DataloopUnavailable
+from shared.images import registry_host
 from shared.logs import log
 from shared.redaction import register_secret
 
@@ -56,7 +57,7 @@ def registry_host_for(location_or_host: str) -> str:
     if not value:
         raise ValueError("registry host is empty; expected e.g. us-central1-docker.pkg.dev")
     if "." not in value and ":" not in value and value != "localhost" and _BARE_LOCATION.fullmatch(value):
-        return f"{value}-docker.pkg.dev"
+        return registry_host(value)
     if not _HOST.fullmatch(value):
         raise ValueError(
             f"registry host must be a bare host such as us-central1-docker.pkg.dev (no scheme, no path), got {value!r}"

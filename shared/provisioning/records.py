@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import json_text
-from shared.artifact_registry import RepositoryAccess, location_of
+from shared.artifact_registry import RepositoryAccess
 from shared.errors import Conflict, PermanentError, TransientError
+from shared.images import location_of
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.logs import log
 from shared.provisioning.ports import SecretStore

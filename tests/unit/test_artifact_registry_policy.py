@@ -1,43 +1,12 @@
-"""Pure parts of ``shared.artifact_registry``: GAR hosts and the in-place policy edits."""
+"""Pure parts of ``shared.artifact_registry``: the in-place policy edits."""
 
 from __future__ import annotations
 
-import pytest
 from google.iam.v1 import policy_pb2
 
-from shared.artifact_registry import READER_ROLE, _add_reader, _remove_reader, location_of, registry_host
+from shared.artifact_registry import READER_ROLE, _add_reader, _remove_reader
 
 SA = "serviceAccount:puller@proj-1.iam.gserviceaccount.com"
-
-
-@pytest.mark.parametrize(
-    ("location", "host"),
-    [
-        ("us-central1", "us-central1-docker.pkg.dev"),
-        ("europe-west4", "europe-west4-docker.pkg.dev"),
-        ("us", "us-docker.pkg.dev"),
-    ],
-)
-def test_registry_host_and_location_are_inverse(location: str, host: str) -> None:
-    assert registry_host(location) == host
-    assert location_of(host) == location
-
-
-@pytest.mark.parametrize(
-    "host", ["127.0.0.1:5000", "localhost:5000", "gcr.io", "us.gcr.io", "docker.io", "us-central1-python.pkg.dev", ""]
-)
-def test_other_registries_have_no_gar_location(host: str) -> None:
-    assert location_of(host) is None
-
-
-def test_location_of_ignores_case_and_surrounding_space() -> None:
-    assert location_of(" US-Central1-Docker.pkg.dev ") == "us-central1"
-
-
-@pytest.mark.parametrize("value", ["", "us-central1-docker.pkg.dev", "https://us-central1", "US-CENTRAL1"])
-def test_registry_host_refuses_what_is_not_a_location(value: str) -> None:
-    with pytest.raises(ValueError, match="not a GAR location"):
-        registry_host(value)
 
 
 def test_adding_joins_the_plain_reader_binding_not_a_conditional_one() -> None:

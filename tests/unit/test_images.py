@@ -1,7 +1,7 @@
 import pytest
 
 from shared.errors import RejectedMessage
-from shared.images import GarNotification, RegistryImage
+from shared.images import GarNotification, RegistryImage, location_of, registry_host
 
 HOST = "us-central1-docker.pkg.dev"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -75,3 +75,36 @@ def test_malformed_notifications_are_rejected_precisely(payload, fragment):
     with pytest.raises(RejectedMessage) as caught:
         GarNotification.from_json(payload)
     assert fragment in caught.value.reason
+
+
+# -- GAR's registry hosts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "host"),
+    [
+        ("us-central1", "us-central1-docker.pkg.dev"),
+        ("europe-west4", "europe-west4-docker.pkg.dev"),
+        ("us", "us-docker.pkg.dev"),
+    ],
+)
+def test_registry_host_and_location_are_inverse(location: str, host: str) -> None:
+    assert registry_host(location) == host
+    assert location_of(host) == location
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:5000", "localhost:5000", "gcr.io", "us.gcr.io", "docker.io", "us-central1-python.pkg.dev", ""]
+)
+def test_other_registries_have_no_gar_location(host: str) -> None:
+    assert location_of(host) is None
+
+
+def test_location_of_ignores_case_and_surrounding_space() -> None:
+    assert location_of(" US-Central1-Docker.pkg.dev ") == "us-central1"
+
+
+@pytest.mark.parametrize("value", ["", "us-central1-docker.pkg.dev", "https://us-central1", "US-CENTRAL1"])
+def test_registry_host_refuses_what_is_not_a_location(value: str) -> None:
+    with pytest.raises(ValueError, match="not a GAR location"):
+        registry_host(value)
