@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import PermanentError, TransientError
-from shared.gcp_errors import TRANSIENT_STATUSES, api_message, translated
+from shared.gcp_errors import api_message, translated
 from shared.google_clients import LazyClient
 from shared.keys import ServiceAccountKey
 
@@ -78,8 +78,6 @@ def _needs_account_admin(project: str) -> str:
 
 #: IAM's refusals are coded ``iam`` except the two its callers tell apart.
 _CODES = {"NOT_FOUND": "not-found", "FAILED_PRECONDITION": "failed-precondition"}
-#: gRPC UNKNOWN stays a refusal here (as it always was for IAM), unlike the other adapters.
-_TRANSIENT = TRANSIENT_STATUSES - {"UNKNOWN"}
 
 
 def _translated(action: str, *, needs: str) -> AbstractContextManager[None]:
@@ -91,7 +89,6 @@ def _translated(action: str, *, needs: str) -> AbstractContextManager[None]:
         code="iam",
         codes=_CODES,
         conflict_statuses=(),
-        transient_statuses=_TRANSIENT,
     )
 
 
