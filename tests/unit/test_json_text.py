@@ -69,7 +69,7 @@ def test_bytes_in_any_json_encoding_and_undecodable_bytes() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\abé', max_size=8),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\', max_size=4), inner, max_size=3)
     ),
@@ -85,9 +85,9 @@ def depth_of(value: Any) -> int:
     return 0
 
 
-@given(json_values, st.integers(0, 8))
-def test_the_count_agrees_with_the_real_nesting(value: Any, limit: int) -> None:
-    text = json.dumps(value)
+@given(json_values, st.integers(0, 8), st.booleans())
+def test_the_count_agrees_with_the_real_nesting(value: Any, limit: int, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
     assert nesting_exceeds(text, limit) == (depth_of(value) > limit)
 
 
