@@ -40,8 +40,8 @@ class TooDeep(ValueError):
 def nesting_exceeds(text: str, limit: int) -> bool:
     """Whether ``text`` opens more than ``limit`` arrays/objects at once (brackets in strings ignored).
 
-    Every step runs in C (a regex, str.translate, itertools), so a 4 MiB answer costs about
-    what parsing it would, never a Python loop per character.
+    Every step runs in C (a regex, str.translate, itertools): a large answer costs under twice
+    what parsing it does, never a Python loop per character.
     """
     if text.count("[") + text.count("{") <= limit:  # the common case
         return False
