@@ -62,11 +62,12 @@ DEPLOY_OWNED_ENV = frozenset(
     {"GCP_PROJECT", "GOOGLE_CLOUD_PROJECT", "RESULTS_TOPIC", "ROTATION_TOPIC"}
     | {"DATALOOP_BASE_URL", "DATALOOP_CREDENTIALS_SECRET"}
     | {"THREADS"}  # functions-framework's threads per instance: from [functions.<key>] concurrency
+    | {"ACCESS_POLICY"}  # from [access]
 )
 #: Variables that only make sense against the local cloud's stand-ins.
 LOCAL_ONLY_ENV = frozenset(
     {"SECRET_MANAGER_ENDPOINT", "IAM_ENDPOINT", "ARTIFACT_REGISTRY_ENDPOINT", "REGISTRY_INSECURE_HOSTS"}
-    | {"PUBSUB_EMULATOR_HOST"}
+    | {"PUBSUB_EMULATOR_HOST", "ALLOW_LOOPBACK_REGISTRIES"}
 )
 
 

@@ -471,6 +471,7 @@ class LocalCloud:
             "DATALOOP_BASE_URL": f"{self.dataloop_url}/api/v1",
             "DATALOOP_CREDENTIALS_SECRET": DATALOOP_CREDENTIALS_SECRET,
             "REGISTRY_INSECURE_HOSTS": self.registry_host,
+            "ALLOW_LOOPBACK_REGISTRIES": "true",  # the local registry is 127.0.0.1:PORT
             "KEY_GRACE_PERIOD_SECONDS": f"{self.key_grace_period_seconds:g}",
             # Long enough to wait out the local IAM's propagation delay several times over.
             "ROTATION_TEST_TIMEOUT_SECONDS": f"{max(30.0, self.iam_propagation_delay_seconds * 5):g}",

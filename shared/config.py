@@ -42,9 +42,15 @@ class Settings:
     rotation_lease_seconds: float = 900.0
     canary_timeout_seconds: float = 300.0
     dry_run: bool = False
+    #: Who may ask for what (shared.policy): the JSON the deployment writes from its settings.
+    #: Empty: the built-in rules only (see shared.policy.AccessPolicy.from_json).
+    access_policy: str = ""
     # -- local cloud only: endpoints of the stand-ins -----------------------------------------
     iam_endpoint: str | None = None
     artifact_registry_endpoint: str | None = None
+    #: Registry hosts on the loopback interface (127.0.0.1:PORT, localhost:PORT) are accepted
+    #: only when this is on; the local cloud turns it on, a deployment never does.
+    allow_loopback_registries: bool = False
 
     @property
     def rotation_topic_path(self) -> str:
@@ -145,6 +151,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DRY_RUN": ("dry_run", _flag),
     "IAM_ENDPOINT": ("iam_endpoint", _host_port),
     "ARTIFACT_REGISTRY_ENDPOINT": ("artifact_registry_endpoint", _endpoint),
+    "ACCESS_POLICY": ("access_policy", str.strip),
+    "ALLOW_LOOPBACK_REGISTRIES": ("allow_loopback_registries", _flag),
 }
 
 
