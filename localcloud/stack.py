@@ -62,6 +62,7 @@ from localcloud.registry_auth import TOKEN_PATH, RegistryTokenEndpoint, TokenSig
 from localcloud.secretmanager import SecretManagerStandIn
 from localcloud.wsgi import Instrumented, ServerThread
 from shared.images import RegistryImage
+from shared.policy import AccessPolicy
 
 PROJECT = "local-project"
 #: Secret Manager names secrets by project *number* in its notifications.
@@ -192,6 +193,8 @@ class LocalCloud:
         self.topics = Topics()
         self.iam_propagation_delay_seconds = iam_propagation_delay_seconds
         self.key_grace_period_seconds = key_grace_period_seconds
+        #: Known before the functions start, so that their access policy can name it.
+        self.org_id = uuid.uuid4().hex[:24]
         self._extra_env = dict(function_env or {})
         wanted = functions if functions is not None else tuple(spec.name for spec in FUNCTIONS)
         unknown = set(wanted) - {spec.name for spec in FUNCTIONS}
@@ -411,7 +414,7 @@ class LocalCloud:
 
     def _seed_state(self) -> None:
         with self._step("seed: Dataloop org, API key in Secret Manager, repositories, canary service"):
-            org_id = self.dataloop.add_org("acme")
+            org_id = self.dataloop.add_org("acme", org_id=self.org_id)
             self.dataloop.add_member(DATALOOP_ADMIN_EMAIL, org_id, "admin")
             api_key = self.dataloop.issue_api_key(DATALOOP_ADMIN_EMAIL)
             self._store_dataloop_credentials(api_key)
@@ -472,6 +475,7 @@ class LocalCloud:
             "DATALOOP_CREDENTIALS_SECRET": DATALOOP_CREDENTIALS_SECRET,
             "REGISTRY_INSECURE_HOSTS": self.registry_host,
             "ALLOW_LOOPBACK_REGISTRIES": "true",  # the local registry is 127.0.0.1:PORT
+            "ACCESS_POLICY": self.access_policy().to_json(),
             "KEY_GRACE_PERIOD_SECONDS": f"{self.key_grace_period_seconds:g}",
             # Long enough to wait out the local IAM's propagation delay several times over.
             "ROTATION_TEST_TIMEOUT_SECONDS": f"{max(30.0, self.iam_propagation_delay_seconds * 5):g}",
@@ -485,6 +489,17 @@ class LocalCloud:
         }
         env.update(self._extra_env)
         return env
+
+    def access_policy(self) -> AccessPolicy:
+        """What a deployment of the local cloud would allow: its org, its two repositories, its project."""
+        return AccessPolicy(
+            org_ids=frozenset([self.org_id]),
+            repositories=frozenset(
+                f"projects/{self.project}/locations/{LOCATION}/repositories/{r}" for r in (REPOSITORY, OTHER_REPOSITORY)
+            ),
+            account_projects=frozenset([self.project]),
+            service_accounts=(f"*@{self.project}.iam.gserviceaccount.com",),
+        )
 
     def endpoints(self) -> dict[str, str]:
         """Name → address of everything a person might point a tool at."""

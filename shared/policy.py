@@ -47,6 +47,9 @@ DEFAULT_CREATED_ACCOUNT_PREFIX = "dlgar-"
 USER_MANAGED_ACCOUNT = re.compile(
     r"(?P<id>[a-z][a-z0-9-]{4,28}[a-z0-9])@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com"
 )
+#: Service agents look user-managed (``service-NUMBER@gcp-sa-SERVICE.iam.gserviceaccount.com``);
+#: their "project" is Google's per-service domain, never a project of the customer's.
+_SERVICE_AGENT = re.compile(r"(?:service-[0-9]+@.*|.*@gcp-sa-[a-z0-9-]+\.iam\.gserviceaccount\.com)")
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _REPOSITORY = re.compile(
@@ -299,7 +302,8 @@ def never_touched(email: str, deployment_accounts: Iterable[str] = ()) -> str | 
     (``NUMBER-compute@developer.gserviceaccount.com``), App Engine (``PROJECT@appspot…``),
     service agents (``service-NUMBER@gcp-sa-….iam…``, ``NUMBER@cloudservices…``, …).
     """
-    if not USER_MANAGED_ACCOUNT.fullmatch(email or ""):
+    match = USER_MANAGED_ACCOUNT.fullmatch(email or "")
+    if match is None or _SERVICE_AGENT.fullmatch(email):
         return (
             "only user-managed service accounts (ID@PROJECT.iam.gserviceaccount.com) may be used; "
             "default compute and App Engine accounts and Google's service agents never are"

@@ -24,8 +24,17 @@ def start(function: str) -> Settings:
     """
     config = settings()
     logs.configure(config.log_level, project=config.project)
+    access_policy()  # a bad ACCESS_POLICY stops the function here, with every problem listed
     logger.debug("%s started", function)
     return config
+
+
+@functools.cache
+def access_policy():  # type: ignore[no-untyped-def]
+    """The deployment's access policy (shared.policy), parsed once per instance."""
+    from shared.policy import AccessPolicy
+
+    return AccessPolicy.from_json(settings().access_policy)
 
 
 @functools.cache
@@ -255,6 +264,7 @@ def request_handler():  # type: ignore[no-untyped-def]
         rotation=key_rotation,
         image_check=image_check,
         status=status_report,
+        policy=access_policy(),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from shared import logs
 from shared.errors import PermanentError, RejectedMessage
 from shared.events import PubSubMessage
+from shared.policy import AccessPolicy, NotAllowed
 from shared.provisioning.deprovision import Deprovisioner
 from shared.provisioning.image_check import ImageCheck
 from shared.provisioning.ports import KeyRotation
@@ -40,7 +41,8 @@ class RequestHandler:
     """Validates a request and hands it to the workflow for its action.
 
     Each workflow is built on first use, so a ``status`` request never pays for the
-    Dataloop or rotation set-up.
+    Dataloop or rotation set-up. A provision request is held to the access policy before
+    its workflow is even built, so a refused request makes no remote call at all.
     """
 
     def __init__(
@@ -51,7 +53,9 @@ class RequestHandler:
         rotation: Callable[[], KeyRotation],
         image_check: Callable[[], ImageCheck],
         status: Callable[[], StatusReport],
+        policy: AccessPolicy,
     ) -> None:
+        self._policy = policy
         self._provisioner = provisioner
         self._deprovisioner = deprovisioner
         self._rotation = rotation
@@ -79,6 +83,14 @@ class RequestHandler:
         with logs.bound(request_id=request.request_id, action=request.action):
             try:
                 outcome = self.dispatch(request)
+            except NotAllowed as exc:
+                outcome = Outcome(
+                    KIND,
+                    Status.REJECTED,
+                    exc.reason,
+                    code=exc.code,
+                    details={"errors": [exc.reason], "field": exc.field},
+                )
             except PermanentError as exc:  # includes RejectedMessage from deeper down
                 status = Status.REJECTED if isinstance(exc, RejectedMessage) else Status.FAILED
                 outcome = Outcome(KIND, status, exc.reason, code=exc.code)
@@ -91,6 +103,7 @@ class RequestHandler:
 
     def dispatch(self, request: Request) -> Outcome:
         if isinstance(request, ProvisionRequest):
+            self._policy.check_provision(request)
             return self._provisioner().provision(request)
         if isinstance(request, DeprovisionRequest):
             return self._deprovisioner().deprovision(request)

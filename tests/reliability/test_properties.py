@@ -55,6 +55,7 @@ from shared.requests_schema import (
 from shared.results import Outcome, Status
 from shared.rotation.messages import RotationMessages
 from shared.secrets import SecretRecord
+from tests.fixtures.policy import AllowEverything
 from tests.reliability.figures import record
 from tests.unit.fakes import DIGEST, FakeDirectory, FakeKeys, FakeRegistry, FakeSink, integration, key_json
 
@@ -751,6 +752,7 @@ class RecordingWorkflows:
             rotation=rotation,
             image_check=lambda: self,  # type: ignore[arg-type,return-value]
             status=lambda: self,  # type: ignore[arg-type,return-value]
+            policy=AllowEverything(),
         )
 
 

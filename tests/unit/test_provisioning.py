@@ -32,6 +32,7 @@ from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord
 from shared.status import StatusReport
+from tests.fixtures.policy import AllowEverything
 from tests.unit.fakes import FakeRegistry, challenge_of, key_json
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -593,6 +594,7 @@ def handler(world: World, rotation: Any = None) -> RequestHandler:
         rotation=lambda: rotation,
         image_check=lambda: ImageCheck(world.secrets, world.pull_check()),
         status=lambda: StatusReport(world.secrets, default_rotation_period_days=30, clock=lambda: NOW),
+        policy=AllowEverything(),
     )
 
 
