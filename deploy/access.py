@@ -171,11 +171,11 @@ def function_grants(settings: DeploySettings) -> dict[str, list[Grant]]:
                 "create, list and delete the keys of this existing puller account",
                 project=email.split("@", 1)[1].removesuffix(".iam.gserviceaccount.com"),
             )
-            for email in s.service_accounts
+            for email in s.exact_service_accounts
         ]
         out += [
             Grant(member, "roles/iam.serviceAccountKeyAdmin", "project", project, why_project)
-            for project in s.account_projects
+            for project in s.key_admin_projects
         ]
         return out
 
@@ -234,8 +234,9 @@ def function_grants(settings: DeploySettings) -> dict[str, list[Grant]]:
         ]
     grants["requests"] += key_admin(
         "requests",
-        "create the first key of an account made at run time; IAM conditions cannot narrow "
-        "roles on service accounts, so this is project-wide",
+        "create the first key of an account made at run time (or of any account of a project whose every "
+        "account is adoptable); IAM conditions cannot narrow roles on service accounts, so this is project-wide, "
+        "and the access policy the function enforces is the boundary",
     )
     for repository in s.repositories:
         grants["requests"].append(
@@ -282,6 +283,26 @@ def function_grants(settings: DeploySettings) -> dict[str, list[Grant]]:
     ]
     grants["rotate"] += key_admin("rotate", "rotate the keys of accounts provisioning created at run time")
     return grants
+
+
+def requester_grants(settings: DeploySettings) -> list[Grant]:
+    """Who may publish requests: only the principals the settings name (``[access] requesters``).
+
+    Publishing a request is what asks the system to mint a key and hand it to a Dataloop
+    organisation, so this grant is the front door of the trust boundary; the access policy
+    then bounds what even a legitimate requester may ask for.
+    """
+    return [
+        Grant(
+            member,
+            "roles/pubsub.publisher",
+            "topic",
+            settings.topics.requests,
+            "send provisioning requests (provision, deprovision, rotate, test, status) within the access policy",
+            project=settings.project,
+        )
+        for member in settings.requesters
+    ]
 
 
 def trigger_grants(settings: DeploySettings) -> list[Grant]:
@@ -345,6 +366,8 @@ def roles_table(settings: DeploySettings) -> str:
         lines.append(
             f"| `{settings.account_id(settings.trigger_account_key)}` | `{grant.role}` | {grant.where()} | {grant.why} |"
         )
+    for grant in requester_grants(settings):
+        lines.append(f"| `{grant.member}` (requester) | `{grant.role}` | {grant.where()} | {grant.why} |")
     for grant in agent_grants(settings):
         agent = grant.member.split(":", 1)[1].replace("${project_number}", "PROJECT_NUMBER")
         lines.append(f"| `{agent}` (service agent) | `{grant.role}` | {grant.where()} | {grant.why} |")

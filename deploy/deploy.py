@@ -19,6 +19,7 @@ settings are invalid.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -77,9 +78,29 @@ def next_steps(settings: DeploySettings) -> str:
             "  2. Provision an integration and wait for the answer:",
             f"       GCP_PROJECT={s.project} REQUESTS_TOPIC={s.topics.requests} RESULTS_TOPIC={s.topics.results} \\",
             f"       python -m shared.cli provision --name team-a --org {org} --project {s.project} \\",
-            f"         --location {location} --repository {repo_id} --create-sa dataloop-team-a --wait",
+            f"         --location {location} --repository {repo_id} --create-sa {s.created_account_prefix}team-a --wait",
         ]
     )
+
+
+def trust_summary(settings: DeploySettings) -> str:
+    """Who may ask, and what they may ask for: the two halves of the trust boundary, in words."""
+    s = settings
+    requesters = [g.member for g in access.requester_grants(s)]
+    lines = [f"Who may publish requests on topic {s.topics.requests} (roles/pubsub.publisher):"]
+    lines += [f"  - {member}" for member in requesters] or [
+        "  - nobody is granted it here ([access] requesters is empty): only principals with project-wide "
+        "Pub/Sub rights (owners, editors) can"
+    ]
+    lines.append("Access policy passed to every function (ACCESS_POLICY), enforced on every request and record:")
+    if not s.dataloop_org_ids:
+        lines.append(
+            "  (no Dataloop organization is allowed: set [access] dataloop_org_ids or [dataloop] org_id, "
+            "or every provision request is rejected)"
+        )
+    policy = json.loads(s.access_policy().to_json())
+    lines += [f"  {line}" for line in json.dumps(policy, indent=2).splitlines()]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None, *, run: Run | None = None, out: TextIO = sys.stdout) -> int:
@@ -105,6 +126,8 @@ def main(argv: Sequence[str] | None = None, *, run: Run | None = None, out: Text
 
     if args.dry_run:
         PlanRunner(run=_refuse, out=out).print_plan(steps, plan.placeholders(settings))
+        if args.action == "deploy":
+            print("\n" + trust_summary(settings), file=out)
         return EXIT_OK
 
     if run is None:

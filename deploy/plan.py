@@ -19,7 +19,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from deploy.access import agent_grants, function_grants, subscription_grant, trigger_grants
+from deploy.access import agent_grants, function_grants, requester_grants, subscription_grant, trigger_grants
 from deploy.settings import DEPLOYED_BY_LABEL, FUNCTIONS, DeploySettings, FunctionSpec
 
 RUNTIME = "python312"
@@ -207,6 +207,10 @@ def _grants(s: DeploySettings) -> list[Step]:
             Step(f"{s.account_id(key)}: {grant.role} on {grant.kind}: {grant.why}", grant.add(), settle=True)
             for grant in grants
         ]
+    steps += [
+        Step(f"requester {grant.member}: {grant.role} on topic {grant.resource}: {grant.why}", grant.add())
+        for grant in requester_grants(s)
+    ]
     return steps
 
 

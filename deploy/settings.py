@@ -21,6 +21,7 @@ from typing import Any
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.integrations import SECRET_PREFIX
+from shared.policy import DEFAULT_CREATED_ACCOUNT_PREFIX, AccessPolicy
 
 #: Labels every resource the deployment creates (topics, functions, the credentials secret),
 #: so that teardown can tell what it made from what it found. Deliberately not the
@@ -41,6 +42,14 @@ REPOSITORY = re.compile(
     r"projects/(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])/locations/(?P<location>[a-z0-9-]+)"
     r"/repositories/(?P<repository>[a-z][a-z0-9-]*[a-z0-9])"
 )
+#: An existing account integrations may adopt: its email, or every user-managed account of a project.
+ADOPTABLE_ACCOUNT = re.compile(
+    r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9]|\*)@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com"
+)
+#: Who may publish requests: an IAM principal (a Google group, user, service account or domain).
+REQUESTER = re.compile(r"(?:user|group|serviceAccount):[^\s@,=]+@[^\s@,=]+|domain:[a-z0-9.-]+")
+CREATED_ACCOUNT_PREFIX = re.compile(r"[a-z][a-z0-9-]{1,14}-")
+ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 #: ``LOCATION/REPOSITORY`` (in the deployment's project) or the full resource name.
 REPOSITORY_REFERENCE = re.compile(rf"{REPOSITORY.pattern}|[a-z0-9-]+/[a-z][a-z0-9-]*[a-z0-9]")
 MEMORY = re.compile(r"[1-9][0-9]*(Mi|Gi|M|G)")
@@ -165,8 +174,11 @@ class DeploySettings:
     time_zone: str = "Etc/UTC"
     max_delivery_attempts: int = 10
     account_projects: tuple[str, ...] = ()
-    service_accounts: tuple[str, ...] = ()
+    service_accounts: tuple[str, ...] = ()  # exact emails or *@PROJECT.iam.gserviceaccount.com
     repositories: tuple[Repository, ...] = ()
+    dataloop_org_ids: tuple[str, ...] = ()
+    requesters: tuple[str, ...] = ()
+    created_account_prefix: str = DEFAULT_CREATED_ACCOUNT_PREFIX
     functions: Mapping[str, FunctionSettings] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     build_service_account: str | None = None
@@ -193,6 +205,35 @@ class DeploySettings:
     def dead_letter_subscription(self) -> str:
         return f"{self.topics.dead_letter}-sub"
 
+    @property
+    def exact_service_accounts(self) -> tuple[str, ...]:
+        return tuple(a for a in self.service_accounts if not a.startswith("*@"))
+
+    @property
+    def key_admin_projects(self) -> tuple[str, ...]:
+        """Projects where key administration is project-wide: where accounts are created at run time,
+        and where every account may be adopted (``*@PROJECT…``)."""
+        patterns = (ADOPTABLE_ACCOUNT.fullmatch(a) for a in self.service_accounts if a.startswith("*@"))
+        return tuple(dict.fromkeys([*self.account_projects, *(m["project"] for m in patterns if m)]))
+
+    def deployment_accounts(self) -> tuple[str, ...]:
+        """The deployment's own accounts: never adopted, keyed or deleted by the functions."""
+        own = [self.account_email(spec.key) for spec in FUNCTIONS] + [self.account_email(self.trigger_account_key)]
+        if self.build_service_account:
+            own.append(self.build_service_account)
+        return tuple(own)
+
+    def access_policy(self) -> AccessPolicy:
+        """What requests may target, as the functions enforce it (``ACCESS_POLICY``)."""
+        return AccessPolicy(
+            org_ids=frozenset(self.dataloop_org_ids),
+            repositories=frozenset(r.path for r in self.repositories),
+            account_projects=frozenset(self.account_projects),
+            service_accounts=self.service_accounts,
+            created_account_prefix=self.created_account_prefix,
+            deployment_accounts=frozenset(self.deployment_accounts()),
+        )
+
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
 
@@ -214,6 +255,7 @@ class DeploySettings:
             "ROTATION_TOPIC": self.topics.rotation,
             "DATALOOP_BASE_URL": self.dataloop_base_url,
             "DATALOOP_CREDENTIALS_SECRET": self.dataloop_credentials_secret,
+            "ACCESS_POLICY": self.access_policy().to_json(),
         }
         env.update(self.env)
         concurrency = self.function(key).concurrency
@@ -231,7 +273,14 @@ _SECTIONS: dict[str, set[str]] = {
     "topics": {f.name for f in dataclasses.fields(Topics)},
     "rotation": {"schedule", "time_zone"},
     "delivery": {"max_delivery_attempts"},
-    "access": {"account_projects", "service_accounts", "repositories"},
+    "access": {
+        "account_projects",
+        "service_accounts",
+        "repositories",
+        "dataloop_org_ids",
+        "requesters",
+        "created_account_prefix",
+    },
     "functions": {spec.key for spec in FUNCTIONS},
     "function": {"memory", "timeout_seconds", "max_instances", "concurrency", "cpu"},
 }
@@ -320,7 +369,21 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
         if "account_projects" in access
         else (project,)
     )
-    service_accounts = reader.texts(access, "service_accounts", ACCOUNT_EMAIL, where="access.")
+    service_accounts = reader.texts(access, "service_accounts", ADOPTABLE_ACCOUNT, where="access.")
+    # Absent: the one org of [dataloop], when it is set.
+    org_ids = (
+        reader.texts(access, "dataloop_org_ids", ORG_ID, where="access.")
+        if "dataloop_org_ids" in access
+        else ((org_id,) if org_id else ())
+    )
+    requesters = reader.texts(access, "requesters", REQUESTER, where="access.")
+    created_prefix = reader.text(
+        access,
+        "created_account_prefix",
+        CREATED_ACCOUNT_PREFIX,
+        default=DEFAULT_CREATED_ACCOUNT_PREFIX,
+        where="access.",
+    )
     repositories = tuple(
         _repository(text, project)
         for text in reader.texts(access, "repositories", REPOSITORY_REFERENCE, where="access.")
@@ -375,6 +438,9 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
         account_projects=account_projects,
         service_accounts=service_accounts,
         repositories=repositories,
+        dataloop_org_ids=org_ids,
+        requesters=requesters,
+        created_account_prefix=created_prefix,
         functions=functions,
         env=env,
         build_service_account=build_account,
@@ -411,6 +477,17 @@ def _derived_problems(settings: DeploySettings) -> list[str]:
         account = settings.account_id(key)
         if not ACCOUNT_ID.fullmatch(account):
             problems.append(f"prefix: makes the service account id {account!r}, which must be 6-30 characters")
+        elif account.startswith(settings.created_account_prefix):
+            problems.append(
+                f"prefix: makes the service account id {account!r}, which starts with access.created_account_prefix "
+                f"{settings.created_account_prefix!r}: that prefix marks the accounts provisioning creates, so the "
+                "deployment's own may not carry it"
+            )
+    own = settings.deployment_accounts()
+    for account in settings.service_accounts:
+        if account in own:
+            problems.append(f"access.service_accounts: {account} is one of the deployment's own accounts")
+
     loaded: dict[str, Settings] = {}
     refused: list[str] = []
     for spec in FUNCTIONS:

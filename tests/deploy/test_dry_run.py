@@ -24,6 +24,7 @@ import pytest
 from deploy import access, plan
 from deploy.deploy import main
 from deploy.settings import FUNCTIONS, DeploySettings, SettingsError, load, parse
+from shared.policy import AccessPolicy
 from tests.deploy import gcloud_cli
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,7 +60,14 @@ FULL = textwrap.dedent(
 
     [access]
     account_projects = ["dlgar-full-test", "dlgar-accounts"]
-    service_accounts = ["puller-a@dlgar-full-test.iam.gserviceaccount.com", "puller-b@other-proj.iam.gserviceaccount.com"]
+    service_accounts = [
+        "puller-a@dlgar-full-test.iam.gserviceaccount.com",
+        "puller-b@other-proj.iam.gserviceaccount.com",
+        "*@shared-pullers.iam.gserviceaccount.com",
+    ]
+    dataloop_org_ids = ["org-1", "org-2"]
+    requesters = ["group:platform-team@example.com", "serviceAccount:ci@dlgar-full-test.iam.gserviceaccount.com"]
+    created_account_prefix = "dl-pull-"
     repositories = ["europe-west4/images", "projects/registry-proj/locations/us/repositories/shared-images"]
 
     [functions.on_push]
@@ -508,3 +516,76 @@ def test_the_deployment_readme_shows_the_roles_the_code_grants() -> None:
     """deploy/README.md's table is the generated one, so the documentation cannot drift."""
     readme = (REPO_ROOT / "deploy" / "README.md").read_text()
     assert access.roles_table(load(EXAMPLE)) in readme
+
+
+# -- the trust boundary ---------------------------------------------------------------------------
+
+
+def test_the_dry_run_prints_who_may_publish_requests_and_the_policy_the_functions_get(full_config: Path) -> None:
+    out = io.StringIO()
+    assert main(["--config", str(full_config), "--dry-run"], out=out) == 0
+    text = out.getvalue()
+    commands = [m["command"] for line in text.splitlines() if (m := COMMAND_LINE.match(line))]
+    publishers = [c for c in commands if c.startswith("gcloud pubsub topics add-iam-policy-binding dlgar-requests ")]
+    assert sorted(flags_of(tuple(shlex.split(c)))["member"] for c in publishers) == [
+        "group:platform-team@example.com",
+        "serviceAccount:ci@dlgar-full-test.iam.gserviceaccount.com",
+    ]
+    assert all("--role=roles/pubsub.publisher" in c for c in publishers)
+    assert "Who may publish requests on topic dlgar-requests" in text
+    assert "  - group:platform-team@example.com" in text
+    settings = load(full_config)
+    assert '"created_account_prefix": "dl-pull-"' in text and '"org-2"' in text
+    # the functions are given exactly the policy printed, and every function the same one
+    for spec in FUNCTIONS:
+        policy = AccessPolicy.from_json(settings.function_env(spec.key)["ACCESS_POLICY"])
+        assert policy == settings.access_policy()
+    policy = settings.access_policy()
+    assert policy.org_ids == {"org-1", "org-2"}
+    assert policy.repositories == {
+        "projects/dlgar-full-test/locations/europe-west4/repositories/images",
+        "projects/registry-proj/locations/us/repositories/shared-images",
+    }
+    assert policy.deployment_accounts == {
+        *(f"dlgar-{k}@dlgar-full-test.iam.gserviceaccount.com" for k in ("on-push", "requests", "rotate", "trigger")),
+        "builder@dlgar-full-test.iam.gserviceaccount.com",
+    }
+
+
+def test_without_requesters_nobody_is_granted_publishing_and_the_dry_run_says_so() -> None:
+    out = io.StringIO()
+    assert main(["--config", str(EXAMPLE), "--dry-run"], out=out) == 0
+    assert "topics add-iam-policy-binding dataloop-gar-requests" not in out.getvalue()
+    assert "nobody is granted it here" in out.getvalue()
+
+
+def test_an_adoptable_project_pattern_gets_project_wide_key_administration_an_email_only_its_account(
+    full_config: Path,
+) -> None:
+    grants = access.function_grants(load(full_config))["rotate"]
+    key_admin = {(g.kind, g.resource) for g in grants if g.role == "roles/iam.serviceAccountKeyAdmin"}
+    assert key_admin == {
+        ("service-account", "puller-a@dlgar-full-test.iam.gserviceaccount.com"),
+        ("service-account", "puller-b@other-proj.iam.gserviceaccount.com"),
+        ("project", "dlgar-full-test"),
+        ("project", "dlgar-accounts"),
+        ("project", "shared-pullers"),
+    }
+
+
+@pytest.mark.parametrize(
+    "access_table, problem",
+    [
+        ({"created_account_prefix": "dataloop-"}, "starts with access.created_account_prefix 'dataloop-'"),
+        ({"created_account_prefix": "x"}, "access.created_account_prefix"),
+        ({"requesters": ["allUsers"]}, "access.requesters: 'allUsers' does not match"),
+        ({"requesters": ["allAuthenticatedUsers"]}, "access.requesters"),
+        ({"service_accounts": ["*@*.iam.gserviceaccount.com"]}, "access.service_accounts"),
+        ({"service_accounts": ["dataloop-gar-rotate@p-123456.iam.gserviceaccount.com"]}, "deployment's own"),
+        ({"dataloop_org_ids": ["org 1"]}, "access.dataloop_org_ids"),
+    ],
+)
+def test_access_settings_that_would_open_the_boundary_are_refused(access_table: dict, problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse({"project": "p-123456", "region": "us-central1", "access": access_table})
+    assert any(problem in p for p in raised.value.problems), raised.value.problems
