@@ -265,6 +265,7 @@ def request_handler():  # type: ignore[no-untyped-def]
         image_check=image_check,
         status=status_report,
         policy=access_policy(),
+        allow_loopback_registries=settings().allow_loopback_registries,
     )
 
 

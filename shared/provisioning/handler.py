@@ -15,7 +15,7 @@ from typing import Any
 from shared import logs
 from shared.errors import PermanentError, RejectedMessage
 from shared.events import PubSubMessage
-from shared.policy import AccessPolicy, NotAllowed
+from shared.policy import AccessPolicy, NotAllowed, is_loopback_host
 from shared.provisioning.deprovision import Deprovisioner
 from shared.provisioning.image_check import ImageCheck
 from shared.provisioning.ports import KeyRotation
@@ -54,8 +54,10 @@ class RequestHandler:
         image_check: Callable[[], ImageCheck],
         status: Callable[[], StatusReport],
         policy: AccessPolicy,
+        allow_loopback_registries: bool = False,
     ) -> None:
         self._policy = policy
+        self._allow_loopback = allow_loopback_registries
         self._provisioner = provisioner
         self._deprovisioner = deprovisioner
         self._rotation = rotation
@@ -103,6 +105,11 @@ class RequestHandler:
 
     def dispatch(self, request: Request) -> Outcome:
         if isinstance(request, ProvisionRequest):
+            if is_loopback_host(request.registry_host) and not self._allow_loopback:
+                raise NotAllowed(
+                    "/registry_host",
+                    "loopback registry hosts are accepted only on the local cloud (ALLOW_LOOPBACK_REGISTRIES)",
+                )
             self._policy.check_provision(request)
             return self._provisioner().provision(request)
         if isinstance(request, DeprovisionRequest):

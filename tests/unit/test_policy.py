@@ -243,3 +243,36 @@ def test_a_bad_policy_stops_the_function_with_every_problem(text: str, problem: 
     with pytest.raises(ConfigError) as raised:
         AccessPolicy.from_json(text)
     assert any(problem in p for p in raised.value.problems), raised.value.problems
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost:5000", "127.0.0.1"])
+def test_a_loopback_registry_host_is_rejected_unless_the_local_cloud_switch_is_on(host: str) -> None:
+    body = provision(registry_host=host)
+    outcome, counter = send(POLICY, body)
+    assert (outcome.status, outcome.code, outcome.details["field"]) == (
+        Status.REJECTED,
+        "not-allowed",
+        "/registry_host",
+    )
+    assert counter.built == []
+
+    allowed = RequestHandler(
+        provisioner=NoWorkflow()("provision"),
+        deprovisioner=NoWorkflow()("deprovision"),
+        rotation=NoWorkflow()("rotation"),
+        image_check=NoWorkflow()("test"),
+        status=NoWorkflow()("status"),
+        policy=POLICY,
+        allow_loopback_registries=True,
+    )
+    with pytest.raises(AssertionError, match="provision workflow"):
+        allowed.handle(PubSubMessage(data=json.dumps(body).encode()))
+
+
+def test_loopback_hosts_are_recognised_in_every_spelling() -> None:
+    from shared.policy import is_loopback_host
+
+    for host in ("127.0.0.1:5000", "LOCALHOST:1", "127.1.2.3:80", "[::1]:5000", "localhost."):
+        assert is_loopback_host(host), host
+    for host in ("us-central1-docker.pkg.dev", "localhost.evil.example", "127.0.0.1.nip.io", "10.0.0.1:5000"):
+        assert not is_loopback_host(host), host
