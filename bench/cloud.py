@@ -184,7 +184,7 @@ class BenchCloud:
             "location": LOCATION,
             "repositories": [REPOSITORY],
             "registry_host": host,
-            "service_account": {"create": f"{name}-puller"[:30]},
+            "service_account": {"create": f"dlgar-{name}"[:30]},
             "test_image": reference,
         }
         return delivery(request, project=self.project, topic=self.cloud.topics.requests)
@@ -204,7 +204,7 @@ class BenchCloud:
                 reply = collector.wait_for_json(timeout=60, request_id=request_id).json
                 if answer.status != 200 or reply.get("status") != "ok":
                     raise RuntimeError(f"provisioning {name} failed: HTTP {answer.status}, reply {reply}")
-                email = f"{name}-puller"[:30] + f"@{self.project}.iam.gserviceaccount.com"
+                email = f"dlgar-{name}"[:30] + f"@{self.project}.iam.gserviceaccount.com"
                 self.integrations[name] = Provisioned(name, host, email)
         finally:
             self.cloud.delete_subscription(collector)

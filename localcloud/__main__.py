@@ -83,7 +83,7 @@ def run_up(args: argparse.Namespace) -> int:
             "location": LOCATION,
             "repositories": [REPOSITORY],
             "registry_host": cloud.registry_host,
-            "service_account": {"create": "dataloop-puller"},
+            "service_account": {"create": "dlgar-puller"},
             # Provisioning proves the new key pulls the canary's image, waiting out IAM propagation.
             "canary": {"image": cloud.seed.runner_image.by_tag, "service_id": cloud.seed.canary_service_id},
         }

@@ -35,7 +35,7 @@ from shared.secrets import SecretManager
 
 INTEGRATION = "team-a"
 SECRET_ID = SECRET_PREFIX + INTEGRATION
-SERVICE_ACCOUNT_ID = "dataloop-puller"
+SERVICE_ACCOUNT_ID = "dlgar-puller"
 #: Generous bounds: each of these normally takes a second or two.
 REPLY_TIMEOUT = 60.0
 VERDICT_TIMEOUT = 30.0

@@ -1,7 +1,7 @@
 """The operator's command line: build a request, check it here, send it, wait for the answer.
 
     python -m shared.cli provision --name team-a --org ORG_ID --project my-proj \\
-        --location us-central1 --repository images --create-sa dataloop-team-a --wait
+        --location us-central1 --repository images --create-sa dlgar-team-a --wait
     python -m shared.cli status --wait
     python -m shared.cli send request.json --wait      # any request written by hand
 

@@ -84,7 +84,7 @@ def test_provisioning_the_same_integration_again_converges_without_duplicates(
     local_cloud: LocalCloud, provisioned: Provisioned, results: Collector
 ) -> None:
     before_keys = [k.key_id for k in local_cloud.iam.state.keys_of(provisioned.service_account)]
-    request = provision_request(local_cloud, provisioned.name, "dataloop-e2e-puller", "e2e-provision-again")
+    request = provision_request(local_cloud, provisioned.name, "dlgar-e2e-puller", "e2e-provision-again")
     local_cloud.publish(local_cloud.topics.requests, request)
     reply = wait_for_reply(results, "e2e-provision-again")
     assert reply["status"] == "ok", reply

@@ -179,7 +179,7 @@ def test_push_notifications_delivered_twice_and_out_of_order_give_the_same_verdi
 def request_messages(world: Cloud, name: str) -> list[dict[str, Any]]:
     """Provision ``name``, test an image with it, report its status, ask for a (not due) rotation."""
     return [
-        world.provision_request(name=name, service_account={"create": f"dataloop-{name}"}, request_id=f"{name}-p"),
+        world.provision_request(name=name, service_account={"create": f"dlgar-{name}"}, request_id=f"{name}-p"),
         {"version": 1, "action": "test", "name": name, "image": str(world.image.by_digest), "request_id": f"{name}-t"},
         {"version": 1, "action": "status", "name": name, "request_id": f"{name}-s"},
         {"version": 1, "action": "rotate", "name": name, "request_id": f"{name}-r"},
@@ -265,7 +265,7 @@ def test_a_deprovision_delivered_twice_removes_everything_once(cloud: Cloud) -> 
     assert (middle - before).dataloop >= 1 and (middle - before).iam >= 1
     assert ((after - middle).dataloop, (after - middle).iam, (after - middle).grants) == (0, 0, 0)
     assert [i for i in cloud.integrations() if i["public"]["name"] == "team-a"] == []
-    assert cloud.user_keys("dataloop-team-a@test-project.iam.gserviceaccount.com") == []
+    assert cloud.user_keys("dlgar-team-a@test-project.iam.gserviceaccount.com") == []
 
 
 # -- the rotation topic: sweep, rotate, and Secret Manager's events ------------------------------------------

@@ -38,7 +38,7 @@ from tests.unit.fakes import FakeRegistry, challenge_of, key_json
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOST = "us-central1-docker.pkg.dev"
 PROJECT = "my-project"
-EMAIL = f"dataloop-team-a@{PROJECT}.iam.gserviceaccount.com"
+EMAIL = f"dlgar-team-a@{PROJECT}.iam.gserviceaccount.com"
 SECRET_ID = "dataloop-gar-team-a"
 IMAGE = f"{HOST}/{PROJECT}/images/app:v1"
 DIGEST = "sha256:" + "cd" * 32
@@ -276,7 +276,7 @@ class World:
             "project": PROJECT,
             "location": "us-central1",
             "repositories": ["images", "models"],
-            "service_account": {"create": "dataloop-team-a"},
+            "service_account": {"create": "dlgar-team-a"},
         }
         body.update(overrides)
         return self.provisioner().provision(parse_request(body))  # type: ignore[arg-type]
@@ -420,7 +420,7 @@ def test_an_interrupted_first_key_is_cleaned_up_but_older_keys_of_the_account_ar
 
 
 def test_a_stored_but_unaliased_key_is_reused_only_while_it_still_exists(world: World) -> None:
-    world.accounts.ensure_account(PROJECT, "dataloop-team-a", account_display_name("team-a"))
+    world.accounts.ensure_account(PROJECT, "dlgar-team-a", account_display_name("team-a"))
     world.secrets.update_secret = _failing(world.secrets.update_secret, when="version_aliases")  # type: ignore[method-assign]
     with pytest.raises(ServiceUnavailable):
         world.provision()
@@ -688,7 +688,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 def test_cli_builds_each_action_and_prints_it_without_sending() -> None:
     code, out, _ = run_cli(
         "provision", "--name", "team-a", "--org", "org-1", "--project", PROJECT, "--location", "us-central1",
-        "--repository", "images", "--repository", "models", "--create-sa", "dataloop-team-a",
+        "--repository", "images", "--repository", "models", "--create-sa", "dlgar-team-a",
         "--test-image", IMAGE, "--rotation-period-days", "7", "--request-id", "op-1",
     )  # fmt: skip
     assert code == 0
@@ -701,7 +701,7 @@ def test_cli_builds_each_action_and_prints_it_without_sending() -> None:
         "project": PROJECT,
         "location": "us-central1",
         "repositories": ["images", "models"],
-        "service_account": {"create": "dataloop-team-a"},
+        "service_account": {"create": "dlgar-team-a"},
         "rotation_period_days": 7.0,
         "test_image": IMAGE,
     }

@@ -36,7 +36,7 @@ def provision(**overrides: Any) -> dict[str, Any]:
         "project": "my-project",
         "location": "us-central1",
         "repositories": ["images", "models"],
-        "service_account": {"create": "dataloop-team-a"},
+        "service_account": {"create": "dlgar-team-a"},
     }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
@@ -78,7 +78,7 @@ def test_a_created_account_lives_in_the_integrations_project_and_the_canary_is_t
     request = parse_request(provision(canary={"image": f"{HOST}/my-project/images/canary:v1"}))
 
     assert isinstance(request, ProvisionRequest)
-    assert request.service_account.email_in("my-project") == "dataloop-team-a@my-project.iam.gserviceaccount.com"
+    assert request.service_account.email_in("my-project") == "dlgar-team-a@my-project.iam.gserviceaccount.com"
     assert request.image_to_test == RegistryImage.parse(f"{HOST}/my-project/images/canary:v1")
 
 
@@ -140,7 +140,7 @@ INVALID: list[tuple[str, Any, list[str]]] = [
     ("version as boolean", {"version": True, "action": "status"}, ["/version: must be an integer, got boolean"]),
     (
         "unknown fields, nested too",
-        provision(owner="me", service_account={"create": "dataloop-team-a", "role": "owner"}),
+        provision(owner="me", service_account={"create": "dlgar-team-a", "role": "owner"}),
         ["/service_account/role: unknown field", "/owner: unknown field"],
     ),
     (
@@ -210,7 +210,7 @@ INVALID: list[tuple[str, Any, list[str]]] = [
     ),
     (
         "both ways to name an account",
-        provision(service_account={"create": "dataloop-team-a", "email": "x@p-123456.iam.gserviceaccount.com"}),
+        provision(service_account={"create": "dlgar-team-a", "email": "x@p-123456.iam.gserviceaccount.com"}),
         ['/service_account: must have exactly one of "create" or "email"'],
     ),
     (

@@ -79,7 +79,7 @@ def test_a_repository_in_another_location_is_not_found(access: RepositoryAccess,
 def test_granting_twice_makes_one_binding_and_writes_once(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
-    member = account(iam, "dataloop-puller")
+    member = account(iam, "dlgar-puller")
 
     assert access.grant_reader(repository, member) is True
     assert len(writes(artifact_registry)) == 1
@@ -97,7 +97,7 @@ def test_granting_twice_makes_one_binding_and_writes_once(
 def test_granting_leaves_every_other_binding_and_member_alone(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
-    ours, theirs, conditional = account(iam, "dataloop-puller"), account(iam, "ci-puller"), account(iam, "temp-puller")
+    ours, theirs, conditional = account(iam, "dlgar-puller"), account(iam, "ci-puller"), account(iam, "temp-puller")
     before = [
         {"role": WRITER, "members": ["user:admin@example.com", "group:ci@example.com"]},
         {"role": READER_ROLE, "members": [conditional], "condition": CONDITION},
@@ -118,7 +118,7 @@ def test_granting_leaves_every_other_binding_and_member_alone(
 def test_revoking_leaves_other_members_and_conditional_grants(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
-    ours, theirs = account(iam, "dataloop-puller"), account(iam, "ci-puller")
+    ours, theirs = account(iam, "dlgar-puller"), account(iam, "ci-puller")
     artifact_registry.state.set_policy(
         repository,
         [
@@ -144,7 +144,7 @@ def test_revoking_the_last_reader_drops_the_binding_and_the_deleted_form(
     artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
     # IAM rewrites a deleted account's grants as deleted:serviceAccount:EMAIL?uid=ID.
-    email = f"dataloop-puller@{PROJECT}.iam.gserviceaccount.com"
+    email = f"dlgar-puller@{PROJECT}.iam.gserviceaccount.com"
     artifact_registry.state.set_policy(
         repository,
         [
@@ -161,7 +161,7 @@ def test_revoking_the_last_reader_drops_the_binding_and_the_deleted_form(
 def test_an_injected_concurrent_change_is_retried_whole(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
-    member = account(iam, "dataloop-puller")
+    member = account(iam, "dlgar-puller")
     artifact_registry.app.inject(Fault(path=r":setIamPolicy$", method="POST", status=409, body=ABORTED))
 
     assert access.grant_reader(repository, member) is True
@@ -178,7 +178,7 @@ def test_a_real_concurrent_writer_is_not_overwritten(
     repository: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ours, theirs = account(iam, "dataloop-puller"), account(iam, "ci-puller")
+    ours, theirs = account(iam, "dlgar-puller"), account(iam, "ci-puller")
     real = access.client.get_iam_policy
     interleaved = []
 
@@ -199,7 +199,7 @@ def test_a_real_concurrent_writer_is_not_overwritten(
 def test_endless_conflicts_give_up_as_transient(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, repository: str
 ) -> None:
-    member = account(iam, "dataloop-puller")
+    member = account(iam, "dlgar-puller")
     artifact_registry.app.inject(Fault(path=r":setIamPolicy$", method="POST", status=409, body=ABORTED, count=100))
 
     with (
@@ -222,7 +222,7 @@ def test_a_member_iam_does_not_know_yet_is_transient(access: RepositoryAccess, r
 
 def test_granting_on_a_missing_repository_is_not_found(iam: IamStandIn, access: RepositoryAccess) -> None:
     with pytest.raises(PermanentError) as caught:
-        access.grant_reader(access.repository_path(PROJECT, LOCATION, "missing"), account(iam, "dataloop-puller"))
+        access.grant_reader(access.repository_path(PROJECT, LOCATION, "missing"), account(iam, "dlgar-puller"))
 
     assert caught.value.code == "repository-not-found"
 
@@ -231,7 +231,7 @@ def test_members_and_paths_are_checked_before_any_call(
     artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
     with pytest.raises(ValueError, match="serviceAccount:EMAIL"):
-        access.grant_reader(repository, "dataloop-puller@proj-1.iam.gserviceaccount.com")
+        access.grant_reader(repository, "dlgar-puller@proj-1.iam.gserviceaccount.com")
     with pytest.raises(ValueError, match="not a repository path"):
         access.readers("proj-1/images")
 
@@ -244,7 +244,7 @@ def test_members_and_paths_are_checked_before_any_call(
 def test_a_passing_503_is_retried(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
-    member = account(iam, "dataloop-puller")
+    member = account(iam, "dlgar-puller")
     artifact_registry.app.inject(Fault(path=r":getIamPolicy$", status=503))
 
     assert access.grant_reader(repository, member) is True
@@ -256,7 +256,7 @@ def test_a_passing_503_is_retried(
 def test_permission_denied_names_the_role_to_grant(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
-    member = account(iam, "dataloop-puller")
+    member = account(iam, "dlgar-puller")
     denied = {"error": {"code": 403, "message": "Permission denied on resource", "status": "PERMISSION_DENIED"}}
     artifact_registry.app.inject(Fault(path=r":setIamPolicy$", status=403, body=denied))
 

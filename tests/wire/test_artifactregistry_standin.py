@@ -38,7 +38,7 @@ def create_repository(client: Any, repository_id: str = "images", parent: str = 
     return operation.result(timeout=10)
 
 
-def create_account(iam: IamStandIn, account_id: str = "dataloop-puller") -> str:
+def create_account(iam: IamStandIn, account_id: str = "dlgar-puller") -> str:
     return iam.state.create_service_account("proj-1", account_id).email
 
 

@@ -25,7 +25,7 @@ from shared.iam import ServiceAccounts
 pytestmark = pytest.mark.wire
 
 PROJECT = "proj-1"
-EMAIL = f"dataloop-puller@{PROJECT}.iam.gserviceaccount.com"
+EMAIL = f"dlgar-puller@{PROJECT}.iam.gserviceaccount.com"
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def accounts(iam: IamStandIn) -> Iterator[ServiceAccounts]:
 
 @pytest.fixture
 def email(iam: IamStandIn) -> str:
-    return iam.state.create_service_account(PROJECT, "dataloop-puller").email
+    return iam.state.create_service_account(PROJECT, "dlgar-puller").email
 
 
 def calls_of(iam: IamStandIn, method: str) -> int:
@@ -47,8 +47,8 @@ def calls_of(iam: IamStandIn, method: str) -> int:
 
 
 def test_ensure_account_twice_creates_one_account(iam: IamStandIn, accounts: ServiceAccounts) -> None:
-    first = accounts.ensure_account(PROJECT, "dataloop-puller", "Dataloop puller")
-    second = accounts.ensure_account(PROJECT, "dataloop-puller", "Dataloop puller")
+    first = accounts.ensure_account(PROJECT, "dlgar-puller", "Dataloop puller")
+    second = accounts.ensure_account(PROJECT, "dlgar-puller", "Dataloop puller")
 
     assert first == (EMAIL, True)
     assert second == (EMAIL, False)
@@ -87,7 +87,7 @@ def test_creating_an_account_without_the_role_names_it(iam: IamStandIn, accounts
     )
 
     with pytest.raises(PermanentError) as caught:
-        accounts.ensure_account(PROJECT, "dataloop-puller", "")
+        accounts.ensure_account(PROJECT, "dlgar-puller", "")
 
     assert caught.value.code == "permission-denied"
     assert f"roles/iam.serviceAccountAdmin on project {PROJECT}" in caught.value.reason

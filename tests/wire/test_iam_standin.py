@@ -45,7 +45,7 @@ KEY_FILE_FIELDS = [
 ]
 
 
-def create_account(client: Any, account_id: str = "dataloop-puller", project: str = "proj-1") -> Any:
+def create_account(client: Any, account_id: str = "dlgar-puller", project: str = "proj-1") -> Any:
     return client.create_service_account(
         request={"name": f"projects/{project}", "account_id": account_id, "service_account": {"display_name": "puller"}}
     )
@@ -66,7 +66,7 @@ def user_keys(client: Any, email: str) -> list[Any]:
 def test_created_account_is_addressable_by_email_unique_id_and_wildcard_project(iam_client: Any) -> None:
     account = create_account(iam_client)
 
-    assert account.email == "dataloop-puller@proj-1.iam.gserviceaccount.com"
+    assert account.email == "dlgar-puller@proj-1.iam.gserviceaccount.com"
     assert account.name == f"projects/proj-1/serviceAccounts/{account.email}"
     assert account.project_id == "proj-1"
     assert account.unique_id.isdigit() and len(account.unique_id) == 21
@@ -119,7 +119,7 @@ def test_creating_an_existing_account_is_already_exists_with_resource_info(iam_c
     with pytest.raises(exceptions.AlreadyExists) as caught:
         create_account(iam_client)
 
-    assert caught.value.message == "Service account dataloop-puller already exists within project projects/proj-1."
+    assert caught.value.message == "Service account dlgar-puller already exists within project projects/proj-1."
     assert [d.resource_name for d in caught.value.details if isinstance(d, error_details_pb2.ResourceInfo)] == [
         account.name
     ]
