@@ -182,6 +182,7 @@ def key_rotation():  # type: ignore[no-untyped-def]
         lease_seconds=config.rotation_lease_seconds,
         default_period_seconds=config.rotation_period_days * 86400,
         dry_run=config.dry_run,
+        policy=access_policy(),
     )
 
 

@@ -60,6 +60,7 @@ from shared.errors import Conflict, GarDataloopError, PermanentError, RegistryUn
 from shared.iam import USER_MANAGED_KEY_LIMIT, KeyInfo
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
 from shared.keys import ServiceAccountKey
+from shared.policy import AccessPolicy, NotAllowed
 from shared.results import Outcome, Status
 from shared.rotation.ports import DataloopPort, KeyAccounts, SecretStore
 from shared.rotation.probe import KeyProbe, probe_target
@@ -206,7 +207,11 @@ class KeyRotation:
         dry_run: bool = False,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        policy: AccessPolicy | None = None,
     ) -> None:
+        """``policy``: the deployment's access policy; a record whose organisation or account
+        falls outside it is never rotated (its annotations are editable by hand)."""
+        self._policy = policy
         self._secrets = secrets
         self._accounts = accounts
         self._dataloop = dataloop
@@ -257,6 +262,19 @@ class KeyRotation:
         except PermanentError as exc:
             return self._outcome(Status.FAILED, exc.reason, code=exc.code, subject=subject, rid=request_id)
         subject.update(integration=integration.name, service_account=integration.service_account or "")
+        if self._policy is not None:
+            try:
+                self._policy.check_record(
+                    org_id=integration.org_id, service_account=integration.service_account, secret_id=record.secret_id
+                )
+            except NotAllowed as exc:
+                return self._outcome(
+                    Status.FAILED,
+                    f"{exc.reason}; not rotated (no key is made for, or sent to, what the access policy does not allow)",
+                    code=exc.code,
+                    subject=subject,
+                    rid=request_id,
+                )
         missing = self._missing_fields(record, integration)
         if missing:
             return self._outcome(

@@ -1010,3 +1010,53 @@ def test_a_rotate_notification_without_a_secret_name_is_rejected(routed) -> None
     handler, _, _ = routed
     with pytest.raises(RejectedMessage, match="secretId=projects/NUMBER/secrets/ID"):
         handler.handle(event("SECRET_ROTATE", "dataloop-gar-team-a"))
+
+
+# -- the access policy: a record is untrusted --------------------------------------------------------
+
+ROTATE_FUNCTION = "dataloop-gar-rotate@proj-123.iam.gserviceaccount.com"
+
+
+def policy_world() -> World:
+    from shared.policy import AccessPolicy
+
+    policy = AccessPolicy(
+        org_ids=frozenset(["org-1"]),
+        account_projects=frozenset(["proj-123"]),
+        service_accounts=("*@proj-123.iam.gserviceaccount.com",),
+        deployment_accounts=frozenset([ROTATE_FUNCTION]),
+    )
+    return make_world(policy=policy)
+
+
+PULLER = "puller@proj-123.iam.gserviceaccount.com"
+
+
+def test_a_record_within_the_policy_rotates() -> None:
+    world = policy_world()
+    world.provision(**{Annotation.SERVICE_ACCOUNT: PULLER})
+
+    assert world.rotate(force=True).status is Status.OK
+
+
+@pytest.mark.parametrize(
+    "edited, field",
+    [
+        ({Annotation.SERVICE_ACCOUNT: ROTATE_FUNCTION}, "service-account"),
+        ({Annotation.SERVICE_ACCOUNT: "123456789012-compute@developer.gserviceaccount.com"}, "service-account"),
+        ({Annotation.SERVICE_ACCOUNT: "puller@evil-proj-1.iam.gserviceaccount.com"}, "service-account"),
+        ({Annotation.ORG: "someone-elses-org"}, "dataloop-org"),
+    ],
+)
+def test_a_record_edited_to_target_what_the_policy_refuses_is_not_rotated(edited: dict[str, str], field: str) -> None:
+    world = policy_world()
+    world.provision(**{Annotation.SERVICE_ACCOUNT: PULLER, **edited})
+    account = edited.get(Annotation.SERVICE_ACCOUNT, PULLER)
+    keys_before = list(world.accounts.live(account))
+
+    outcome = world.rotate(force=True)
+
+    assert (outcome.status, outcome.code) == (Status.FAILED, "not-allowed"), outcome.reason
+    assert f"annotation {field}" in outcome.reason
+    assert world.accounts.live(account) == keys_before, "no key may be made for an account outside the policy"
+    assert Annotation.ROTATION_LEASE not in world.annotations()
