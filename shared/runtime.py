@@ -240,7 +240,7 @@ def provisioner():  # type: ignore[no-untyped-def]
 def deprovisioner():  # type: ignore[no-untyped-def]
     from shared.provisioning import Deprovisioner
 
-    return Deprovisioner(secret_manager(), service_accounts(), repository_access(), dataloop)
+    return Deprovisioner(secret_manager(), service_accounts(), repository_access(), dataloop, policy=access_policy())
 
 
 def image_check():  # type: ignore[no-untyped-def]

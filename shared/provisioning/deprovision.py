@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from shared.errors import PermanentError
-from shared.integrations import MANAGED_LABEL, Annotation
+from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.keys import ServiceAccountKey
+from shared.policy import AccessPolicy, never_touched
 from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.provisioning.records import (
     DEPROVISIONED_AT,
@@ -50,7 +51,11 @@ class Deprovisioner:
         dataloop: Callable[[], DataloopPlatform],
         *,
         clock: Callable[[], datetime] = now_utc,
+        policy: AccessPolicy | None = None,
     ) -> None:
+        """``policy`` names the deployment's own accounts and the created-account prefix: an
+        account is deleted only when it carries that prefix and is none of the deployment's."""
+        self._policy = policy
         self._secrets = secrets
         self._accounts = accounts
         self._repositories = repositories
@@ -89,21 +94,67 @@ class Deprovisioner:
         email = notes.get(Annotation.SERVICE_ACCOUNT) or ""
         facts["service_account"] = email
 
+        own = self._policy.deployment_accounts if self._policy is not None else frozenset()
+        refused = never_touched(email, own) if email else None
         with steps.step("dataloop"):
             steps.done("dataloop", self._remove_integration(request.name, record))
         with steps.step("keys"):
-            steps.done("keys", self._delete_stored_keys(record, email))
+            steps.done("keys", f"kept: {refused}" if refused else self._delete_stored_keys(record, email))
         with steps.step("grants"):
-            steps.done("grants", self._revoke(record, email))
+            sharing = self._sharing(record, email)
+            steps.done("grants", self._revoke(record, email, sharing))
         with steps.step("service_account"):
-            if notes.get(Annotation.CREATED_SERVICE_ACCOUNT) == "true" and email:
-                gone = self._accounts.delete_account(email)
-                steps.done("service_account", "deleted" if gone else "already gone")
-            else:
-                steps.done("service_account", "kept (not created by dataloop-gar)")
+            steps.done("service_account", self._remove_account(record, email, refused, sharing))
         with steps.step("record"):
             steps.done("record", self._retire_record(request, record))
         return steps.outcome(Status.OK, f"integration {request.name} is deprovisioned", details=facts)
+
+    def _sharing(self, record: SecretRecord, email: str) -> list[SecretRecord]:
+        """The other managed integrations using this account: their grants and account stay."""
+        if not email:
+            return []
+        return [
+            other
+            for other in self._secrets.list_secrets(MANAGED_FILTER)
+            if other.secret_id != record.secret_id and other.annotations.get(Annotation.SERVICE_ACCOUNT) == email
+        ]
+
+    def _remove_account(
+        self, record: SecretRecord, email: str, refused: str | None, sharing: list[SecretRecord]
+    ) -> str:
+        """Delete the account only if provisioning made it, nothing forbids it, and no one else uses it.
+
+        The ``created-service-account`` annotation alone is editable by hand, so the account's
+        id must also carry the created-account prefix that the deployment's own accounts never do.
+        """
+        if record.annotations.get(Annotation.CREATED_SERVICE_ACCOUNT) != "true" or not email:
+            return "kept (not created by dataloop-gar)"
+        if refused:
+            return f"kept: {refused}"
+        account_id = email.split("@", 1)[0]
+        if self._policy is not None and not self._policy.is_created_account_id(account_id):
+            return (
+                f"kept: its id lacks the created-account prefix {self._policy.created_account_prefix!r}, "
+                "so it was not made by this system"
+            )
+        if sharing:
+            # The account outlives this record: the next integration using it inherits the duty
+            # to delete it, so that the last one out removes it.
+            heir = sorted(sharing, key=lambda o: o.secret_id)[0]
+
+            def inherit(current: SecretRecord) -> dict[str, Any] | None:
+                if current.annotations.get(Annotation.SERVICE_ACCOUNT) != email:
+                    return None
+                if current.annotations.get(Annotation.CREATED_SERVICE_ACCOUNT) == "true":
+                    return None
+                return {"annotations": {**current.annotations, Annotation.CREATED_SERVICE_ACCOUNT: "true"}}
+
+            update_record(self._secrets, heir.secret_id, inherit, record=heir)
+            return (
+                "kept (used by integration " + ", ".join(sorted(o.secret_id for o in sharing)) + "; "
+                f"{heir.secret_id} deletes it when it is deprovisioned last)"
+            )
+        return "deleted" if self._accounts.delete_account(email) else "already gone"
 
     def _remove_integration(self, name: str, record: SecretRecord) -> str:
         org = record.annotations.get(Annotation.ORG)
@@ -142,12 +193,20 @@ class Deprovisioner:
             results[key_id] = "deleted" if self._accounts.delete_key(owner, key_id) else "already gone"
         return results
 
-    def _revoke(self, record: SecretRecord, email: str) -> dict[str, str]:
+    def _revoke(self, record: SecretRecord, email: str, sharing: list[SecretRecord]) -> dict[str, str]:
         if not email:
             return {}
         results = {}
+        needed = {
+            path: other.secret_id
+            for other in sharing
+            for path in {**previous_paths(other), **recorded_paths(other)}.values()
+        }
         targets = {**previous_paths(record), **recorded_paths(record)}
         for scope, path in targets.items():
+            if path in needed:
+                results[scope] = f"kept (used by {needed[path]})"
+                continue
             try:
                 changed = self._repositories.revoke_reader(path, f"serviceAccount:{email}")
             except PermanentError as exc:

@@ -789,3 +789,72 @@ def test_a_shortened_period_on_an_old_key_is_due_soon_not_in_the_past(world: Wor
     assert world.provision(rotation_period_days=30).status is Status.OK
 
     assert world.secret().next_rotation == NOW + timedelta(minutes=10)
+
+
+# -- deprovision touches only what this integration alone made ------------------------------------------
+
+ROTATE_FUNCTION = f"dataloop-gar-rotate@{PROJECT}.iam.gserviceaccount.com"
+
+
+def deprovision_with_policy(world: World, name: str = "team-a") -> Outcome:
+    from shared.policy import AccessPolicy
+
+    policy = AccessPolicy(org_ids=frozenset(["org-1"]), deployment_accounts=frozenset([ROTATE_FUNCTION]))
+    request = parse_request({"version": 1, "action": "deprovision", "name": name})
+    deprovisioner = Deprovisioner(
+        world.secrets, world.accounts, world.repositories, lambda: world.dataloop, clock=lambda: NOW, policy=policy
+    )
+    return deprovisioner.deprovision(request)  # type: ignore[arg-type]
+
+
+def readers(world: World, repository: str) -> set[str]:
+    return world.repositories.readers[f"projects/{PROJECT}/locations/us-central1/repositories/{repository}"]
+
+
+def test_deprovision_keeps_the_account_and_grants_another_integration_still_uses(world: World) -> None:
+    assert world.provision().status is Status.OK  # team-a: creates the account, images + models
+    shared = world.provision(name="team-b", repositories=["images"], service_account={"email": EMAIL})
+    assert shared.status is Status.OK, shared.reason
+
+    outcome = deprovision_with_policy(world)
+
+    assert outcome.status is Status.OK, outcome.reason
+    steps = outcome.details["steps"]
+    assert steps["service_account"] == (
+        "kept (used by integration dataloop-gar-team-b; dataloop-gar-team-b deletes it when it is deprovisioned last)"
+    )
+    assert steps["grants"][f"{PROJECT}/images"] == "kept (used by dataloop-gar-team-b)"
+    assert steps["grants"][f"{PROJECT}/models"] == "revoked"
+    assert EMAIL in world.accounts.accounts
+    assert f"serviceAccount:{EMAIL}" in readers(world, "images")
+    assert f"serviceAccount:{EMAIL}" not in readers(world, "models")
+
+
+def test_the_last_integration_of_an_account_deletes_it(world: World) -> None:
+    world.provision()
+    world.provision(name="team-b", repositories=["images"], service_account={"email": EMAIL})
+    deprovision_with_policy(world, "team-a")
+
+    last = deprovision_with_policy(world, "team-b")
+
+    assert last.details["steps"]["service_account"] == "deleted"
+    assert EMAIL not in world.accounts.accounts and not readers(world, "images")
+
+
+@pytest.mark.parametrize(
+    "email, kept",
+    [
+        (ROTATE_FUNCTION, "deployment's own"),
+        (f"team-a-sa@{PROJECT}.iam.gserviceaccount.com", "lacks the created-account prefix"),
+    ],
+)
+def test_a_record_edited_to_claim_an_account_never_deletes_it(world: World, email: str, kept: str) -> None:
+    world.provision()
+    world.accounts.accounts[email] = {"email": email, "display_name": "dataloop-gar team-a", "disabled": False}
+    world.secret().annotations[Annotation.SERVICE_ACCOUNT] = email  # edited by hand; created-service-account=true
+
+    outcome = deprovision_with_policy(world)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert kept in outcome.details["steps"]["service_account"]
+    assert email in world.accounts.accounts
