@@ -351,7 +351,7 @@ def test_a_request_redelivered_by_pubsub_and_published_twice_provisions_once(
 ) -> None:
     """Dataloop fails the first delivery (503): Pub/Sub redelivers the same message; then a client
     that never saw the reply publishes the same request again. One integration, one key, one account."""
-    name, account = "team-redelivery", "dataloop-redelivery"
+    name, account = "team-redelivery", "dlgar-redelivery"
     email = f"{account}@{local_cloud.project}.iam.gserviceaccount.com"
     gateway, iam = local_cloud.dataloop, local_cloud.iam
     creates = (gateway_posts(gateway), iam.calls().count("CreateServiceAccountKey"))

@@ -484,6 +484,8 @@ def function_env(cloud: Cloud, pubsub: Any, monkeypatch: pytest.MonkeyPatch) -> 
         "ROTATION_TEST_TIMEOUT_SECONDS": "5",
         "HTTP_TIMEOUT_SECONDS": "5",
         "HTTP_RETRIES": "1",
+        "ACCESS_POLICY": cloud.policy().to_json(),
+        "ALLOW_LOOPBACK_REGISTRIES": "true",
         **pubsub.emulator.env(),
     }
     for name, value in env.items():
