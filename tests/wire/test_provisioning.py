@@ -597,3 +597,64 @@ def test_cli_validates_locally_and_publishes_and_waits_for_the_reply(
         request={"topic": function_env["RESULTS_TOPIC"]}, timeout=10
     )
     assert not [s for s in subscriptions if "dataloop-gar-reply-" in s], "the temporary subscription must be deleted"
+
+
+# -- the trust boundary, at the wire ----------------------------------------------------------------------
+
+ROTATE_FUNCTION_ID = "dataloop-gar-rotate"
+ROTATE_FUNCTION = f"{ROTATE_FUNCTION_ID}@{PROJECT}.iam.gserviceaccount.com"
+COMPUTE_DEFAULT = "123456789012-compute@developer.gserviceaccount.com"
+
+
+def deployed_policy(cloud: Cloud) -> Any:
+    """The world's policy, as deploy would write it: with the deployment's own accounts."""
+    from dataclasses import replace
+
+    return replace(cloud.policy(), deployment_accounts=frozenset([ROTATE_FUNCTION]))
+
+
+@pytest.fixture
+def deployment_accounts(cloud: Cloud) -> None:
+    """The IAM stand-in holds the deployment's own account, named as deploy names it."""
+    cloud.iam.state.create_service_account(
+        PROJECT, ROTATE_FUNCTION_ID, display_name="dataloop-gar rotate", description="runs dataloop-gar-rotate"
+    )
+
+
+def test_without_the_policy_a_request_could_key_the_rotate_functions_own_account(
+    cloud: Cloud, deployment_accounts: None
+) -> None:
+    """The hole, shown at the wire: display name `dataloop-gar rotate` reads as 'ours'."""
+    from tests.fixtures.policy import AllowEverything
+
+    body = cloud.provision_request(name="rotate", service_account={"create": ROTATE_FUNCTION_ID}, test_image=None)
+    outcome = cloud.send(body, policy=AllowEverything())
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert [k for k in cloud.accounts.list_keys(ROTATE_FUNCTION)], "the old rules minted a key for it"
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"name": "rotate", "service_account": {"create": ROTATE_FUNCTION_ID}}, "/service_account/create"),
+        ({"service_account": {"email": ROTATE_FUNCTION}}, "/service_account/email"),
+        ({"service_account": {"email": COMPUTE_DEFAULT}}, "/service_account/email"),
+        ({"org_id": "another-org"}, "/org_id"),
+        ({"repositories": [TEST_REPOSITORY, "not-listed"]}, "/repositories/1"),
+    ],
+    ids=["create-deployment-account", "adopt-deployment-account", "compute-default", "other-org", "other-repo"],
+)
+def test_a_request_outside_the_policy_makes_no_call_to_any_service(
+    cloud: Cloud, deployment_accounts: None, overrides: dict[str, Any], field: str
+) -> None:
+    iam_calls = len(cloud.iam.calls())
+    secrets_before = {r.secret_id for r in cloud.secrets.list_secrets()}
+
+    outcome = cloud.send(cloud.provision_request(test_image=None, **overrides), policy=deployed_policy(cloud))
+
+    assert (outcome.status, outcome.code, outcome.details["field"]) == (Status.REJECTED, "not-allowed", field)
+    assert cloud.iam.calls()[iam_calls:] == [], "IAM must not be called for a refused request"
+    assert {r.secret_id for r in cloud.secrets.list_secrets()} == secrets_before
+    assert cloud.integrations() == [] and cloud.registry.token_calls() == []
+    assert cloud.accounts.list_keys(ROTATE_FUNCTION) == []
