@@ -7,7 +7,6 @@ registry host and repositories it covers; version aliases say which key is ``cur
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -43,32 +42,6 @@ class Annotation:
     CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA
     LAST_TEST = "last-test"  # JSON summary of the last reference test (status reporting)
     REGISTRY_CHALLENGE = "registry-challenge"  # the registry's WWW-Authenticate, saves a cold round trip
-    #: Comma-separated ids of the keys this system created for this record and has not yet
-    #: deleted, written *before* a new key is stored. Only these keys may ever be deleted as
-    #: orphans: a key of the account that is not listed here is somebody else's.
-    CREATED_KEYS = "created-keys"
-
-
-_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-def created_key_ids(annotations: Mapping[str, str]) -> tuple[str, ...]:
-    """The ids in ``created-keys``, in order; malformed entries are dropped (never deleted)."""
-    raw = annotations.get(Annotation.CREATED_KEYS, "")
-    return tuple(dict.fromkeys(part.strip() for part in raw.split(",") if _KEY_ID.fullmatch(part.strip())))
-
-
-def with_created_keys(
-    annotations: Mapping[str, str], add: Sequence[str] = (), remove: Sequence[str] = ()
-) -> dict[str, str]:
-    """``annotations`` with ``created-keys`` gaining ``add`` and losing ``remove`` (absent when empty)."""
-    ids = [i for i in (*created_key_ids(annotations), *add) if i not in set(remove)]
-    notes = dict(annotations)
-    if ids:
-        notes[Annotation.CREATED_KEYS] = ",".join(dict.fromkeys(ids))
-    else:
-        notes.pop(Annotation.CREATED_KEYS, None)
-    return notes
 
 
 @dataclass(frozen=True)
