@@ -33,6 +33,7 @@ from shared.config import reset_settings
 from shared.dataloop import DataloopUnavailable
 from shared.errors import GarDataloopError, RegistryUnavailable, ServiceUnavailable
 from shared.integrations import MANAGED_LABEL, Annotation
+from shared.policy import AccessPolicy
 from shared.registry import RegistryClient, RegistryCredential
 from shared.results import Outcome, Status
 from shared.rotation.state import timestamp
@@ -274,6 +275,10 @@ def rotate_function(
         "HTTP_RETRIES": "1",
         "ROTATION_TOPIC": TOPIC,
         "LOG_LEVEL": "WARNING",
+        # What a deployment of this world allows: its org, and the accounts of its project.
+        "ACCESS_POLICY": AccessPolicy(
+            org_ids=frozenset([stack.dataloop.org_id]), account_projects=frozenset([TEST_PROJECT])
+        ).to_json(),
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
