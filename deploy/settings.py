@@ -21,7 +21,13 @@ from typing import Any
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.integrations import SECRET_PREFIX
-from shared.policy import DEFAULT_CREATED_ACCOUNT_PREFIX, AccessPolicy
+from shared.policy import (
+    ADOPTABLE_ACCOUNT,
+    CREATED_ACCOUNT_PREFIX,
+    DEFAULT_CREATED_ACCOUNT_PREFIX,
+    ORG_ID,
+    AccessPolicy,
+)
 
 #: Labels every resource the deployment creates (topics, functions, the credentials secret),
 #: so that teardown can tell what it made from what it found. Deliberately not the
@@ -42,14 +48,8 @@ REPOSITORY = re.compile(
     r"projects/(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])/locations/(?P<location>[a-z0-9-]+)"
     r"/repositories/(?P<repository>[a-z][a-z0-9-]*[a-z0-9])"
 )
-#: An existing account integrations may adopt: its email, or every user-managed account of a project.
-ADOPTABLE_ACCOUNT = re.compile(
-    r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9]|\*)@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com"
-)
 #: Who may publish requests: an IAM principal (a Google group, user, service account or domain).
 REQUESTER = re.compile(r"(?:user|group|serviceAccount):[^\s@,=]+@[^\s@,=]+|domain:[a-z0-9.-]+")
-CREATED_ACCOUNT_PREFIX = re.compile(r"[a-z][a-z0-9-]{1,14}-")
-ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 #: ``LOCATION/REPOSITORY`` (in the deployment's project) or the full resource name.
 REPOSITORY_REFERENCE = re.compile(rf"{REPOSITORY.pattern}|[a-z0-9-]+/[a-z][a-z0-9-]*[a-z0-9]")
 MEMORY = re.compile(r"[1-9][0-9]*(Mi|Gi|M|G)")

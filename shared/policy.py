@@ -51,16 +51,16 @@ USER_MANAGED_ACCOUNT = re.compile(
 #: their "project" is Google's per-service domain, never a project of the customer's.
 _SERVICE_AGENT = re.compile(r"(?:service-[0-9]+@.*|.*@gcp-sa-[a-z0-9-]+\.iam\.gserviceaccount\.com)")
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
-_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _REPOSITORY = re.compile(
     r"projects/(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])/locations/(?P<location>[a-z][a-z0-9-]*[a-z0-9])"
     r"/repositories/(?P<repository>[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)"
 )
 #: An adoptable-account pattern: an exact email, or every user-managed account of one project.
-_ACCOUNT_PATTERN = re.compile(
-    r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9]|\*)@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com"
+ADOPTABLE_ACCOUNT = re.compile(
+    r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9]|\*)@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com"
 )
-_PREFIX = re.compile(r"[a-z][a-z0-9-]{1,14}-")
+CREATED_ACCOUNT_PREFIX = re.compile(r"[a-z][a-z0-9-]{1,14}-")
 
 NOT_ALLOWED = "not-allowed"
 
@@ -134,14 +134,14 @@ class AccessPolicy:
             return tuple(dict.fromkeys(v for v in value if v not in bad))
 
         prefix = data.get("created_account_prefix", DEFAULT_CREATED_ACCOUNT_PREFIX)
-        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
-            problems.append(f"ACCESS_POLICY.created_account_prefix: must match {_PREFIX.pattern}")
+        if not isinstance(prefix, str) or not CREATED_ACCOUNT_PREFIX.fullmatch(prefix):
+            problems.append(f"ACCESS_POLICY.created_account_prefix: must match {CREATED_ACCOUNT_PREFIX.pattern}")
             prefix = DEFAULT_CREATED_ACCOUNT_PREFIX
         policy = cls(
-            org_ids=frozenset(texts("org_ids", _ORG_ID)),
+            org_ids=frozenset(texts("org_ids", ORG_ID)),
             repositories=frozenset(texts("repositories", _REPOSITORY)),
             account_projects=frozenset(texts("account_projects", _PROJECT)),
-            service_accounts=texts("service_accounts", _ACCOUNT_PATTERN),
+            service_accounts=texts("service_accounts", ADOPTABLE_ACCOUNT),
             created_account_prefix=prefix,
             deployment_accounts=frozenset(texts("deployment_accounts", USER_MANAGED_ACCOUNT)),
         )
@@ -300,7 +300,9 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _project_of_pattern(pattern: str) -> str:
-    return pattern.split("@", 1)[1].removesuffix(".iam.gserviceaccount.com")
+    match = ADOPTABLE_ACCOUNT.fullmatch(pattern)
+    assert match is not None  # the policy holds only patterns that match
+    return match["project"]
 
 
 def never_touched(email: str, deployment_accounts: Iterable[str] = ()) -> str | None:
