@@ -174,7 +174,9 @@ class ServiceAccounts:
         return getattr(self.client, method)(request=request, timeout=self.timeout, retry=self._retry(**retry))
 
     # -- accounts ---------------------------------------------------------------------
-    def ensure_account(self, project: str, account_id: str, display_name: str = "") -> tuple[str, bool]:
+    def ensure_account(
+        self, project: str, account_id: str, display_name: str = "", description: str = ""
+    ) -> tuple[str, bool]:
         """The account's email, and whether this call created it.
 
         Idempotent, because a redelivered provisioning request must not fail on the
@@ -185,7 +187,7 @@ class ServiceAccounts:
         request = {
             "name": f"projects/{project}",
             "account_id": account_id,
-            "service_account": {"display_name": display_name},
+            "service_account": {"display_name": display_name, "description": description},
         }
         with _translated(
             f"create service account {account_id} in project {project}", needs=_needs_account_admin(project)

@@ -37,6 +37,7 @@ from typing import Any
 
 from shared import json_text
 from shared.errors import ConfigError, RejectedMessage
+from shared.requests_schema import INTEGRATION_NAME
 
 #: Accounts created by provisioning must have an id starting with this, and the deployment
 #: refuses it for its own accounts: with the account's description (``account_description``)
@@ -81,7 +82,24 @@ def account_description(integration_name: str) -> str:
     Read back before an account is reused or deleted: together with the id prefix it
     says the account was made by this system for this very integration.
     """
-    return f"Created by dataloop-gar for Dataloop integration {integration_name}; deleted when it is deprovisioned."
+    return f"{_DESCRIPTION_HEAD}{integration_name}{_DESCRIPTION_TAIL}"
+
+
+_DESCRIPTION_HEAD = "Created by dataloop-gar for Dataloop integration "
+_DESCRIPTION_TAIL = "; deleted when it is deprovisioned."
+
+
+def created_for(description: str | None) -> str | None:
+    """The integration an account was created for, read from its description (None: not ours).
+
+    The description is read back from IAM, so it is parsed strictly: only the exact text
+    :func:`account_description` writes counts.
+    """
+    text = description or ""
+    if not (text.startswith(_DESCRIPTION_HEAD) and text.endswith(_DESCRIPTION_TAIL)):
+        return None
+    name = text[len(_DESCRIPTION_HEAD) : len(text) - len(_DESCRIPTION_TAIL)]
+    return name if INTEGRATION_NAME.fullmatch(name) else None
 
 
 @dataclass(frozen=True)

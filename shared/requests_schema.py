@@ -34,7 +34,7 @@ MAX_REQUEST_BYTES = 16 * 1024
 MAX_REPORTED_ERRORS = 25
 MAX_REPOSITORIES = 20
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]")
+INTEGRATION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]")
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,61}[a-z0-9]")
@@ -315,8 +315,8 @@ def obj(fields: tuple[Field, ...], *, exactly_one_of: tuple[str, ...] = ()) -> C
 
 NAME_RULE = "3-40 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
 
-_name = Field("name", text(_NAME, NAME_RULE), required=True)
-_optional_name = Field("name", text(_NAME, NAME_RULE))
+_name = Field("name", text(INTEGRATION_NAME, NAME_RULE), required=True)
+_optional_name = Field("name", text(INTEGRATION_NAME, NAME_RULE))
 
 _SERVICE_ACCOUNT = (
     Field(

@@ -19,7 +19,7 @@ from typing import Any
 from shared.errors import PermanentError
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.keys import ServiceAccountKey
-from shared.policy import AccessPolicy, never_touched
+from shared.policy import AccessPolicy, created_for, never_touched
 from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.provisioning.records import (
     DEPROVISIONED_AT,
@@ -125,7 +125,8 @@ class Deprovisioner:
         """Delete the account only if provisioning made it, nothing forbids it, and no one else uses it.
 
         The ``created-service-account`` annotation alone is editable by hand, so the account's
-        id must also carry the created-account prefix that the deployment's own accounts never do.
+        id must also carry the created-account prefix that the deployment's own accounts never
+        do, and its description, read back from IAM now, must be the one provisioning wrote.
         """
         if record.annotations.get(Annotation.CREATED_SERVICE_ACCOUNT) != "true" or not email:
             return "kept (not created by dataloop-gar)"
@@ -136,6 +137,14 @@ class Deprovisioner:
             return (
                 f"kept: its id lacks the created-account prefix {self._policy.created_account_prefix!r}, "
                 "so it was not made by this system"
+            )
+        account = self._accounts.get_account(email)
+        if account is None:
+            return "already gone"
+        if created_for(account.get("description")) is None:
+            return (
+                "kept: its IAM description does not say dataloop-gar created it "
+                "(the created-service-account annotation alone is not enough)"
             )
         if sharing:
             # The account outlives this record: the next integration using it inherits the duty

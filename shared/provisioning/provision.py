@@ -5,7 +5,7 @@ re-sent request converges instead of duplicating anything:
 
 1. **repositories** — read each one, so a wrong location or id fails before anything is made;
 2. **service_account** — decide which account; an account to *create* must be new or
-   one this integration created before (its display name says so);
+   one this integration created before (its description says so, see ``shared.policy``);
 3. **secret** — write the record first: the managed secret with every annotation the later
    steps and deprovisioning rely on (created without the ``managed-by`` label, so the
    catalog, on-push tests and rotations ignore it until it is complete);
@@ -40,6 +40,7 @@ from shared.errors import Conflict, PermanentError, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.keys import ServiceAccountKey
 from shared.logs import log
+from shared.policy import account_description, created_for
 from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.provisioning.pull_check import PullCheck, record_test, summary
 from shared.provisioning.records import (
@@ -88,11 +89,11 @@ _HISTORY = (
 
 
 def account_display_name(integration_name: str) -> str:
-    """The display name marking an account provisioning created for ``integration_name``.
+    """The display name of an account provisioning creates, for people reading the console.
 
-    It is how a re-sent request recognises "the account I created last time" (and tells
-    it apart from someone else's account that happens to have the id asked for), even
-    when the first attempt stopped before writing anything else.
+    Never a mark of ownership: anyone may choose any display name (the deployment's own
+    accounts are called ``dataloop-gar KEY``). Ownership is the id prefix plus the
+    description (``shared.policy.account_description``).
     """
     return f"dataloop-gar {integration_name}"
 
@@ -172,7 +173,10 @@ class Provisioner:
         with steps.step("service_account"):
             if create:
                 _, created = self._accounts.ensure_account(
-                    request.project, request.service_account.create or "", account_display_name(request.name)
+                    request.project,
+                    request.service_account.create or "",
+                    account_display_name(request.name),
+                    account_description(request.name),
                 )
                 steps.done("service_account", "created" if created else "exists (created by dataloop-gar)")
             else:
@@ -233,12 +237,7 @@ class Provisioner:
         if choice.create:
             if account is None:
                 return email, True
-            ours = account.get("display_name") == account_display_name(request.name) or (
-                record is not None
-                and record.annotations.get(Annotation.SERVICE_ACCOUNT) == email
-                and self._created(record)
-            )
-            if not ours:
+            if created_for(account.get("description")) != request.name:
                 raise PermanentError(
                     f"service account {email} already exists and was not created for integration {request.name}; "
                     f'to use it, send "service_account": {{"email": "{email}"}}, or choose another account id',

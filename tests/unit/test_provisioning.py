@@ -24,6 +24,7 @@ from shared.events import PubSubMessage
 from shared.iam import KeyInfo
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.keys import ServiceAccountKey
+from shared.policy import account_description
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
 from shared.provisioning.records import KEY_REQUESTED_AT, KEYS_MANAGED_SINCE, parse_rfc3339, rfc3339
@@ -147,11 +148,18 @@ class FakeAccounts:
         self.created = 0
         self.key_creation_disabled = False
 
-    def ensure_account(self, project: str, account_id: str, display_name: str = "") -> tuple[str, bool]:
+    def ensure_account(
+        self, project: str, account_id: str, display_name: str = "", description: str = ""
+    ) -> tuple[str, bool]:
         email = f"{account_id}@{project}.iam.gserviceaccount.com"
         if email in self.accounts:
             return email, False
-        self.accounts[email] = {"email": email, "display_name": display_name, "disabled": False}
+        self.accounts[email] = {
+            "email": email,
+            "display_name": display_name,
+            "description": description,
+            "disabled": False,
+        }
         return email, True
 
     def get_account(self, email: str) -> dict[str, Any] | None:
@@ -420,7 +428,9 @@ def test_an_interrupted_first_key_is_cleaned_up_but_older_keys_of_the_account_ar
 
 
 def test_a_stored_but_unaliased_key_is_reused_only_while_it_still_exists(world: World) -> None:
-    world.accounts.ensure_account(PROJECT, "dlgar-team-a", account_display_name("team-a"))
+    world.accounts.ensure_account(
+        PROJECT, "dlgar-team-a", account_display_name("team-a"), account_description("team-a")
+    )
     world.secrets.update_secret = _failing(world.secrets.update_secret, when="version_aliases")  # type: ignore[method-assign]
     with pytest.raises(ServiceUnavailable):
         world.provision()
@@ -858,3 +868,40 @@ def test_a_record_edited_to_claim_an_account_never_deletes_it(world: World, emai
     assert outcome.status is Status.OK, outcome.reason
     assert kept in outcome.details["steps"]["service_account"]
     assert email in world.accounts.accounts
+
+
+def test_an_account_named_like_ours_is_not_ours_without_the_description(world: World) -> None:
+    # The deployment calls its own accounts "dataloop-gar KEY": a display name proves nothing.
+    world.accounts.ensure_account(PROJECT, "dlgar-team-a", account_display_name("team-a"))
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.FAILED and outcome.code == "service-account-exists", outcome.reason
+    assert not world.accounts.keys
+
+
+def test_an_account_created_for_another_integration_is_not_taken_by_create(world: World) -> None:
+    world.accounts.ensure_account(PROJECT, "dlgar-team-a", "x", account_description("team-b"))
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.FAILED and outcome.code == "service-account-exists", outcome.reason
+
+
+def test_a_created_account_is_marked_with_its_integration_in_the_description(world: World) -> None:
+    assert world.provision().status is Status.OK
+
+    assert world.accounts.accounts[EMAIL]["description"] == account_description("team-a")
+    again = world.provision()  # a re-sent request recognises the account it made
+    assert again.status is Status.OK, again.reason
+
+
+def test_deprovision_keeps_a_prefixed_account_whose_description_is_not_ours(world: World) -> None:
+    assert world.provision().status is Status.OK
+    world.accounts.accounts[EMAIL]["description"] = "the platform team's build account"
+
+    outcome = deprovision_with_policy(world)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert "description does not say dataloop-gar created it" in outcome.details["steps"]["service_account"]
+    assert EMAIL in world.accounts.accounts

@@ -36,6 +36,7 @@ from shared.artifact_registry import READER_ROLE
 from shared.config import reset_settings
 from shared.errors import ServiceUnavailable, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
+from shared.policy import account_description
 from shared.provisioning.provision import account_display_name
 from shared.provisioning.records import KEYS_MANAGED_SINCE
 from shared.results import Status
@@ -124,7 +125,8 @@ def test_provision_sets_everything_up_and_the_new_key_really_pulls(cloud: Cloud)
     assert {"repositories", "service_account", "record", "grants", "key", "dataloop", "activate", "test"} <= set(
         outcome.durations_ms
     )
-    assert cloud.iam.state.account(EMAIL).display_name == account_display_name(NAME)
+    account = cloud.iam.state.account(EMAIL)
+    assert (account.display_name, account.description) == (account_display_name(NAME), account_description(NAME))
 
     record = cloud.secrets.get_secret(SECRET_ID)
     notes = record.annotations
@@ -621,17 +623,18 @@ def deployment_accounts(cloud: Cloud) -> None:
     )
 
 
-def test_without_the_policy_a_request_could_key_the_rotate_functions_own_account(
+def test_even_without_the_policy_a_display_name_does_not_make_an_account_ours(
     cloud: Cloud, deployment_accounts: None
 ) -> None:
-    """The hole, shown at the wire: display name `dataloop-gar rotate` reads as 'ours'."""
+    """Display name `dataloop-gar rotate` once read as 'ours': only the IAM description counts."""
     from tests.fixtures.policy import AllowEverything
 
     body = cloud.provision_request(name="rotate", service_account={"create": ROTATE_FUNCTION_ID}, test_image=None)
     outcome = cloud.send(body, policy=AllowEverything())
 
-    assert outcome.status is Status.OK, outcome.reason
-    assert [k for k in cloud.accounts.list_keys(ROTATE_FUNCTION)], "the old rules minted a key for it"
+    assert (outcome.status, outcome.code) == (Status.FAILED, "service-account-exists"), outcome.reason
+    assert cloud.accounts.list_keys(ROTATE_FUNCTION) == []
+    assert cloud.iam.state.account(ROTATE_FUNCTION) is not None
 
 
 @pytest.mark.parametrize(
