@@ -42,6 +42,7 @@ class Annotation:
     CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA
     LAST_TEST = "last-test"  # JSON summary of the last reference test (status reporting)
     REGISTRY_CHALLENGE = "registry-challenge"  # the registry's WWW-Authenticate, saves a cold round trip
+    CREATED_KEYS = "created-keys"  # comma-separated ids of keys this system made (shared.key_ledger)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from typing import Any
 
 from shared.errors import PermanentError
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
+from shared.key_ledger import created_keys
 from shared.keys import ServiceAccountKey
 from shared.policy import AccessPolicy, created_for, never_touched
 from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.provisioning.records import (
     DEPROVISIONED_AT,
-    KEY_REQUESTED_AT,
     now_utc,
     previous_paths,
     read_record,
@@ -183,10 +183,11 @@ class Deprovisioner:
         )
 
     def _delete_stored_keys(self, record: SecretRecord, email: str) -> dict[str, str]:
-        """Delete the keys the record holds: those of readable (enabled) versions, and those
-        a rotation retired but keeps through its grace period (their versions are disabled,
-        so their ids are read from the ``retired-keys`` annotation instead). Keys of other
-        disabled versions were deleted by the rotation that retired them."""
+        """Delete the keys the record holds: those of readable (enabled) versions, those a
+        rotation retired but keeps through its grace period (their versions are disabled, so
+        their ids are read from the ``retired-keys`` annotation instead), and those its
+        ``created-keys`` ledger lists (made by this system for this record, perhaps never
+        stored). Keys of other disabled versions were deleted by the rotation that retired them."""
         secret_id = record.secret_id
         key_ids: dict[str, str] = {}  # key id -> account
         for number, state in sorted(self._secrets.list_versions(secret_id).items()):
@@ -196,6 +197,8 @@ class Deprovisioner:
             key = ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {number}")
             key_ids[key.key_id] = key.client_email or email
         for key_id in retired_key_ids(record):
+            key_ids.setdefault(key_id, email)
+        for key_id in created_keys(record.annotations):  # made but never stored: an interrupted run's
             key_ids.setdefault(key_id, email)
         results = {}
         for key_id, owner in key_ids.items():
@@ -235,7 +238,7 @@ class Deprovisioner:
             notes = {
                 k: v
                 for k, v in current.annotations.items()
-                if k not in (Annotation.INTEGRATION_ID, Annotation.ROTATION_LEASE, KEY_REQUESTED_AT)
+                if k not in (Annotation.INTEGRATION_ID, Annotation.ROTATION_LEASE, Annotation.CREATED_KEYS)
             }
             notes.setdefault(DEPROVISIONED_AT, rfc3339(self._clock()))
             if labels == dict(current.labels) and notes == dict(current.annotations) and not current.version_aliases:

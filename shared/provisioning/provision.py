@@ -14,7 +14,9 @@ re-sent request converges instead of duplicating anything:
    revoked on repositories a previous request named and this one does not);
 6. **key** — only when the secret has no ``current`` key: reuse a key an interrupted
    attempt already stored, else delete the keys an interrupted attempt made but never
-   stored, then create one, store it as a version and alias it ``current``;
+   stored (those the record's ``created-keys`` ledger lists), then create one the way
+   rotation does (:func:`shared.key_ledger.create_key`: recorded, then stored) and
+   alias it ``current``;
 7. **dataloop** — ensure the integration by name with the current key's options, unless
    this very request (a redelivery: same ``request_id``) already did and nothing has been
    retired since; a re-sent request with a new id converges Dataloop again;
@@ -35,9 +37,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import key_ledger
 from shared.dataloop import gar_options
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
+from shared.key_ledger import with_created_key
 from shared.keys import ServiceAccountKey
 from shared.logs import log
 from shared.policy import account_description, created_for
@@ -45,8 +49,6 @@ from shared.provisioning.ports import AccountAdmin, DataloopPlatform, Repository
 from shared.provisioning.pull_check import PullCheck, record_test, summary
 from shared.provisioning.records import (
     DEPROVISIONED_AT,
-    KEY_REQUESTED_AT,
-    KEYS_MANAGED_SINCE,
     PREVIOUS_REPOSITORIES,
     PROVISIONED_AT,
     PROVISIONED_FOR_REQUEST,
@@ -72,9 +74,6 @@ from shared.secrets import SecretRecord
 logger = logging.getLogger(__name__)
 
 LOCATION_LABEL = "location"
-#: Keys whose ``valid_after`` is this close before the recorded request time still count as
-#: made by the interrupted attempt (IAM truncates to seconds; clocks differ a little).
-KEY_CLOCK_MARGIN = timedelta(seconds=5)
 #: Annotations a request states in full: absent from the request means absent from the record.
 _REQUEST_OWNED = (Annotation.CANARY_IMAGE, Annotation.CANARY_SERVICE)
 #: What a retired record forgets when it is provisioned again.
@@ -83,7 +82,6 @@ _HISTORY = (
     Annotation.LAST_TEST,
     RETIRED_KEYS,
     PROVISIONED_AT,
-    KEYS_MANAGED_SINCE,
     PROVISIONED_FOR_REQUEST,
 )
 
@@ -297,7 +295,6 @@ class Provisioner:
                     annotations={
                         **wanted,
                         PROVISIONED_AT: rfc3339(self._clock()),
-                        KEYS_MANAGED_SINCE: rfc3339(self._clock()),
                     },
                     topics=(self._rotation_topic,),
                     rotation_period_seconds=period,
@@ -333,7 +330,6 @@ class Provisioner:
                 for stale in _HISTORY:
                     notes.pop(stale, None)
             notes.setdefault(PROVISIONED_AT, rfc3339(self._clock()))
-            notes.setdefault(KEYS_MANAGED_SINCE, rfc3339(self._clock()))
             fields: dict[str, Any] = {} if notes == dict(current.annotations) else {"annotations": notes}
             fields.update(self._schedule_change(current, period))
             return fields or None
@@ -447,21 +443,25 @@ class Provisioner:
             version, key = reusable
             how = "reused a key stored by an interrupted attempt"
         else:
-            deleted = self._delete_unstored_keys(record, email, live, stored)
-            record = update_record(
-                self._secrets,
-                secret_id,
-                lambda r: {"annotations": {**r.annotations, KEY_REQUESTED_AT: rfc3339(self._clock())}},
-                record=record,
-            )
-            key = self._accounts.create_key(email)
-            version = self._secrets.add_version(secret_id, key.json_text.encode("utf-8"))
-            how = "created" + (f" (deleted {deleted} key(s) an interrupted attempt made)" if deleted else "")
+            deleted = self._delete_unstored_keys(record, email, set(live), stored)
+            remaining = set(live) - set(deleted)
+
+            def record_created(key_id: str) -> None:
+                nonlocal record
+                record = update_record(
+                    self._secrets,
+                    secret_id,
+                    lambda r: {"annotations": with_created_key(r.annotations, key_id, remaining)},
+                    record=record,
+                )
+
+            version, key = key_ledger.create_key(self._accounts, self._secrets, secret_id, email, record_created)
+            how = "created" + (f" (deleted {len(deleted)} key(s) an interrupted attempt made)" if deleted else "")
 
         def alias(current_record: SecretRecord) -> dict[str, Any] | None:
             if current_record.version_aliases.get("current") is not None:
                 return None  # someone (a concurrent delivery) finished first; theirs stands
-            notes = {k: v for k, v in current_record.annotations.items() if k != KEY_REQUESTED_AT}
+            notes = dict(current_record.annotations)
             notes[Annotation.ROTATED_AT] = rfc3339(self._clock())
             return {"version_aliases": {**current_record.version_aliases, "current": version}, "annotations": notes}
 
@@ -479,22 +479,17 @@ class Provisioner:
         _, payload = self._secrets.access(secret_id, version)
         return ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {version}")
 
-    def _delete_unstored_keys(self, record: SecretRecord, email: str, live: dict[str, Any], stored: set[str]) -> int:
+    def _delete_unstored_keys(self, record: SecretRecord, email: str, live: set[str], stored: set[str]) -> list[str]:
         """Delete the keys an interrupted attempt created but never stored.
 
-        Only keys newer than the recorded start of that attempt: a pre-existing account may
-        hold keys that other systems use, and those are not ours to touch.
+        Only keys this record's ledger lists: the account may hold keys that other systems,
+        or a sibling integration's provisioning in flight, use; those are not ours to touch.
         """
-        since = parse_rfc3339(record.annotations.get(KEY_REQUESTED_AT))
-        if since is None:
-            return 0
-        deleted = 0
-        for key_id, info in live.items():
-            if key_id in stored or info.valid_after is None or info.valid_after < since - KEY_CLOCK_MARGIN:
-                continue
+        deleted = []
+        for key_id in key_ledger.unstored(record.annotations, live, stored):
             if self._accounts.delete_key(email, key_id):
                 log(logger, logging.INFO, "deleted a key an interrupted attempt made", key_id=key_id, account=email)
-                deleted += 1
+            deleted.append(key_id)
         return deleted
 
     # -- 8. activate -----------------------------------------------------------------------------

@@ -27,15 +27,10 @@ logger = logging.getLogger(__name__)
 
 #: Annotations only provisioning reads and writes (the shared ones are in shared.integrations).
 PROVISIONED_AT = "provisioned-at"  # RFC 3339: when the record was first written
-KEY_REQUESTED_AT = "key-requested-at"  # RFC 3339: a first key is being made; unrecorded keys newer are ours
 #: The request_id of the request that last gave Dataloop the current key. A redelivery of that
 #: request leaves Dataloop alone: its PATCH (reloadServices=true) reloads the services pulling with it.
 PROVISIONED_FOR_REQUEST = "provisioned-for-request"
 DEPROVISIONED_AT = "deprovisioned-at"  # RFC 3339: deprovisioned with keep_secret; the record stays as history
-#: Keys of the account older than this are never treated as orphans by rotations (someone
-#: else may own them). Written here when the record is created; shared/rotation/state.py
-#: reads it (as MANAGED_SINCE) and the two spellings are pinned together by a unit test.
-KEYS_MANAGED_SINCE = "keys-managed-since"
 #: Written by rotations: ``{"VERSION": {"key_id", "retired_at"}}`` of keys kept through the grace period.
 RETIRED_KEYS = "retired-keys"
 #: "SCOPE=PATH,…": repositories a newer request no longer names, whose grants are still to be taken back.

@@ -11,9 +11,8 @@ run must know lives on it, and every change goes through one etag-guarded update
   kept until the grace period has passed, with their key id (so the key can be deleted
   even after the version is disabled and its payload can no longer be read) and the
   moment they stopped being ``current``;
-- annotation ``keys-managed-since``: keys of the account created before this moment are
-  never treated as orphans (a person may own them). It is written by the first rotation
-  that takes the lease (or by provisioning), and every key a rotation creates is newer.
+- annotation ``created-keys``: the ids of the keys this system made for the integration,
+  the only keys it ever cleans up as orphans (:mod:`shared.key_ledger`).
 
 Parsing is lenient on purpose: a hand-edited or garbled annotation must not wedge the
 rotation forever. A bad lease reads as no lease (the etag still serialises writers); a
@@ -41,7 +40,6 @@ KEY_ALIASES = (CURRENT, PREVIOUS, PENDING)
 
 #: Annotation keys this package adds to those of :class:`shared.integrations.Annotation`.
 RETIRED_KEYS = "retired-keys"
-MANAGED_SINCE = "keys-managed-since"
 
 
 def timestamp(moment: datetime) -> str:
@@ -165,7 +163,3 @@ def is_due(record: SecretRecord, now: datetime, default_period_seconds: float) -
         return True
     moment = due_at(record, default_period_seconds)
     return moment is None or moment <= now
-
-
-def managed_since(annotations: Mapping[str, str]) -> datetime | None:
-    return parse_timestamp(annotations.get(MANAGED_SINCE))

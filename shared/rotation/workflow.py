@@ -12,9 +12,9 @@ Each step first asks "is this step already done?", so a run that stopped anywher
 exception, a timeout, a killed instance) is finished by the next one:
 
 1. **create** — skipped when alias ``pending`` exists. Otherwise: delete orphan keys
-   (user-managed keys of the account that no version of this secret records, newer than
-   ``keys-managed-since``, and not recorded by another managed secret of the same
-   account), disable stray versions (enabled, unaliased, not waiting out a grace period),
+   (keys this record's ``created-keys`` ledger says this system made, that no alias or
+   retired entry of this secret stores, and that no other managed secret of the same
+   account stores; see :mod:`shared.key_ledger`), disable stray versions (enabled, unaliased, not waiting out a grace period),
    refuse clearly if one more key would bring the account to its 10-key limit, create the
    key, add it as a version, alias it ``pending``. A crash between creating the key and
    aliasing its version leaves an orphan and perhaps a stray version: the next run's
@@ -54,11 +54,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import logs
+from shared import key_ledger, logs
 from shared.dataloop.integrations import gar_options, registry_host_for
 from shared.errors import Conflict, GarDataloopError, PermanentError, RegistryUnavailable, TransientError
 from shared.iam import USER_MANAGED_KEY_LIMIT, KeyInfo
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
+from shared.key_ledger import with_created_key
 from shared.keys import ServiceAccountKey
 from shared.policy import AccessPolicy, NotAllowed
 from shared.results import Outcome, Status
@@ -67,7 +68,6 @@ from shared.rotation.probe import KeyProbe, probe_target
 from shared.rotation.state import (
     CURRENT,
     KEY_ALIASES,
-    MANAGED_SINCE,
     PENDING,
     PREVIOUS,
     RETIRED_KEYS,
@@ -75,7 +75,6 @@ from shared.rotation.state import (
     RetiredKey,
     due_at,
     is_due,
-    managed_since,
     parse_timestamp,
     retired_annotation,
     retired_keys,
@@ -468,12 +467,12 @@ class KeyRotation:
                 f"not manage (gcloud iam service-accounts keys list --iam-account={run.account} --managed-by=user)",
                 code="key-limit",
             )
-        key = self._accounts.create_key(run.account)
-        try:
-            version = self._secrets.add_version(run.secret_id, key.json_text.encode())
-        except PermanentError:
-            self._delete_key(run, key.key_id)  # refused for good: do not leave an orphan behind
-            raise
+        live = {k.key_id for k in keys} - set(run.orphans_deleted)
+
+        def record_created(key_id: str) -> None:
+            self._write(run, lambda annotations, _: annotations.update(with_created_key(annotations, key_id, live)))
+
+        version, key = key_ledger.create_key(self._accounts, self._secrets, run.secret_id, run.account, record_created)
         run.keys[version] = key
 
         def alias_pending(annotations: dict[str, str], aliases: dict[str, int]) -> None:
@@ -494,22 +493,18 @@ class KeyRotation:
         an orphan, since that key might be the unreadable one.
         """
         keys = list(self._accounts.list_keys(run.account))
-        since = managed_since(run.record.annotations)
-        if since is None:
+        if not key_ledger.created_keys(run.record.annotations):
             return keys, [], ""
-        since = since.replace(microsecond=0)  # IAM reports key validity in whole seconds
         recorded = self._recorded_key_ids(run.record, run)
         if recorded is None:
             return keys, [], "Orphan keys were not looked for: a version's key could not be read. "
-        candidates = [
-            k for k in keys if k.key_id not in recorded and k.valid_after is not None and k.valid_after >= since
-        ]
+        candidates = set(key_ledger.unstored(run.record.annotations, [k.key_id for k in keys], recorded))
         if not candidates:
             return keys, [], ""
         shared = self._key_ids_of_other_secrets(run)
         if shared is None:
             return keys, [], "Orphan keys were not deleted: another integration of the account could not be read. "
-        return keys, [k for k in candidates if k.key_id not in shared], ""
+        return keys, [k for k in keys if k.key_id in candidates and k.key_id not in shared], ""
 
     def _recorded_key_ids(self, record: SecretRecord, run: _Run | None = None) -> set[str] | None:
         """Key ids a secret records (aliased versions and retired keys); None if one is unreadable."""
@@ -643,7 +638,6 @@ class KeyRotation:
             if held is not None and held.live(now) and held.holder != run.holder:
                 raise _Busy(held)
             annotations[Annotation.ROTATION_LEASE] = lease.to_annotation()
-            annotations.setdefault(MANAGED_SINCE, timestamp(now))
 
         self._write(run, take, leased=False)
         run.retired = retired_keys(run.record.annotations)

@@ -23,11 +23,12 @@ from shared.errors import Conflict, PermanentError, ServiceUnavailable, Transien
 from shared.events import PubSubMessage
 from shared.iam import KeyInfo
 from shared.integrations import MANAGED_LABEL, Annotation
+from shared.key_ledger import created_keys
 from shared.keys import ServiceAccountKey
 from shared.policy import account_description
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
-from shared.provisioning.records import KEY_REQUESTED_AT, KEYS_MANAGED_SINCE, parse_rfc3339, rfc3339
+from shared.provisioning.records import parse_rfc3339, rfc3339
 from shared.reference_test import ReferenceTest
 from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
@@ -315,9 +316,9 @@ def test_the_record_is_written_first_and_activated_last(world: World) -> None:
     first, last = world.secrets.writes[0][1], world.secrets.writes[-1][1]
     assert MANAGED_LABEL[0] not in first["labels"], "a half-made integration must stay invisible to the catalog"
     assert first["annotations"][Annotation.SERVICE_ACCOUNT] == EMAIL  # recorded before the account exists
-    assert first["annotations"][KEYS_MANAGED_SINCE] == rfc3339(NOW)
     assert last["labels"][MANAGED_LABEL[0]] == MANAGED_LABEL[1]
-    assert world.secret().aliases == {"current": 1} and KEY_REQUESTED_AT not in world.secret().annotations
+    assert world.secret().aliases == {"current": 1}
+    assert created_keys(world.secret().annotations) == set(world.accounts.keys)  # the ledger names the key
     assert world.accounts.accounts[EMAIL]["display_name"] == account_display_name("team-a")
     assert [s["name"] for s in world.dataloop.stored.values()] == ["team-a"]
 
@@ -407,17 +408,18 @@ def test_a_missing_or_disabled_existing_account_fails_with_what_to_do(world: Wor
     assert SECRET_ID not in world.secrets.secrets
 
 
-def test_an_interrupted_first_key_is_cleaned_up_but_older_keys_of_the_account_are_not(world: World) -> None:
-    """A pre-existing account may hold keys other systems use: only keys newer than the
-    recorded start of the interrupted attempt, and stored nowhere, are deleted."""
+def test_an_interrupted_first_key_is_cleaned_up_but_other_keys_of_the_account_are_not(world: World) -> None:
+    """A pre-existing account may hold keys other systems use, even brand-new ones: only the
+    keys the record's ledger lists, and stored nowhere, are deleted."""
     world.accounts.accounts[EMAIL] = {"display_name": "made by hand", "disabled": False}
-    theirs = world.accounts.add_key(EMAIL, NOW - timedelta(days=3)).key_id
+    theirs = world.accounts.add_key(EMAIL, NOW).key_id  # as new as ours
     world.secrets.add_version = _failing(world.secrets.add_version)  # type: ignore[method-assign]
+    world.accounts.delete_key = _failing(world.accounts.delete_key)  # type: ignore[method-assign]
     with pytest.raises(ServiceUnavailable):
         world.provision(service_account={"email": EMAIL})
     orphan = [k for k in world.accounts.keys if k != theirs]
-    assert len(orphan) == 1 and world.secret().annotations[KEY_REQUESTED_AT] == rfc3339(NOW)
-    del world.secrets.add_version  # back to the class's method
+    assert len(orphan) == 1 and created_keys(world.secret().annotations) == set(orphan)
+    del world.secrets.add_version, world.accounts.delete_key  # back to the classes' methods
 
     outcome = world.provision(service_account={"email": EMAIL})
 
@@ -425,6 +427,15 @@ def test_an_interrupted_first_key_is_cleaned_up_but_older_keys_of_the_account_ar
     assert outcome.details["steps"]["key"] == "created (deleted 1 key(s) an interrupted attempt made)"
     assert theirs in world.accounts.keys and orphan[0] not in world.accounts.keys
     assert len(world.accounts.keys) == 2
+
+
+def test_a_key_that_cannot_be_stored_is_deleted_at_once(world: World) -> None:
+    world.secrets.add_version = _failing(world.secrets.add_version)  # type: ignore[method-assign]
+
+    with pytest.raises(ServiceUnavailable):
+        world.provision()
+
+    assert world.accounts.created == 1 and world.accounts.keys == {}
 
 
 def test_a_stored_but_unaliased_key_is_reused_only_while_it_still_exists(world: World) -> None:
@@ -678,12 +689,6 @@ def test_test_and_status_through_the_dispatcher(world: World) -> None:
     assert report["next_rotation"] == rfc3339(NOW - timedelta(days=1))
     assert report["last_test"]["passed"] is True and report["dataloop_integration_id"] == "dl-1"
     assert "(rotation overdue)" in status.reason and "last test passed" in status.reason
-
-
-def test_the_managed_since_annotation_is_the_one_the_rotation_reads() -> None:
-    from shared.rotation.state import MANAGED_SINCE
-
-    assert KEYS_MANAGED_SINCE == MANAGED_SINCE
 
 
 # -- the CLI -------------------------------------------------------------------------------------------------

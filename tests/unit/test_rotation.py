@@ -21,12 +21,12 @@ from shared.errors import (
 )
 from shared.events import PubSubMessage
 from shared.integrations import Annotation
+from shared.key_ledger import created_keys
 from shared.keys import ServiceAccountKey
 from shared.results import Status
 from shared.rotation import KeyProbe, KeyRotation, RotationMessages
 from shared.rotation.probe import PROBE_IMAGE, probe_target
 from shared.rotation.state import (
-    MANAGED_SINCE,
     RETIRED_KEYS,
     Lease,
     due_at,
@@ -161,7 +161,7 @@ def test_a_rotation_creates_tests_sets_and_finishes_in_that_order(world: World) 
     assert world.dataloop.updates == [(ORG, INTEGRATION_ID, new_id)]
     assert world.registry.resolved and world.registry.forgotten >= 2
     assert parse_timestamp(world.annotations()[Annotation.ROTATED_AT]) == world.clock()
-    assert world.annotations()[MANAGED_SINCE] == timestamp(world.clock())
+    assert created_keys(world.annotations()) == {new_id}  # the ledger names the key it made
     # The challenge the test step met is recorded, so cold on_push instances skip asking for it.
     assert (
         world.annotations()[Annotation.REGISTRY_CHALLENGE] == f'Bearer realm="https://{HOST}/v2/token",service="{HOST}"'
@@ -276,7 +276,7 @@ def test_due_is_computed_from_rotated_at_and_the_period() -> None:
 def test_a_dry_run_reports_the_plan_and_writes_nothing(world: World) -> None:
     old = world.provision()
     orphan = world.accounts.add()
-    world.secrets.touch(SECRET_ID, **{MANAGED_SINCE: timestamp(world.clock() - timedelta(hours=1))})
+    world.secrets.touch(SECRET_ID, **{Annotation.CREATED_KEYS: orphan.key_id})  # made, never stored
 
     outcome = world.rotate(dry_run=True)
 
@@ -406,7 +406,8 @@ def test_a_run_interrupted_anywhere_is_finished_by_the_next_run(
 
 def test_an_orphan_from_a_crash_is_deleted_and_the_stray_version_disabled(world: World) -> None:
     world.provision()
-    world.secrets.fail_at("update_secret", 2, ServiceUnavailable("Secret Manager unavailable"))
+    # updates: take the lease, record the new key in the ledger, alias it pending (fails)
+    world.secrets.fail_at("update_secret", 3, ServiceUnavailable("Secret Manager unavailable"))
     with pytest.raises(ServiceUnavailable):
         world.rotate()
     orphan = world.secrets.key_id_of(SECRET_ID, 2)
@@ -459,8 +460,8 @@ def test_retiring_a_key_is_best_effort_after_a_successful_rotation(world: World)
 
 def test_a_failed_lease_release_is_reported_and_the_lease_expires_by_itself(world: World) -> None:
     world.provision()
-    # updates: take the lease, alias pending, finish, release
-    world.secrets.fail_at("update_secret", 4, ServiceUnavailable("Secret Manager unavailable"))
+    # updates: take the lease, record the new key, alias pending, finish, release
+    world.secrets.fail_at("update_secret", 5, ServiceUnavailable("Secret Manager unavailable"))
 
     outcome = world.rotate()
 
@@ -532,7 +533,7 @@ def test_a_registry_that_stays_down_keeps_the_key_pending(world: World) -> None:
 def test_a_resumed_run_that_must_roll_back_gives_dataloop_the_current_key_first(world: World) -> None:
     old = world.provision()
     # An earlier run reached set (Dataloop holds the pending key), then stopped before finish.
-    world.secrets.fail_at("update_secret", 3, ServiceUnavailable("Secret Manager unavailable"))
+    world.secrets.fail_at("update_secret", 4, ServiceUnavailable("Secret Manager unavailable"))
     with pytest.raises(ServiceUnavailable):
         world.rotate()
     pending = world.key_of("pending")
@@ -648,8 +649,8 @@ def test_the_key_limit_is_refused_before_creating_a_key(world: World) -> None:
 
 def test_orphans_are_cleaned_first_so_the_limit_is_not_reached(world: World) -> None:
     world.provision()
-    world.secrets.touch(SECRET_ID, **{MANAGED_SINCE: timestamp(world.clock() - timedelta(days=1))})
     orphans = [world.accounts.add().key_id for _ in range(8)]
+    world.secrets.touch(SECRET_ID, **{Annotation.CREATED_KEYS: ",".join(orphans)})  # made by crashed runs
 
     outcome = world.rotate()
 
@@ -658,10 +659,15 @@ def test_orphans_are_cleaned_first_so_the_limit_is_not_reached(world: World) -> 
     world.assert_converged()
 
 
-def test_keys_older_than_the_managed_period_and_keys_of_other_integrations_are_not_orphans(world: World) -> None:
-    person = world.accounts.add(at=world.clock() - timedelta(days=3))
+def test_keys_the_ledger_does_not_list_and_keys_of_other_integrations_are_not_orphans(world: World) -> None:
     world.provision()
-    world.secrets.touch(SECRET_ID, **{MANAGED_SINCE: timestamp(world.clock() - timedelta(days=1))})
+    person = world.accounts.add()  # new and stored nowhere, but not made by this system
+    in_flight = world.accounts.add()  # a sibling's provisioning made it; its record is not managed yet
+    world.secrets.put(
+        "dataloop-gar-team-c",
+        {Annotation.SERVICE_ACCOUNT: EMAIL, Annotation.CREATED_KEYS: in_flight.key_id},
+        labels={},
+    )
     sibling = world.provision("dataloop-gar-team-b", **{Annotation.INTEGRATION_ID: "integration-2"})
     retired_elsewhere = world.accounts.add()
     world.secrets.touch(
@@ -672,19 +678,21 @@ def test_keys_older_than_the_managed_period_and_keys_of_other_integrations_are_n
             )
         },
     )
+    # Even a (hand-edited) ledger entry does not make a key another managed record stores an orphan.
+    world.secrets.touch(SECRET_ID, **{Annotation.CREATED_KEYS: f"{sibling.key_id},{retired_elsewhere.key_id}"})
 
     outcome = world.rotate()
 
     assert outcome.status is Status.OK and "orphan_keys_deleted" not in outcome.details
-    assert {person.key_id, sibling.key_id, retired_elsewhere.key_id} <= set(world.accounts.live())
+    assert {person.key_id, in_flight.key_id, sibling.key_id, retired_elsewhere.key_id} <= set(world.accounts.live())
 
 
 def test_no_key_is_called_an_orphan_when_a_version_cannot_be_read(world: World) -> None:
     world.provision()
     world.rotate()
     world.clock.advance(31 * DAY)
-    world.secrets.touch(SECRET_ID, **{MANAGED_SINCE: timestamp(world.clock() - timedelta(days=100))})
     stranger = world.accounts.add()
+    world.secrets.touch(SECRET_ID, **{Annotation.CREATED_KEYS: stranger.key_id})
     world.secrets.set_version_state(SECRET_ID, 1, "disable")  # previous unreadable
 
     outcome = world.rotate()
@@ -792,8 +800,8 @@ def test_a_pending_key_of_another_account_is_never_used(world: World) -> None:
 
 def test_orphan_deletions_are_logged_with_ids_only(world: World, caplog: pytest.LogCaptureFixture) -> None:
     world.provision()
-    world.secrets.touch(SECRET_ID, **{MANAGED_SINCE: timestamp(world.clock() - timedelta(days=1))})
     orphan = world.accounts.add()
+    world.secrets.touch(SECRET_ID, **{Annotation.CREATED_KEYS: orphan.key_id})
     caplog.set_level(logging.INFO, logger="shared.rotation.workflow")
 
     world.rotate()

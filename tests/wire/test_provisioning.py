@@ -38,7 +38,6 @@ from shared.errors import ServiceUnavailable, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.policy import account_description
 from shared.provisioning.provision import account_display_name
-from shared.provisioning.records import KEYS_MANAGED_SINCE
 from shared.results import Status
 from tests.fixtures.provisioning import (
     ACCOUNT_ID,
@@ -139,7 +138,7 @@ def test_provision_sets_everything_up_and_the_new_key_really_pulls(cloud: Cloud)
     assert notes[Annotation.LOCATION] == LOCATION
     assert notes[Annotation.CREATED_SERVICE_ACCOUNT] == "true"
     assert notes[Annotation.ROTATION_PERIOD] == str(30 * 86400)
-    assert Annotation.ROTATED_AT in notes and KEYS_MANAGED_SINCE in notes
+    assert Annotation.ROTATED_AT in notes and notes[Annotation.CREATED_KEYS] == outcome.details["key_id"]
     assert json.loads(notes[Annotation.LAST_TEST])["passed"] is True
     # What the registry asked for during the test, so a cold on_push can skip asking.
     assert notes[Annotation.REGISTRY_CHALLENGE] == f'Bearer realm="{cloud.registry.realm}",service="{REGISTRY_SERVICE}"'
@@ -266,7 +265,9 @@ def _deny_key_creation(cloud: Cloud) -> None:
 
 
 def _crash_before_storing_the_key(cloud: Cloud) -> None:
+    """Storing fails, and so does deleting the new key at once: only the ledger remembers it."""
     cloud.secretmanager.wire.inject(Fault(path=r":addVersion$", method="POST", status=503, body=_unavailable()))
+    cloud.iam.inject("DeleteServiceAccountKey", grpc.StatusCode.PERMISSION_DENIED, "Permission denied")
 
 
 def _deny_dataloop(cloud: Cloud) -> None:

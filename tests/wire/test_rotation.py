@@ -235,12 +235,10 @@ def test_two_rotations_started_together_rotate_once(stack: Stack) -> None:
 
 
 def test_the_ten_key_limit_is_never_reached(stack: Stack) -> None:
-    # A person's keys, made an hour before the integration was managed.
-    stack.iam.state.advance(-3600)
+    old = stack.provision()
+    # A person's keys, made after the integration: no ledger lists them, so they are not orphans.
     for _ in range(8):
         stack.iam.state.create_key(f"projects/{TEST_PROJECT}/serviceAccounts/{EMAIL}")
-    stack.iam.state.advance(3600)
-    old = stack.provision()
     before = stack.live_keys()
 
     outcome = stack.rotation().rotate(SECRET_ID)
@@ -250,6 +248,25 @@ def test_the_ten_key_limit_is_never_reached(stack: Stack) -> None:
     assert stack.live_keys() == before and len(before) == 9
     assert stack.iam.calls().count("CreateServiceAccountKey") == 1  # provisioning's only
     assert stack.dataloop_key() == old and stack.aliases() == {"current": 1}
+
+
+def test_a_key_a_sibling_provision_just_made_survives_a_rotation_of_the_account(stack: Stack) -> None:
+    """Two integrations share the account; the second is mid-provision: its key exists, its
+    record is not labelled managed yet, so no listing of managed records shows the key."""
+    stack.provision()
+    sibling = "dataloop-gar-team-b"
+    stack.secrets.create_secret(sibling, labels={}, annotations={Annotation.SERVICE_ACCOUNT: EMAIL})
+    in_flight = stack.accounts.create_key(EMAIL)
+    record = stack.secrets.get_secret(sibling)
+    stack.secrets.update_secret(
+        sibling, etag=record.etag, annotations={**record.annotations, Annotation.CREATED_KEYS: in_flight.key_id}
+    )
+
+    outcome = stack.rotation().rotate(SECRET_ID)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert "orphan_keys_deleted" not in outcome.details
+    assert in_flight.key_id in stack.live_keys()
 
 
 # -- functions/rotate: notifications and the sweep ----------------------------------------------------------
