@@ -20,9 +20,18 @@ import pytest
 import requests
 from google.api_core import exceptions as gexc
 
-from localcloud.secretmanager import CallerAccess, crc32c
+from deploy.access import function_grants
+from deploy.settings import DeploySettings
+from localcloud.secretmanager import CREATE_PERMISSION, LIST_PERMISSION, CallerAccess, crc32c
 from localcloud.wsgi import Fault
-from tests.fixtures.secretmanager import PROJECT_ID, PROJECT_NUMBER, TIMEOUT, SecretManagerHandle, make_client
+from tests.fixtures.secretmanager import (
+    PROJECT_ID,
+    PROJECT_NUMBER,
+    TIMEOUT,
+    SecretManagerHandle,
+    deployed_access,
+    make_client,
+)
 
 if TYPE_CHECKING:
     from google.cloud.secretmanager import SecretManagerServiceClient
@@ -884,6 +893,18 @@ def test_listing_is_checked_on_the_project_and_is_never_narrowed_by_the_conditio
             timeout=TIMEOUT,
         )
     assert excinfo.value.response.json()["error"]["message"] == denial("secretmanager.secrets.create", sm.parent)
+
+
+def test_the_deployments_grants_read_as_the_access_they_give() -> None:
+    grants = function_grants(DeploySettings(project=PROJECT_ID, region="us-central1"))
+    assert deployed_access(grants["rotate"], PROJECT_NUMBER) == CallerAccess(
+        prefixes=(MANAGED,),
+        secrets=frozenset({"dataloop-api-credentials"}),
+        project_permissions=frozenset({LIST_PERMISSION}),  # the viewer's project-level clause: list, never create
+    )
+    requests_access = deployed_access(grants["requests"], PROJECT_NUMBER)
+    assert requests_access.prefixes == (MANAGED,)
+    assert requests_access.project_permissions == {LIST_PERMISSION, CREATE_PERMISSION}
 
 
 def test_an_unknown_token_is_unauthenticated_and_an_anonymous_caller_is_unconfined(
