@@ -21,7 +21,14 @@ tested through the generated client against exactly this wire format:
   it is disabled or destroyed fails with FAILED_PRECONDITION, as the real service does;
 - event notifications to a secret's topics (``TOPIC_CONFIGURED``, ``SECRET_*``) with the
   documented attributes, handed to a hook rather than to Pub/Sub so that the local cloud
-  decides where they go; ``fire_due_rotations`` plays Secret Manager's rotation scheduler.
+  decides where they go; ``fire_due_rotations`` plays Secret Manager's rotation scheduler;
+- access as conditional role bindings shape it (:class:`CallerAccess`), for callers known by
+  their bearer token: outside its reach a call answers 403 PERMISSION_DENIED "Permission
+  'PERMISSION' denied for resource 'NAME' (or it may not exist)." (the wording of real
+  responses quoted in public issue threads, the name as the request gave it), decided before
+  the resource is looked up, so that the answer is the same whether it exists or not. Which
+  permission each method needs, and that listing and creating are checked on the project,
+  is each method's "Authorization requires" line in the REST reference.
 
 Where the documentation is silent the stand-in chooses the stricter behaviour, so code
 that passes here also passes against the real service: destroying a version that an alias
@@ -99,6 +106,22 @@ def already_exists(message: str) -> ApiError:
 
 def unimplemented(message: str) -> ApiError:
     return ApiError(501, "UNIMPLEMENTED", message)
+
+
+def permission_denied(permission: str, resource: str) -> ApiError:
+    """Google's refusal, worded alike whether or not ``resource`` exists, so it reveals nothing."""
+    return ApiError(
+        403, "PERMISSION_DENIED", f"Permission '{permission}' denied for resource '{resource}' (or it may not exist)."
+    )
+
+
+def unauthenticated() -> ApiError:
+    return ApiError(
+        401,
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
+        "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+    )
 
 
 # -- wire formats ------------------------------------------------------------------------
@@ -481,6 +504,69 @@ _ORDERINGS: dict[str, Callable[[datetime, datetime], bool]] = {
 }
 
 
+# -- who may call what ------------------------------------------------------------------
+
+LIST_PERMISSION = "secretmanager.secrets.list"
+CREATE_PERMISSION = "secretmanager.secrets.create"
+
+#: The permission each method checks and what it is checked on: the project (``parent``),
+#: the secret, or the version the path names (the REST reference's "Authorization requires
+#: the following IAM permission on the specified resource" line of each method).
+_PERMISSIONS: dict[str, tuple[str, str]] = {
+    "create_secret": (CREATE_PERMISSION, "project"),
+    "list_secrets": (LIST_PERMISSION, "project"),
+    "get_secret": ("secretmanager.secrets.get", "secret"),
+    "update_secret": ("secretmanager.secrets.update", "secret"),
+    "delete_secret": ("secretmanager.secrets.delete", "secret"),
+    "add_secret_version": ("secretmanager.versions.add", "secret"),
+    "list_secret_versions": ("secretmanager.versions.list", "secret"),
+    "get_secret_version": ("secretmanager.versions.get", "version"),
+    "access_secret_version": ("secretmanager.versions.access", "version"),
+    "disable_secret_version": ("secretmanager.versions.disable", "version"),
+    "enable_secret_version": ("secretmanager.versions.enable", "version"),
+    "destroy_secret_version": ("secretmanager.versions.destroy", "version"),
+}
+
+TokenResolver = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class CallerAccess:
+    """Where one caller's Secret Manager roles reach, as conditional role bindings define it.
+
+    The deployment (deploy/access.py) grants each function its Secret Manager roles on the
+    project under ``resource.name.startsWith("projects/NUMBER/secrets/dataloop-gar-")``, plus
+    one secret's own binding for the Dataloop credentials, plus (for listing and creating) a
+    ``resource.type == "cloudresourcemanager.googleapis.com/Project"`` clause. This is that,
+    and only that: *where* the roles reach, not *which* roles; inside its reach a caller may
+    call every method.
+
+    - ``prefixes``: full resource-name prefixes, matched against the name IAM evaluates,
+      which names the project by *number* whatever form the request used (Secret Manager's
+      IAM conditions documentation). A prefix written with the project id matches nothing,
+      as it would on Google. Version calls match on the version's name, which starts with
+      its secret's.
+    - ``secrets``: secret ids whose own IAM policy grants the caller a role (a binding on
+      the secret, no condition): the secret and all its versions.
+    - ``project_permissions``: what the caller may do on the project itself, i.e. list
+      secrets and create them. Google checks both on the parent project (the REST reference
+      of ``secrets.list`` and ``secrets.create``), so a condition on ``resource.name`` of a
+      secret neither grants them nor filters what a granted list returns: a caller allowed
+      to list sees every secret of the project, names and metadata, even ones it could not
+      read. The default grants both, as the deployment's project-level clause does for the
+      functions that list or create.
+    """
+
+    prefixes: tuple[str, ...] = ()
+    secrets: frozenset[str] = frozenset()
+    project_permissions: frozenset[str] = frozenset({LIST_PERMISSION, CREATE_PERMISSION})
+
+    def allows(self, permission: str, scope: str, resource: str, secret_id: str) -> bool:
+        if scope == "project":
+            return permission in self.project_permissions
+        return secret_id in self.secrets or any(resource.startswith(prefix) for prefix in self.prefixes)
+
+
 # -- the service -------------------------------------------------------------------------
 
 _SECRET_MUTABLE_PATHS = (
@@ -542,6 +628,16 @@ class SecretManagerStandIn:
             the operation's state change is committed and outside the store's lock, so a hook
             may call back into the stand-in. Every notification is also kept in ``published``.
         clock: source of "now" (UTC), replaceable so tests can move time.
+
+    Who is calling: Google knows a caller by the OAuth 2 access token in ``Authorization:
+    Bearer``; so does the stand-in, once ``authenticate`` resolves tokens to principals (the
+    IAM stand-in's :meth:`~localcloud.iam.IamState.principal_for_access_token` does, for the
+    tokens it mints). A token it cannot resolve is answered 401 UNAUTHENTICATED. A request
+    without a token (the local cloud's clients use anonymous credentials) and a principal
+    with no :meth:`restrict` entry hold every permission, so everything that ran before
+    access control existed runs unchanged; only a restricted principal's calls are checked,
+    before the request is looked at any further, and a call outside its reach is answered
+    403 PERMISSION_DENIED in the same words whether or not the resource exists.
     """
 
     def __init__(
@@ -559,13 +655,26 @@ class SecretManagerStandIn:
         self._lock = threading.RLock()
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
+        self.authenticate: TokenResolver | None = None
+        self._access: dict[str, CallerAccess] = {}
 
     # -- in-process controls -------------------------------------------------------------
     def reset(self) -> None:
-        """Forget every secret and recorded notification (the hook and clock stay)."""
+        """Forget every secret, recorded notification and access rule (the hook and clock stay)."""
         with self._lock:
             self._secrets.clear()
             self.published.clear()
+            self._access.clear()
+            self.authenticate = None
+
+    def restrict(self, principal: str, access: CallerAccess) -> None:
+        """From now on check ``principal``'s calls (its email, as ``authenticate`` returns it) against ``access``."""
+        with self._lock:
+            self._access[principal] = access
+
+    def unrestrict(self, principal: str) -> None:
+        with self._lock:
+            self._access.pop(principal, None)
 
     def notifications(self, event_type: str | None = None) -> list[Notification]:
         with self._lock:
@@ -662,8 +771,10 @@ class SecretManagerStandIn:
             matched_path = True
             if method != request.method:
                 continue
+            params = match.groupdict()
+            self._authorize(request, handler, params)  # before the body or the store is looked at
             call = _Call(
-                params=match.groupdict(),
+                params=params,
                 query=request.args,
                 body=self._body(request),
                 int_enums="enum-encoding=int" in request.args.get("$alt", ""),
@@ -674,6 +785,34 @@ class SecretManagerStandIn:
         if matched_path:
             raise not_found(f"Method {request.method} is not defined for {path}.")
         raise not_found(f"The requested URL {path} was not found on this server.")
+
+    def _authorize(self, request: Request, handler: str, params: Mapping[str, str]) -> None:
+        """Refuse a restricted caller's call outside its reach (see :class:`CallerAccess`)."""
+        if handler not in _PERMISSIONS:
+            return  # the stand-in's own controls, no Google method
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        resolve = self.authenticate
+        if not token or scheme.lower() != "bearer" or resolve is None:
+            return
+        principal = resolve(token.strip())
+        if principal is None:
+            raise unauthenticated()
+        with self._lock:
+            access = self._access.get(principal)
+        if access is None:
+            return
+        permission, scope = _PERMISSIONS[handler]
+        project, secret_id = params["project"], params.get("secret", "")
+        shown = f"projects/{project}"  # the refusal names the resource as the request did
+        evaluated = f"projects/{self._number(project)}"  # IAM evaluates it by project number
+        if scope != "project":
+            shown += f"/secrets/{secret_id}"
+            evaluated += f"/secrets/{secret_id}"
+        if scope == "version":
+            shown += f"/versions/{params['version']}"
+            evaluated += f"/versions/{params['version']}"
+        if not access.allows(permission, scope, evaluated, secret_id):
+            raise permission_denied(permission, shown)
 
     @staticmethod
     def _body(request: Request) -> dict[str, Any]:
@@ -694,6 +833,11 @@ class SecretManagerStandIn:
             if project == number:
                 return project_id
         return project
+
+    def _number(self, project: str) -> str:
+        """The project's number if known (the form IAM conditions see), else as given."""
+        canonical = self._canonical(project)
+        return self.project_numbers.get(canonical, canonical)
 
     def _notify_project(self, secret: Secret) -> str:
         return self.project_numbers.get(secret.project, secret.project)

@@ -229,8 +229,9 @@ class KeyRotation:
     ) -> Outcome:
         """Rotate (or resume rotating) the integration kept in secret ``secret_id``.
 
-        ``secret_id`` may also be the integration's name (the secret id without the
-        ``dataloop-gar-`` prefix). Without ``force`` a run does nothing unless the
+        ``secret_id`` may also be the integration's name: an argument that does not start
+        with ``dataloop-gar-`` is a name, and its secret is ``dataloop-gar-`` + it (see
+        ``_read``). Without ``force`` a run does nothing unless the
         rotation is due (``rotated-at`` + period has passed) or was interrupted.
 
         Returns one ``rotation`` Outcome: ``ok``, ``failed`` (permanent; the reason says
@@ -700,13 +701,16 @@ class KeyRotation:
 
     # -- helpers ------------------------------------------------------------------------------
     def _read(self, secret_id: str) -> SecretRecord:
-        """The secret by id, or by integration name (the id without the ``dataloop-gar-`` prefix)."""
-        try:
-            return self._secrets.get_secret(secret_id)
-        except PermanentError as exc:
-            if exc.code != "not-found" or secret_id.startswith(SECRET_PREFIX):
-                raise
-        return self._secrets.get_secret(SECRET_PREFIX + secret_id)
+        """The secret ``secret_id`` names: itself if it starts with ``dataloop-gar-``, else ``dataloop-gar-`` + it.
+
+        One read, never a guess: the deployment grants Secret Manager only on secrets named
+        ``dataloop-gar-*``, and Google answers a read of any other name PERMISSION_DENIED,
+        not NOT_FOUND, so trying the bare name first would fail every rotation by name.
+        The rule is unambiguous because it looks at the argument only: a name that itself
+        starts with the prefix (the request schema allows ``dataloop-gar-x``) is reached by
+        its full id (``dataloop-gar-dataloop-gar-x``), never by the name alone.
+        """
+        return self._secrets.get_secret(secret_id if secret_id.startswith(SECRET_PREFIX) else SECRET_PREFIX + secret_id)
 
     def _key(self, run: _Run, version: int) -> ServiceAccountKey:
         """A version's key, read once per run."""

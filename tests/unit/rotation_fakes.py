@@ -118,6 +118,9 @@ class FakeSecrets(Faults):
         self.secrets: dict[str, _Secret] = {}
         #: called with the secret id just before an update is checked (to race a writer in).
         self.before_update: Callable[[str], None] | None = None
+        #: every secret id a call named, existing or not (a call on a name outside the
+        #: deployment's grant would be refused on Google, so tests check none is made).
+        self.named: list[str] = []
 
     @property
     def writes(self) -> int:
@@ -159,6 +162,7 @@ class FakeSecrets(Faults):
 
     # -- the adapter's API -----------------------------------------------------------------
     def _secret(self, secret_id: str) -> _Secret:
+        self.named.append(secret_id)
         if secret_id not in self.secrets:
             raise PermanentError(f"Secret Manager: secret {secret_id} not found", code="not-found")
         return self.secrets[secret_id]

@@ -738,15 +738,27 @@ def test_the_current_key_is_never_deleted_even_when_the_record_says_so(world: Wo
 # -- what is not a rotation ------------------------------------------------------------------------
 
 
-def test_an_integration_name_finds_its_secret(world: World) -> None:
+def test_an_integration_name_finds_its_secret_without_a_call_on_the_bare_name(world: World) -> None:
     world.provision()
     outcome = world.rotation.rotate("team-a")
     assert outcome.status is Status.OK and outcome.subject["secret_id"] == SECRET_ID
+    assert "team-a" not in world.secrets.named  # Google would refuse it: outside the deployment's grant
+
+
+def test_a_name_or_an_id_is_told_by_the_prefix_alone_in_one_read(world: World) -> None:
+    assert world.rotation.rotate("nope").code == "not-found"
+    assert world.secrets.named == ["dataloop-gar-nope"]
+    # A name that itself starts with the prefix is reached by its full id, never by the name.
+    world.provision("dataloop-gar-dataloop-gar-x")
+    world.secrets.named.clear()
+    assert world.rotation.rotate("dataloop-gar-x").code == "not-found"
+    assert world.secrets.named == ["dataloop-gar-x"]
+    assert world.rotation.rotate("dataloop-gar-dataloop-gar-x", force=True).status is Status.OK
 
 
 def test_unknown_unmanaged_and_incomplete_secrets_fail_clearly(world: World) -> None:
     assert world.rotation.rotate("nope").code == "not-found"
-    world.secrets.put("plain", integration_annotations(), labels={})
+    world.secrets.put("dataloop-gar-plain", integration_annotations(), labels={})
     assert world.rotation.rotate("plain").code == "not-managed"
     world.provision("dataloop-gar-broken", **{Annotation.SERVICE_ACCOUNT: ""})
     outcome = world.rotation.rotate("dataloop-gar-broken")

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from deploy.access import function_grants
+from deploy.settings import DeploySettings
 from localcloud.wsgi import Fault
 from shared import runtime
 from shared.config import reset_settings
@@ -37,10 +39,11 @@ from shared.policy import AccessPolicy
 from shared.registry import RegistryClient, RegistryCredential
 from shared.results import Outcome, Status
 from shared.rotation.state import timestamp
+from shared.secrets import SecretManager
 from shared.sweep import PubSubFanOut
 from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY
 from tests.fixtures.rotation import EMAIL, SECRET_ID, TOPIC, Crash, Stack
-from tests.fixtures.secretmanager import SecretManagerHandle
+from tests.fixtures.secretmanager import SecretManagerHandle, deployed_access, make_client
 from tests.unit.rotation_fakes import FakePublisher
 
 pytestmark = pytest.mark.wire
@@ -370,6 +373,44 @@ def test_secret_rotate_notifications_rotate_and_other_events_are_ignored(
     assert results[-1].status is Status.IGNORED and "not a managed integration" in results[-1].reason
     function.rotate(pubsub_event(b'{"kind": "rotate"}'))
     assert results[-1].status is Status.REJECTED and "needs 'integration'" in results[-1].reason
+
+
+class DeployedSecrets(SecretManager):
+    """The adapter as a deployed function runs it: presenting its own service account's access token."""
+
+    def __init__(self, project: str, *, endpoint: str, token: str) -> None:
+        super().__init__(project, endpoint=endpoint, timeout=5.0)
+        self._token = token
+
+    def _build_client(self) -> Any:
+        return make_client(self.endpoint or "", self._token)
+
+
+def test_a_rotate_message_by_name_stays_within_the_rotate_functions_deployed_permissions(
+    stack: Stack, secretmanager: SecretManagerHandle, rotate_function: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    function, results, _ = rotate_function
+    old = stack.provision()  # by the test, unconfined
+    # The function calls Secret Manager as its own account, confined as deploy/access.py grants it:
+    # its roles reach dataloop-gar-* (by project number), the Dataloop credentials, and listing.
+    grants = function_grants(DeploySettings(project=TEST_PROJECT, region="us-central1"))["rotate"]
+    email = grants[0].member.removeprefix("serviceAccount:")
+    stack.iam.state.create_service_account(TEST_PROJECT, email.split("@", 1)[0])
+    secretmanager.standin.authenticate = stack.iam.state.principal_for_access_token
+    secretmanager.standin.restrict(email, deployed_access(grants, secretmanager.project_number))
+    deployed = DeployedSecrets(TEST_PROJECT, endpoint=secretmanager.url, token=stack.iam.state.mint_access_token(email))
+    monkeypatch.setattr(runtime, "secret_manager", lambda: deployed)
+    secretmanager.wire.reset()
+    try:
+        function.rotate(pubsub_event(b'{"kind": "rotate", "integration": "team-a", "force": true}'))
+    finally:
+        deployed.client.transport.close()
+
+    (outcome,) = results
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.subject["secret_id"] == SECRET_ID and outcome.details["old_key_id"] == old
+    assert not [c for c in secretmanager.wire.call_log() if "/secrets/team-a" in c["path"]]  # no call on the bare name
+    stack.assert_converged()
 
 
 def test_a_sweep_over_fifty_integrations_lists_once_and_fans_out_one_message_per_due_one(

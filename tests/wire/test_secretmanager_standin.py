@@ -12,16 +12,29 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 from google.api_core import exceptions as gexc
 
-from localcloud.secretmanager import crc32c
+from deploy.access import function_grants
+from deploy.settings import DeploySettings
+from localcloud.secretmanager import CREATE_PERMISSION, LIST_PERMISSION, CallerAccess, crc32c
 from localcloud.wsgi import Fault
-from tests.fixtures.secretmanager import PROJECT_ID, PROJECT_NUMBER, TIMEOUT, SecretManagerHandle
+from tests.fixtures.secretmanager import (
+    PROJECT_ID,
+    PROJECT_NUMBER,
+    TIMEOUT,
+    SecretManagerHandle,
+    deployed_access,
+    make_client,
+)
+
+if TYPE_CHECKING:
+    from google.cloud.secretmanager import SecretManagerServiceClient
 
 pytestmark = pytest.mark.wire
 
@@ -721,6 +734,192 @@ def test_delayed_destroy_disables_first_then_destroys(secretmanager: SecretManag
         "SECRET_VERSION_DESTROY_SCHEDULED",
         "SECRET_VERSION_DESTROY",
     ]
+
+
+# -- access: conditional role bindings ---------------------------------------------------
+# As the deployment grants a function its Secret Manager roles: under the condition
+# resource.name.startsWith("projects/NUMBER/secrets/dataloop-gar-"), NUMBER the project number.
+
+CALLER = "dataloop-gar-rotate@test-project.iam.gserviceaccount.com"
+CALLER_TOKEN = "ya29.local.confined-caller"  # a stand-in token, not a credential
+MANAGED = f"projects/{PROJECT_NUMBER}/secrets/dataloop-gar-"
+
+
+@pytest.fixture
+def confined(secretmanager: SecretManagerHandle) -> Iterator[SecretManagerServiceClient]:
+    """The generated client of CALLER, whose roles reach only the secrets named dataloop-gar-*."""
+    secretmanager.standin.authenticate = {CALLER_TOKEN: CALLER}.get
+    secretmanager.standin.restrict(CALLER, CallerAccess(prefixes=(MANAGED,)))
+    client = make_client(secretmanager.url, CALLER_TOKEN)
+    try:
+        yield client
+    finally:
+        client.transport.close()
+
+
+def denial(permission: str, resource: str) -> str:
+    return f"Permission '{permission}' denied for resource '{resource}' (or it may not exist)."
+
+
+def raw_get(sm: SecretManagerHandle, path: str, token: str) -> tuple[int, bytes]:
+    response = requests.get(f"{sm.url}/v1/{path}", headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+    return response.status_code, response.content
+
+
+def test_outside_its_prefix_a_confined_caller_is_denied(
+    secretmanager: SecretManagerHandle, confined: SecretManagerServiceClient
+) -> None:
+    sm = secretmanager
+    create(sm, "team-a")
+    add_version(sm, "team-a", b"not for this caller")
+    calls = {
+        "secretmanager.secrets.get": (
+            sm.secret_path("team-a"),
+            lambda: confined.get_secret(name=sm.secret_path("team-a"), timeout=TIMEOUT),
+        ),
+        "secretmanager.versions.access": (
+            sm.secret_path("team-a") + "/versions/latest",
+            lambda: confined.access_secret_version(name=sm.secret_path("team-a") + "/versions/latest", timeout=TIMEOUT),
+        ),
+        "secretmanager.versions.add": (
+            sm.secret_path("team-a"),
+            lambda: confined.add_secret_version(
+                request={"parent": sm.secret_path("team-a"), "payload": {"data": b"x"}}, timeout=TIMEOUT
+            ),
+        ),
+        "secretmanager.secrets.update": (
+            sm.secret_path("team-a"),
+            lambda: confined.update_secret(
+                request={
+                    "secret": {"name": sm.secret_path("team-a"), "labels": {"a": "b"}},
+                    "update_mask": {"paths": ["labels"]},
+                },
+                timeout=TIMEOUT,
+            ),
+        ),
+        "secretmanager.secrets.delete": (
+            sm.secret_path("team-a"),
+            lambda: confined.delete_secret(name=sm.secret_path("team-a"), timeout=TIMEOUT),
+        ),
+    }
+    for permission, (resource, call) in calls.items():
+        with pytest.raises(gexc.GoogleAPICallError) as excinfo:
+            call()
+        assert excinfo.value.code == 403 and api_status(excinfo.value) == "PERMISSION_DENIED", permission
+        assert excinfo.value.response.json()["error"]["message"] == denial(permission, resource)
+    secret = sm.client.get_secret(name=sm.secret_path("team-a"), timeout=TIMEOUT)  # nothing changed
+    assert not secret.labels and len(list(sm.client.list_secret_versions(parent=secret.name, timeout=TIMEOUT))) == 1
+
+
+def test_a_denial_is_the_same_whether_or_not_the_secret_exists(
+    secretmanager: SecretManagerHandle, confined: SecretManagerServiceClient
+) -> None:
+    sm = secretmanager
+    path = f"projects/{PROJECT_ID}/secrets/team-b"
+    before = raw_get(sm, path, CALLER_TOKEN)
+    create(sm, "team-b")
+    after = raw_get(sm, path, CALLER_TOKEN)
+    assert before == after
+    assert before[0] == 403 and json.loads(before[1])["error"]["message"] == denial("secretmanager.secrets.get", path)
+    with pytest.raises(gexc.GoogleAPICallError) as excinfo:
+        confined.access_secret_version(name=f"{path}/versions/7", timeout=TIMEOUT)  # no such version either
+    assert api_status(excinfo.value) == "PERMISSION_DENIED"
+
+
+def test_inside_its_prefix_a_confined_caller_may_do_everything(
+    secretmanager: SecretManagerHandle, confined: SecretManagerServiceClient
+) -> None:
+    sm = secretmanager
+    created = confined.create_secret(
+        request={"parent": sm.parent, "secret_id": "dataloop-gar-team-a", "secret": {"replication": AUTOMATIC}},
+        timeout=TIMEOUT,
+    )
+    version = confined.add_secret_version(request={"parent": created.name, "payload": {"data": b"k"}}, timeout=TIMEOUT)
+    number = int(version.name.rsplit("/", 1)[-1])
+    confined.update_secret(
+        request={
+            "secret": {"name": created.name, "version_aliases": {"current": number}},
+            "update_mask": {"paths": ["version_aliases"]},
+        },
+        timeout=TIMEOUT,
+    )
+    by_number = f"projects/{PROJECT_NUMBER}/secrets/dataloop-gar-team-a"  # the project named either way
+    assert confined.access_secret_version(name=f"{by_number}/versions/current", timeout=TIMEOUT).payload.data == b"k"
+    assert confined.get_secret(name=created.name, timeout=TIMEOUT).version_aliases == {"current": number}
+    # Within its reach the caller is told what does not exist, as any reader is.
+    with pytest.raises(gexc.NotFound) as excinfo:
+        confined.get_secret(name=sm.secret_path("dataloop-gar-nope"), timeout=TIMEOUT)
+    expect_error(excinfo, gexc.NotFound, "NOT_FOUND")
+
+
+def test_a_condition_naming_the_project_by_id_matches_nothing(secretmanager: SecretManagerHandle) -> None:
+    sm = secretmanager
+    create(sm, "dataloop-gar-team-a")
+    sm.standin.authenticate = {CALLER_TOKEN: CALLER}.get
+    sm.standin.restrict(CALLER, CallerAccess(prefixes=(f"projects/{PROJECT_ID}/secrets/dataloop-gar-",)))
+    status, body = raw_get(sm, sm.secret_path("dataloop-gar-team-a"), CALLER_TOKEN)
+    assert status == 403 and json.loads(body)["error"]["status"] == "PERMISSION_DENIED"
+
+
+def test_a_secret_of_its_own_grant_is_reachable_and_no_other(secretmanager: SecretManagerHandle) -> None:
+    sm = secretmanager
+    for secret_id in ("dataloop-api-credentials", "dataloop-api-credentials-old"):
+        create(sm, secret_id)
+        add_version(sm, secret_id, b"{}")
+    sm.standin.authenticate = {CALLER_TOKEN: CALLER}.get
+    sm.standin.restrict(CALLER, CallerAccess(prefixes=(MANAGED,), secrets=frozenset({"dataloop-api-credentials"})))
+    assert raw_get(sm, sm.secret_path("dataloop-api-credentials") + "/versions/latest:access", CALLER_TOKEN)[0] == 200
+    assert (
+        raw_get(sm, sm.secret_path("dataloop-api-credentials-old") + "/versions/latest:access", CALLER_TOKEN)[0] == 403
+    )
+
+
+def test_listing_is_checked_on_the_project_and_is_never_narrowed_by_the_condition(
+    secretmanager: SecretManagerHandle, confined: SecretManagerServiceClient
+) -> None:
+    sm = secretmanager
+    for secret_id in ("team-a", "dataloop-gar-team-a"):
+        create(sm, secret_id)
+    listed = {s.name.rsplit("/", 1)[-1] for s in confined.list_secrets(parent=sm.parent, timeout=TIMEOUT)}
+    assert listed == {"team-a", "dataloop-gar-team-a"}  # granted on the project: every secret, unfiltered
+    sm.standin.restrict(CALLER, CallerAccess(prefixes=(MANAGED,), project_permissions=frozenset()))
+    with pytest.raises(gexc.GoogleAPICallError) as excinfo:
+        list(confined.list_secrets(parent=sm.parent, timeout=TIMEOUT))
+    assert excinfo.value.code == 403
+    assert excinfo.value.response.json()["error"]["message"] == denial("secretmanager.secrets.list", sm.parent)
+    with pytest.raises(gexc.GoogleAPICallError) as excinfo:
+        confined.create_secret(
+            request={"parent": sm.parent, "secret_id": "dataloop-gar-new", "secret": {"replication": AUTOMATIC}},
+            timeout=TIMEOUT,
+        )
+    assert excinfo.value.response.json()["error"]["message"] == denial("secretmanager.secrets.create", sm.parent)
+
+
+def test_the_deployments_grants_read_as_the_access_they_give() -> None:
+    grants = function_grants(DeploySettings(project=PROJECT_ID, region="us-central1"))
+    assert deployed_access(grants["rotate"], PROJECT_NUMBER) == CallerAccess(
+        prefixes=(MANAGED,),
+        secrets=frozenset({"dataloop-api-credentials"}),
+        project_permissions=frozenset({LIST_PERMISSION}),  # the viewer's project-level clause: list, never create
+    )
+    requests_access = deployed_access(grants["requests"], PROJECT_NUMBER)
+    assert requests_access.prefixes == (MANAGED,)
+    assert requests_access.project_permissions == {LIST_PERMISSION, CREATE_PERMISSION}
+
+
+def test_an_unknown_token_is_unauthenticated_and_an_anonymous_caller_is_unconfined(
+    secretmanager: SecretManagerHandle, confined: SecretManagerServiceClient
+) -> None:
+    sm = secretmanager
+    create(sm, "team-a")
+    stranger = make_client(sm.url, "ya29.local.unknown")
+    try:
+        with pytest.raises(gexc.Unauthorized) as excinfo:
+            stranger.get_secret(name=sm.secret_path("dataloop-gar-team-a"), timeout=TIMEOUT)
+        expect_error(excinfo, gexc.Unauthorized, "UNAUTHENTICATED")
+    finally:
+        stranger.transport.close()
+    assert sm.client.get_secret(name=sm.secret_path("team-a"), timeout=TIMEOUT).name  # the harness's client
 
 
 # -- the wire harness --------------------------------------------------------------------
