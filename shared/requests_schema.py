@@ -90,6 +90,8 @@ class ProvisionRequest:
     rotation_period_days: float | None = None
     test_image: RegistryImage | None = None
     request_id: str | None = None
+    #: Take over an existing Dataloop integration of this name that the system did not create.
+    adopt_integration: bool = False
 
     @property
     def secret_id(self) -> str:
@@ -370,6 +372,7 @@ ACTIONS: dict[str, tuple[Field, ...]] = {
             number(MIN_ROTATION_DAYS, MAX_ROTATION_DAYS, "between 1/24 (one hour) and 3650 days"),
         ),
         Field("test_image", image_reference),
+        Field("adopt_integration", boolean),
     ),
     "deprovision": (_name, Field("keep_secret", boolean)),
     "rotate": (_name, Field("force", boolean), Field("dry_run", boolean)),
@@ -487,6 +490,7 @@ def _build(action: str, values: dict[str, Any], request_id: str | None) -> Reque
             rotation_period_days=values.get("rotation_period_days"),
             test_image=values.get("test_image"),
             request_id=request_id,
+            adopt_integration=bool(values.get("adopt_integration", False)),
         )
     if action == "deprovision":
         return DeprovisionRequest(values["name"], bool(values.get("keep_secret", False)), request_id)

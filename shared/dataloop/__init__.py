@@ -14,6 +14,7 @@ from shared.dataloop.errors import (
     DataloopRejected,
     DataloopUnauthorized,
     DataloopUnavailable,
+    IntegrationNameTaken,
 )
 from shared.dataloop.integrations import (
     GCP,
@@ -41,6 +42,7 @@ __all__ = [
     "DataloopUnauthorized",
     "DataloopUnavailable",
     "Integration",
+    "IntegrationNameTaken",
     "Integrations",
     "RuntimeStatus",
     "ServiceStatus",

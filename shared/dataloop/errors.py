@@ -76,6 +76,13 @@ class DataloopConflict(DataloopRejected):
     code = "dataloop-conflict"
 
 
+class IntegrationNameTaken(DataloopRejected):
+    """An integration of the requested name exists that this system did not create (or was
+    not told to adopt): updating it would overwrite someone else's registry credentials."""
+
+    code = "integration-name-taken"
+
+
 class DataloopUnavailable(DataloopError, ServiceUnavailable):
     """Dataloop was unreachable, rate limiting (429) or failing (5xx) after our retries."""
 

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from shared import json_text
-from shared.dataloop.errors import DataloopConflict, DataloopError, DataloopNotFound, DataloopUnavailable
+from shared.dataloop.errors import (
+    DataloopConflict,
+    DataloopError,
+    DataloopNotFound,
+    DataloopUnavailable,
+    IntegrationNameTaken,
+)
 from shared.images import registry_host
 from shared.logs import log
 from shared.redaction import register_secret
@@ -270,21 +276,47 @@ class Integrations:
         log(logger, logging.INFO, "dataloop integration deleted", org=self.org_id, integration_id=integration_id)
         return True
 
-    def ensure(self, name: str, options: Mapping[str, Any], *, provider: str = GCP) -> Integration:
+    def ensure(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        *,
+        provider: str = GCP,
+        owned_id: str | None = None,
+        adopt: bool = False,
+    ) -> Integration:
         """Make the integration ``name`` exist with ``options``, never creating a second one.
 
-        Find by name, then update or create. A create that may have happened anyway (5xx,
-        timeout) or that clashed (409) is reconciled by finding the name again. Calls in
-        this process are serialised per name; across processes, the caller's lease must.
+        Find by name, then update or create. An existing integration of that name is only
+        updated when it is ``owned_id`` (the one this system recorded creating) or when the
+        caller was explicitly asked to ``adopt`` it; anything else is someone else's and
+        raises :class:`IntegrationNameTaken` (a name is not a proof of ownership in an org
+        where people make integrations by hand). A create that may have happened anyway
+        (5xx, timeout) or that clashed (409) is reconciled by finding the name again: the
+        one found then is taken as this call's own. Calls in this process are serialised
+        per name; across processes, the caller's lease must.
         """
         with _ensure_lock((self._client.base_url, self.org_id, name)):
             existing = self.find_by_name(name)
             if existing is not None:
+                self._check_ownership(existing, owned_id, adopt)
                 return self.update_credentials(existing.id, options)
             try:
                 return self.create(name, options, provider=provider)
-            except (DataloopUnavailable, DataloopConflict):
+            except (DataloopUnavailable, DataloopConflict) as exc:
                 found = self.find_by_name(name)
                 if found is None:
                     raise
+                if isinstance(exc, DataloopConflict):
+                    # The name appeared between our look and our create: whose it is, only the
+                    # record can say. A create lost to a timeout, by contrast, is our own.
+                    self._check_ownership(found, owned_id, adopt)
                 return self.update_credentials(found.id, options)
+
+    def _check_ownership(self, existing: Integration, owned_id: str | None, adopt: bool) -> None:
+        if existing.id != owned_id and not adopt:
+            raise IntegrationNameTaken(
+                f"Dataloop organization {self.org_id} already has an integration named {existing.name} "
+                f"(id {existing.id}) that dataloop-gar did not create; rename or delete it, choose "
+                'another name, or send "adopt_integration": true to hand it this integration\'s key'
+            )

@@ -97,7 +97,7 @@ class Deprovisioner:
         own = self._policy.deployment_accounts if self._policy is not None else frozenset()
         refused = never_touched(email, own) if email else None
         with steps.step("dataloop"):
-            steps.done("dataloop", self._remove_integration(request.name, record))
+            steps.done("dataloop", self._remove_integration(record))
         with steps.step("keys"):
             steps.done("keys", f"kept: {refused}" if refused else self._delete_stored_keys(record, email))
         with steps.step("grants"):
@@ -165,19 +165,16 @@ class Deprovisioner:
             )
         return "deleted" if self._accounts.delete_account(email) else "already gone"
 
-    def _remove_integration(self, name: str, record: SecretRecord) -> str:
+    def _remove_integration(self, record: SecretRecord) -> str:
         org = record.annotations.get(Annotation.ORG)
         if not org:
             return "no organization recorded"
-        integrations = self._dataloop().integrations(org)
         integration_id = record.annotations.get(Annotation.INTEGRATION_ID)
         if not integration_id:
-            # Provisioning stopped after ensuring the integration but before recording its id:
-            # the integration it ensured is the one with this name.
-            found = integrations.find_by_name(name)
-            if found is None:
-                return "none"
-            integration_id = found.id
+            # Only a recorded id says the integration is ours: one that merely has the name
+            # may be someone's hand-made integration, and is left alone.
+            return "none recorded (an integration of this name, if any, was not made by dataloop-gar: left alone)"
+        integrations = self._dataloop().integrations(org)
         return (
             f"deleted {integration_id}" if integrations.delete(integration_id) else f"already gone ({integration_id})"
         )

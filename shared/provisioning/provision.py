@@ -19,7 +19,10 @@ re-sent request converges instead of duplicating anything:
    alias it ``current``;
 7. **dataloop** — ensure the integration by name with the current key's options, unless
    this very request (a redelivery: same ``request_id``) already did and nothing has been
-   retired since; a re-sent request with a new id converges Dataloop again;
+   retired since; a re-sent request with a new id converges Dataloop again. An existing
+   integration of that name is updated only if it is the one recorded (or the request
+   says ``adopt_integration``), else the request fails ``integration-name-taken``; a new
+   integration's id is recorded at once;
 8. **activate** — label the secret managed and record the Dataloop integration id and the
    request that handed Dataloop the key;
 9. **test** — when an image is given, the registry-tier reference test with the current
@@ -38,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared import key_ledger
-from shared.dataloop import gar_options
+from shared.dataloop import IntegrationNameTaken, gar_options
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.key_ledger import with_created_key
@@ -191,8 +194,7 @@ class Provisioner:
         with steps.step("dataloop"):
             integration_id = self._handed_by_this_request(request, record)
             if integration_id is None:
-                integrations = self._dataloop().integrations(request.org_id)
-                integration_id = integrations.ensure(request.name, gar_options(key.json_text, request.registry_host)).id
+                record, integration_id = self._ensure_integration(request, record, key)
                 steps.done("dataloop", "ensured")
             else:
                 steps.done("dataloop", "unchanged (this request already gave Dataloop the current key)")
@@ -506,6 +508,39 @@ class Provisioner:
         if notes.get(PROVISIONED_FOR_REQUEST) != request.request_id[:256]:
             return None
         return notes.get(Annotation.INTEGRATION_ID) or None
+
+    def _ensure_integration(
+        self, request: ProvisionRequest, record: SecretRecord, key: ServiceAccountKey
+    ) -> tuple[SecretRecord, str]:
+        integrations = self._dataloop().integrations(request.org_id)
+        options = gar_options(key.json_text, request.registry_host)
+        owned = record.annotations.get(Annotation.INTEGRATION_ID)
+        try:
+            integration = integrations.ensure(request.name, options, owned_id=owned, adopt=request.adopt_integration)
+        except IntegrationNameTaken:
+            # A concurrent delivery of this request may have just created it and recorded
+            # its id: then it is ours after all.
+            record = read_record(self._secrets, request.secret_id) or record
+            fresh = record.annotations.get(Annotation.INTEGRATION_ID)
+            if not fresh or fresh == owned:
+                raise
+            integration = integrations.ensure(request.name, options, owned_id=fresh)
+        return self._record_integration(request, record, integration.id), integration.id
+
+    def _record_integration(self, request: ProvisionRequest, record: SecretRecord, integration_id: str) -> SecretRecord:
+        """Record the Dataloop integration's id as soon as it is known.
+
+        The id is the only proof that the integration is this system's: a re-sent request
+        updates only that id, and deprovision deletes only that id. Writing it before the
+        later steps narrows "created in Dataloop, not yet recorded" to this one write.
+        """
+
+        def change(current: SecretRecord) -> dict[str, Any] | None:
+            if current.annotations.get(Annotation.INTEGRATION_ID) == integration_id:
+                return None
+            return {"annotations": {**current.annotations, Annotation.INTEGRATION_ID: integration_id}}
+
+        return update_record(self._secrets, request.secret_id, change, record=record)
 
     def _activate(
         self, request: ProvisionRequest, record: SecretRecord, integration_id: str

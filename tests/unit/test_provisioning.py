@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from shared import cli
+from shared.dataloop import IntegrationNameTaken
 from shared.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
 from shared.events import PubSubMessage
 from shared.iam import KeyInfo
@@ -227,9 +228,13 @@ class FakeDataloop:
         self.org = org
         return self
 
-    def ensure(self, name: str, options: Mapping[str, Any]) -> FakeIntegration:
-        self.ensured.append(name)
+    def ensure(
+        self, name: str, options: Mapping[str, Any], *, owned_id: str | None = None, adopt: bool = False
+    ) -> FakeIntegration:
         found = self.find_by_name(name)
+        if found is not None and found.id != owned_id and not adopt:
+            raise IntegrationNameTaken(f"an integration named {name} exists")
+        self.ensured.append(name)
         integration_id = found.id if found else f"dl-{len(self.stored) + 1}"
         self.stored[integration_id] = {"org": self.org, "name": name, "options": dict(options)}
         return FakeIntegration(integration_id, name)
@@ -910,3 +915,71 @@ def test_deprovision_keeps_a_prefixed_account_whose_description_is_not_ours(worl
     assert outcome.status is Status.OK, outcome.reason
     assert "description does not say dataloop-gar created it" in outcome.details["steps"]["service_account"]
     assert EMAIL in world.accounts.accounts
+
+
+# -- Dataloop: only the recorded integration is ours ------------------------------------------------------
+
+
+def test_a_hand_made_integration_of_the_same_name_is_not_overwritten(world: World) -> None:
+    world.dataloop.stored["theirs"] = {"org": "org-1", "name": "team-a", "options": {"hand": "made"}}
+
+    outcome = world.provision()
+
+    assert (outcome.status, outcome.code) == (Status.FAILED, "integration-name-taken"), outcome.reason
+    assert outcome.details["failed_step"] == "dataloop"
+    assert world.dataloop.stored["theirs"]["options"] == {"hand": "made"}
+    assert Annotation.INTEGRATION_ID not in world.secret().annotations
+
+
+def test_a_hand_made_integration_is_adopted_only_when_asked(world: World) -> None:
+    world.dataloop.stored["theirs"] = {"org": "org-1", "name": "team-a", "options": {"hand": "made"}}
+
+    outcome = world.provision(adopt_integration=True)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert world.secret().annotations[Annotation.INTEGRATION_ID] == "theirs"
+    assert world.dataloop.stored["theirs"]["options"] != {"hand": "made"}
+    assert world.provision().status is Status.OK  # recorded now: a re-sent request needs no flag
+
+
+def test_the_integration_id_is_recorded_before_activation(world: World) -> None:
+    world.secrets.update_secret = _failing(world.secrets.update_secret, when="labels")  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):
+        world.provision()  # crashed at activation, after Dataloop created the integration
+    del world.secrets.update_secret
+    (created,) = world.dataloop.stored
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert list(world.dataloop.stored) == [created]
+    assert world.secret().annotations[Annotation.INTEGRATION_ID] == created
+
+
+def test_deprovision_without_a_recorded_id_leaves_an_integration_of_that_name_alone(world: World) -> None:
+    world.dataloop.stored["theirs"] = {"org": "org-1", "name": "team-a", "options": {}}
+    assert world.provision().code == "integration-name-taken"
+
+    outcome = world.deprovision()
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["steps"]["dataloop"].startswith("none recorded")
+    assert "theirs" in world.dataloop.stored
+
+
+def test_an_integration_a_concurrent_delivery_just_created_and_recorded_is_ours(world: World) -> None:
+    ensure = world.dataloop.ensure
+
+    def concurrent(name: str, options: Mapping[str, Any], **kwargs: Any) -> FakeIntegration:
+        if not world.dataloop.stored:  # the other delivery gets there first and records its id
+            world.dataloop.stored["dl-7"] = {"org": "org-1", "name": name, "options": {}}
+            world.secret().annotations[Annotation.INTEGRATION_ID] = "dl-7"
+            world.secret().etag += 1
+        return ensure(name, options, **kwargs)
+
+    world.dataloop.ensure = concurrent  # type: ignore[method-assign]
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert list(world.dataloop.stored) == ["dl-7"] and world.dataloop.stored["dl-7"]["options"]

@@ -23,6 +23,7 @@ from shared.dataloop import (
     DataloopRejected,
     DataloopUnauthorized,
     DataloopUnavailable,
+    IntegrationNameTaken,
     gar_options,
 )
 from shared.errors import PermanentError, TransientError
@@ -165,7 +166,7 @@ def test_ensure_twice_leaves_one_integration_even_where_duplicates_are_allowed(
     integrations = dataloop_client.integrations(dataloop.org_id)
 
     one = integrations.ensure("gar", gar_options(key_file("a"), "us-central1-docker.pkg.dev"))
-    two = integrations.ensure("gar", gar_options(key_file("b"), "us-central1-docker.pkg.dev"))
+    two = integrations.ensure("gar", gar_options(key_file("b"), "us-central1-docker.pkg.dev"), owned_id=one.id)
 
     assert one.id == two.id
     [stored] = dataloop.gateway.stored_integrations(dataloop.org_id)
@@ -178,12 +179,32 @@ def test_ensure_twice_leaves_one_integration_even_where_duplicates_are_allowed(
 def test_ensure_from_threads_creates_once(dataloop: DataloopSandbox, dataloop_client: DataloopClient) -> None:
     integrations = dataloop_client.integrations(dataloop.org_id)
     options = gar_options(key_file(), "us-central1-docker.pkg.dev")
-    threads = [threading.Thread(target=integrations.ensure, args=("gar", options)) for _ in range(4)]
+    # Calls of one process for one integration: each may take what another made (adopt).
+    threads = [
+        threading.Thread(target=integrations.ensure, args=("gar", options), kwargs={"adopt": True}) for _ in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
     assert len(dataloop.gateway.stored_integrations(dataloop.org_id)) == 1
+
+
+def test_ensure_never_updates_an_integration_of_the_name_it_does_not_own(
+    dataloop: DataloopSandbox, dataloop_client: DataloopClient
+) -> None:
+    integrations = dataloop_client.integrations(dataloop.org_id)
+    theirs = integrations.create("gar", gar_options(key_file("theirs"), "us-central1-docker.pkg.dev"))
+    dataloop.gateway.instrumented.reset()
+
+    with pytest.raises(IntegrationNameTaken) as taken:
+        integrations.ensure("gar", gar_options(key_file("ours"), "us-central1-docker.pkg.dev"), owned_id="another-id")
+
+    assert taken.value.code == "integration-name-taken" and theirs.id in taken.value.reason
+    assert '"adopt_integration": true' in taken.value.reason
+    assert api_calls(dataloop, "PATCH", "/integrations") == [] and api_calls(dataloop, "POST", "/integrations") == []
+    adopted = integrations.ensure("gar", gar_options(key_file("ours"), "us-central1-docker.pkg.dev"), adopt=True)
+    assert adopted.id == theirs.id and len(api_calls(dataloop, "PATCH", "/integrations")) == 1
 
 
 def test_ensure_reconciles_a_409_where_the_api_refuses_duplicates(
@@ -197,7 +218,13 @@ def test_ensure_reconciles_a_409_where_the_api_refuses_duplicates(
             integrations.create("gar", gar_options(key_file("b"), "us-central1-docker.pkg.dev"))
         # A find that misses (e.g. another process created it meanwhile) meets the 409 and recovers.
         sandbox.gateway.instrumented.inject(Fault(path="/integrations$", method="GET", status=200, body=[]))
-        ensured = integrations.ensure("gar", gar_options(key_file("c"), "us-central1-docker.pkg.dev"))
+        ensured = integrations.ensure(
+            "gar", gar_options(key_file("c"), "us-central1-docker.pkg.dev"), owned_id=existing.id
+        )
+        # Whose the clashing integration is, the recorded id says: not this caller's, no update.
+        sandbox.gateway.instrumented.inject(Fault(path="/integrations$", method="GET", status=200, body=[]))
+        with pytest.raises(IntegrationNameTaken):
+            integrations.ensure("gar", gar_options(key_file("d"), "us-central1-docker.pkg.dev"))
     assert ensured.id == existing.id
     assert len(sandbox.gateway.stored_integrations()) == 1
 
@@ -457,7 +484,7 @@ def test_no_key_material_reaches_logs_or_exceptions(
     with dataloop.bot_client() as client:
         integrations = client.integrations(dataloop.org_id)
         created = integrations.ensure("gar", options)
-        integrations.ensure("gar", options)
+        integrations.ensure("gar", options, owned_id=created.id)
         # A gateway that echoes what it was sent into its error message.
         echo = f"bad options {options['spec']['password']} for {key}"
         dataloop.gateway.instrumented.inject(
@@ -636,13 +663,13 @@ def test_gar_host_names_are_played_by_a_local_registry_and_fixing_the_key_recove
     service_id = _canary(dataloop, gar)
     dataloop.gateway.registries[gar] = fake.url
     integrations = dataloop_client.integrations(dataloop.org_id)
-    integrations.ensure("gar", gar_options(key_file("stale"), "us-central1"))
+    stale = integrations.ensure("gar", gar_options(key_file("stale"), "us-central1"))
     dataloop_client.services.set_runner_image(service_id, f"{gar}/proj/repo/canary:v1")
     since = datetime.now(UTC)
     dataloop_client.services.restart(service_id)
     assert eventually(_settled(dataloop_client, service_id, since))[-1].reason == "ImagePullBackOff"
 
-    integrations.ensure("gar", gar_options(key, gar))
+    integrations.ensure("gar", gar_options(key, gar), owned_id=stale.id)
     since = datetime.now(UTC)
     dataloop_client.services.restart(service_id)
 

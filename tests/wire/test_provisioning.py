@@ -662,3 +662,30 @@ def test_a_request_outside_the_policy_makes_no_call_to_any_service(
     assert {r.secret_id for r in cloud.secrets.list_secrets()} == secrets_before
     assert cloud.integrations() == [] and cloud.registry.token_calls() == []
     assert cloud.accounts.list_keys(ROTATE_FUNCTION) == []
+
+
+def test_a_hand_made_dataloop_integration_of_the_name_is_not_taken_unless_adopted(cloud: Cloud) -> None:
+    from shared.dataloop import gar_options as options_for
+    from tests.unit.rotation_fakes import key_file
+
+    hand_made = cloud.dataloop_client.integrations(cloud.dataloop.org_id).create(
+        NAME,
+        options_for(key_file("someone-elses", "someone@other-project.iam.gserviceaccount.com"), cloud.registry.host),
+    )
+    [before] = cloud.integrations()
+
+    refused = cloud.send(cloud.provision_request(test_image=None))
+
+    assert (refused.status, refused.code) == (Status.FAILED, "integration-name-taken"), refused.reason
+    assert hand_made.id in refused.reason and '"adopt_integration": true' in refused.reason
+    assert cloud.integrations() == [before], "the hand-made integration must be left as it was"
+
+    deprovisioned = cloud.send({"version": 1, "action": "deprovision", "name": NAME})
+    assert deprovisioned.status is Status.OK, deprovisioned.reason
+    assert cloud.integrations() == [before], "deprovision deletes only a recorded integration id"
+
+    adopted = cloud.send(cloud.provision_request(test_image=None, adopt_integration=True))
+    assert adopted.status is Status.OK, adopted.reason
+    [after] = cloud.integrations()
+    assert after["public"]["id"] == hand_made.id and after["options"] != before["options"]
+    assert cloud.secrets.get_secret(SECRET_ID).annotations[Annotation.INTEGRATION_ID] == hand_made.id
