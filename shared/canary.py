@@ -10,6 +10,7 @@ would surprise whoever owns it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -70,10 +71,11 @@ class CanaryTest:
                 "canary-misconfigured",
             )
         try:
+            earlier = {_identity(e) for e in self._services.status(service_id).entries}
             since = datetime.now(UTC) - timedelta(seconds=1)
             self._services.set_runner_image(service_id, image)
             self._services.restart(service_id)
-            verdict = self._watch(service_id, image, since, started)
+            verdict = self._watch(service_id, image, since, earlier, started)
         except GarDataloopError as exc:
             verdict = self._verdict(
                 False, f"canary test of {image} on service {service_id} broke off: {exc.reason}", started, exc.code
@@ -90,10 +92,13 @@ class CanaryTest:
             )
         return verdict
 
-    def _watch(self, service_id: str, image: str, since: datetime, started: float) -> Verdict:
+    def _watch(self, service_id: str, image: str, since: datetime, earlier: set[str], started: float) -> Verdict:
+        """Only entries this restart produced count: stamped after it (less a second of clock
+        skew), and not already there before it, because a run right before this one (one
+        push after another on the same canary) leaves entries inside that second."""
         deadline = self._clock() + self._timeout
         while True:
-            entries = self._services.status(service_id).since(since)
+            entries = [e for e in self._services.status(service_id).since(since) if _identity(e) not in earlier]
             if any(entry.pull_failed for entry in entries):
                 reason = next(e.reason for e in reversed(entries) if e.pull_failed)
                 return self._verdict(
@@ -135,3 +140,8 @@ class CanaryTest:
             digest=None,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
+
+
+def _identity(entry: Any) -> str:
+    """A runtime status entry as a comparable value: entries carry no id of their own."""
+    return json.dumps(dict(entry.raw), sort_keys=True, default=str)

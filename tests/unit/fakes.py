@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from shared.dataloop import ServiceStatus
 from shared.errors import CredentialsRefused, ImageNotFound, RegistryUnavailable
 from shared.images import RegistryImage
 from shared.integrations import ManagedIntegration
@@ -122,3 +125,55 @@ def integration(name: str = "team-a", version: int = 1, **overrides: object) -> 
     }
     values.update(overrides)
     return ManagedIntegration(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeServices:
+    """Dataloop services (shared.dataloop.Services): a runner image and runtime status entries per service.
+
+    A restart adds ``restart_entry`` (a replica that runs, unless told otherwise; None: the
+    pull never ends), stamped now. ``hook(method, service_id)`` is called at the start of every call, to pause or
+    observe a run at a chosen point.
+    """
+
+    images: dict[str, str] = field(default_factory=dict)
+    runtime: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    restart_entry: dict[str, Any] | None = field(default_factory=lambda: {"status": True})
+    set_calls: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    hook: Callable[[str, str], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _enter(self, method: str, service_id: str) -> None:
+        with self._lock:
+            self.calls.append((method, service_id))
+        if self.hook is not None:
+            self.hook(method, service_id)
+
+    def report(self, service_id: str, **entry: Any) -> None:
+        """A replica reports, now."""
+        with self._lock:
+            self.runtime.setdefault(service_id, []).append({**entry, "createdAt": datetime.now(UTC).isoformat()})
+
+    def get(self, service_id: str) -> dict[str, Any]:
+        self._enter("get", service_id)
+        with self._lock:
+            return {"id": service_id, "runtime": {"runnerImage": self.images[service_id]}}
+
+    def set_runner_image(self, service_id: str, image: str) -> dict[str, Any]:
+        self._enter("set_runner_image", service_id)
+        with self._lock:
+            self.images[service_id] = image
+            self.set_calls.append((service_id, image))
+            return {"id": service_id, "runtime": {"runnerImage": image}}
+
+    def restart(self, service_id: str) -> None:
+        self._enter("restart", service_id)
+        if self.restart_entry is not None:
+            self.report(service_id, **self.restart_entry)
+
+    def status(self, service_id: str) -> ServiceStatus:
+        self._enter("status", service_id)
+        with self._lock:
+            entries = [dict(e) for e in self.runtime.get(service_id, [])]
+        return ServiceStatus.from_json(service_id, {"runtimeStatus": entries})
