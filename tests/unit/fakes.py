@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.dataloop import ServiceStatus
-from shared.errors import CredentialsRefused, ImageNotFound, RegistryUnavailable
+from shared.errors import Conflict, CredentialsRefused, ImageNotFound, PermanentError, RegistryUnavailable
 from shared.images import RegistryImage
 from shared.integrations import ManagedIntegration
 from shared.keys import ServiceAccountKey
 from shared.registry import ManifestRef, RegistryCredential
 from shared.results import Outcome
+from shared.secrets import SecretRecord
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -125,6 +126,69 @@ def integration(name: str = "team-a", version: int = 1, **overrides: object) -> 
     }
     values.update(overrides)
     return ManagedIntegration(**values)  # type: ignore[arg-type]
+
+
+class FakeLockSecrets:
+    """Secret Manager's get/create/update of secrets as the adapter presents them, safe across threads.
+
+    The etag check and the write happen under one lock, as they do atomically in the
+    service, so two threads racing an update see exactly one of them win.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.secrets: dict[str, dict[str, Any]] = {}  # id -> {"labels", "annotations", "etag"}
+        self.calls: list[tuple[str, str]] = []
+        self._etags = 0
+
+    def _etag(self) -> str:
+        self._etags += 1
+        return f'"e{self._etags}"'
+
+    def _record(self, secret_id: str) -> SecretRecord:
+        secret = self.secrets[secret_id]
+        return SecretRecord(
+            name=f"projects/proj/secrets/{secret_id}",
+            labels=dict(secret["labels"]),
+            annotations=dict(secret["annotations"]),
+            etag=secret["etag"],
+        )
+
+    def annotations(self, secret_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self.secrets[secret_id]["annotations"])
+
+    def get_secret(self, secret_id: str) -> SecretRecord:
+        with self._lock:
+            self.calls.append(("get_secret", secret_id))
+            if secret_id not in self.secrets:
+                raise PermanentError(f"Secret Manager: secret {secret_id} not found", code="not-found")
+            return self._record(secret_id)
+
+    def create_secret(
+        self, secret_id: str, *, labels: Mapping[str, str], annotations: Mapping[str, str], **_: Any
+    ) -> SecretRecord:
+        with self._lock:
+            self.calls.append(("create_secret", secret_id))
+            if secret_id in self.secrets:
+                raise Conflict(f"Secret Manager: secret {secret_id} already exists", code="already-exists")
+            self.secrets[secret_id] = {"labels": dict(labels), "annotations": dict(annotations), "etag": self._etag()}
+            return self._record(secret_id)
+
+    def update_secret(
+        self, secret_id: str, *, etag: str | None, annotations: Mapping[str, str] | None = None, **_: Any
+    ) -> SecretRecord:
+        with self._lock:
+            self.calls.append(("update_secret", secret_id))
+            if secret_id not in self.secrets:
+                raise PermanentError(f"Secret Manager: secret {secret_id} not found", code="not-found")
+            secret = self.secrets[secret_id]
+            if etag and etag != secret["etag"]:
+                raise Conflict("Secret Manager: etag mismatch", code="etag-mismatch")
+            if annotations is not None:
+                secret["annotations"] = dict(annotations)
+            secret["etag"] = self._etag()
+            return self._record(secret_id)
 
 
 @dataclass
