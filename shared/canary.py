@@ -85,7 +85,10 @@ class CanaryTest:
         except PermanentError as exc:
             return self._verdict(False, exc.reason, started, exc.code), held
         if original is None:
-            held, original = self._record_original(held, service_id)
+            try:
+                held, original = self._record_original(held, service_id)
+            except PermanentError as exc:  # the service is gone, or its image is not one: say so
+                return self._verdict(False, exc.reason, started, exc.code), held
         if original is None:
             return self._verdict(
                 False, f"canary service {service_id} has no runtime.runnerImage to restore", started, MISCONFIGURED
@@ -174,5 +177,6 @@ class CanaryTest:
 
 
 def _identity(entry: Any) -> str:
-    """A runtime status entry as a comparable value: entries carry no id of their own."""
+    """A runtime status entry as a comparable value; this code relies on no field naming an
+    entry uniquely (``replicaId`` names a replica, which may report several times)."""
     return json.dumps(dict(entry.raw), sort_keys=True, default=str)

@@ -230,9 +230,17 @@ class CanaryLock:
         """Record ``image`` as the service's original, unless one is recorded already (that one stays).
 
         Raises:
+            PermanentError: ``canary-misconfigured``, ``image`` (Dataloop's answer) is not
+                an image reference; nothing is recorded.
             TransientError: the lease was lost (the run must not touch the service), or
                 the lock kept changing, or Secret Manager is unavailable.
         """
+        if not _IMAGE.fullmatch(image):
+            raise PermanentError(
+                f"Dataloop reports a runner image for canary service {held.service_id} that is not an image "
+                f"reference ({image[:80]!r}…); fix the service's runtime.runnerImage in Dataloop",
+                code=MISCONFIGURED,
+            )
         record = held.record
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             self._check_holder(held, record)

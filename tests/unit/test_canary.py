@@ -229,3 +229,14 @@ def test_entries_from_before_the_restart_do_not_count_even_within_the_skew_secon
 
     assert not verdict.passed and verdict.code == "canary-timeout", verdict.reason
     assert services.images[SERVICE] == BASE
+
+
+def test_a_runner_image_from_dataloop_that_is_no_image_is_neither_recorded_nor_replaced() -> None:
+    secrets, services = world()
+    services.images[SERVICE] = "two words\n" + "x" * 4000  # an answer that must not reach an annotation
+
+    verdict = canary(secrets, services).run(SERVICE, FIRST)
+
+    assert not verdict.passed and verdict.code == "canary-misconfigured", verdict.reason
+    assert services.set_calls == [] and ORIGINAL not in secrets.annotations(LOCK)
+    assert LEASE not in secrets.annotations(LOCK)
