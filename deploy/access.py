@@ -4,13 +4,13 @@ Least privilege, concretely: each function runs as its own service account; Secr
 Manager roles are narrowed by IAM conditions to the managed integrations' secrets
 (``dataloop-gar-*``; conditions name secrets by project *number*), and ``on_push`` may
 read and update the canary services' lock secrets (``dataloop-gar_canary-*``) through a
-custom role with exactly those two permissions, as no predefined role has update without
-admin; the Dataloop
-credentials are readable as one secret, not by a project-wide role; key administration
-is granted on each existing puller account, and project-wide only in the projects where
-provisioning creates accounts at run time (IAM conditions do not apply to service
-accounts, so nothing narrower exists for an account that does not exist yet). The
-README's table is generated from this module (``deploy.py --roles``), so the two agree.
+custom role with exactly those two permissions (no predefined role grants update short
+of admin); the Dataloop credentials are readable as one secret, not by a project-wide
+role; key administration is granted on each existing puller account, and project-wide
+only in the projects where provisioning creates accounts at run time (IAM conditions do
+not apply to service accounts, so nothing narrower exists for an account that does not
+exist yet). The README's table is generated from this module (``deploy.py --roles``), so
+the two agree.
 """
 
 from __future__ import annotations

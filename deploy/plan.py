@@ -387,7 +387,9 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
     revoked before the accounts are deleted, or they would linger as ``deleted:`` members.
     Custom roles stay (bound to no one, they grant nothing): IAM keeps a deleted custom
     role's id unusable for up to 37 days, so a redeployment within that time could not
-    create it again (IAM reference, ``projects.roles.delete``).
+    create it again (IAM documentation, "Create and manage custom roles": a deleted role can
+    be undeleted for 7 days, and its id is reusable only once its permanent deletion, up to
+    30 days more, has ended).
     """
     s = settings
     p = f"--project={s.project}"
