@@ -2,12 +2,15 @@
 
 Least privilege, concretely: each function runs as its own service account; Secret
 Manager roles are narrowed by IAM conditions to the managed integrations' secrets
-(``dataloop-gar-*``; conditions name secrets by project *number*); the Dataloop
-credentials are readable as one secret, not by a project-wide role; key administration
-is granted on each existing puller account, and project-wide only in the projects where
-provisioning creates accounts at run time (IAM conditions do not apply to service
-accounts, so nothing narrower exists for an account that does not exist yet). The
-README's table is generated from this module (``deploy.py --roles``), so the two agree.
+(``dataloop-gar-*``; conditions name secrets by project *number*), and ``on_push`` may
+read and update the canary services' lock secrets (``dataloop-gar_canary-*``) through a
+custom role with exactly those two permissions (no predefined role grants update short
+of admin); the Dataloop credentials are readable as one secret, not by a project-wide
+role; key administration is granted on each existing puller account, and project-wide
+only in the projects where provisioning creates accounts at run time (IAM conditions do
+not apply to service accounts, so nothing narrower exists for an account that does not
+exist yet). The README's table is generated from this module (``deploy.py --roles``), so
+the two agree.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deploy.settings import FUNCTIONS, DeploySettings, FunctionSpec
+from shared.canary_lock import LOCK_PREFIX
 from shared.integrations import SECRET_PREFIX
 
 SECRET_MANAGER_AGENT = "service-${project_number}@gcp-sa-secretmanager.iam.gserviceaccount.com"
@@ -98,6 +102,38 @@ class Grant:
         return (*argv, "--quiet")
 
 
+@dataclass(frozen=True)
+class CustomRole:
+    """A project-level custom role the deployment defines, for a grant no predefined role fits.
+
+    Role ids are letters, digits, ``_`` and ``.``, at most 64 (IAM, "Create and manage
+    custom roles"), so the deployment prefix's hyphens become underscores.
+    """
+
+    role_id: str
+    title: str
+    description: str
+    permissions: tuple[str, ...]
+
+    def name(self, project: str) -> str:
+        return f"projects/{project}/roles/{self.role_id}"
+
+
+def canary_lock_role(settings: DeploySettings) -> CustomRole:
+    """Read and update a lock secret: GetSecret needs ``secretmanager.secrets.get``, UpdateSecret
+    ``secretmanager.secrets.update`` (Secret Manager, "Access control with IAM")."""
+    return CustomRole(
+        role_id=f"{settings.prefix.replace('-', '_')}_canary_lock",
+        title=f"{settings.prefix} canary lock",
+        description="take and drop the platform tier's lease on a canary service's lock secret",
+        permissions=("secretmanager.secrets.get", "secretmanager.secrets.update"),
+    )
+
+
+def custom_roles(settings: DeploySettings) -> list[CustomRole]:
+    return [canary_lock_role(settings)]
+
+
 def _sa(email: str) -> str:
     return f"serviceAccount:{email}"
 
@@ -122,6 +158,14 @@ def project_or_managed_secrets() -> Condition:
             f'resource.name.startsWith("projects/{number}/secrets/{SECRET_PREFIX}")'
         ),
         description=f"list/create are checked on the project; everything else only on {SECRET_PREFIX}* secrets",
+    )
+
+
+def canary_locks() -> Condition:
+    return Condition(
+        title="canary lock secrets only",
+        expression=f'resource.name.startsWith("projects/${{project_number}}/secrets/{LOCK_PREFIX}")',
+        description=f"secrets named {LOCK_PREFIX}* (one per canary service; created by provisioning)",
     )
 
 
@@ -196,6 +240,15 @@ def function_grants(settings: DeploySettings) -> dict[str, list[Grant]]:
             p,
             "list the managed integrations (labels and annotations come with the list)",
             project_or_managed_secrets(),
+        ),
+        Grant(
+            on_push,
+            canary_lock_role(s).name(p),
+            "project",
+            p,
+            "canary tier only: hold a canary service's lease and record its original image (annotations of "
+            "its lock secret), so two pushes never test on one service at once",
+            canary_locks(),
         ),
         credentials("on_push", "canary tier only: the Dataloop API credentials"),
         results("on_push"),

@@ -19,7 +19,14 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from deploy.access import agent_grants, function_grants, requester_grants, subscription_grant, trigger_grants
+from deploy.access import (
+    agent_grants,
+    custom_roles,
+    function_grants,
+    requester_grants,
+    subscription_grant,
+    trigger_grants,
+)
 from deploy.settings import DEPLOYED_BY_LABEL, FUNCTIONS, DeploySettings, FunctionSpec
 
 RUNTIME = "python312"
@@ -97,6 +104,7 @@ def deploy_steps(settings: DeploySettings, *, source_root: str = "build/function
         *_foundation(settings),
         *_topics(settings),
         *_identities(settings),
+        *_roles(settings),
         *_grants(settings),
         *_functions(settings, source_root),
         *_dead_lettering(settings),
@@ -197,6 +205,30 @@ def _identities(s: DeploySettings) -> list[Step]:
             probe=gcloud("secrets describe", secret, p, "--format=value(name)"),
         )
     )
+    return steps
+
+
+def _roles(s: DeploySettings) -> list[Step]:
+    """Custom roles, created or brought back to the permissions the code needs."""
+    p = f"--project={s.project}"
+    steps = []
+    for role in custom_roles(s):
+        definition = (
+            f"--title={role.title}",
+            f"--description={role.description}",
+            f"--permissions={','.join(role.permissions)}",
+            "--stage=GA",
+            p,
+        )
+        steps.append(
+            Step(
+                f"custom role {role.role_id}: {', '.join(role.permissions)}",
+                gcloud("iam roles create", role.role_id, *definition),
+                kind=Kind.CREATE,
+                probe=gcloud("iam roles describe", role.role_id, p, "--format=value(name)"),
+                otherwise=gcloud("iam roles update", role.role_id, *definition, "--quiet"),
+            )
+        )
     return steps
 
 
@@ -353,6 +385,11 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
     Managed integrations (their secrets, puller accounts and Dataloop integrations) are
     not touched: deprovision them first, while the functions still run. Bindings are
     revoked before the accounts are deleted, or they would linger as ``deleted:`` members.
+    Custom roles stay (bound to no one, they grant nothing): IAM keeps a deleted custom
+    role's id unusable for up to 37 days, so a redeployment within that time could not
+    create it again (IAM documentation, "Create and manage custom roles": a deleted role can
+    be undeleted for 7 days, and its id is reusable only once its permanent deletion, up to
+    30 days more, has ended).
     """
     s = settings
     p = f"--project={s.project}"

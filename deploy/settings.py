@@ -500,7 +500,11 @@ def _derived_problems(settings: DeploySettings) -> list[str]:
     # A function killed by its timeout mid-way is redelivered and starts over; the bounded
     # waits inside must therefore end before the timeout does.
     waits = {
-        "on_push": ("CANARY_TIMEOUT_SECONDS", loaded["on_push"].canary_timeout_seconds),
+        # A push may first wait for another push's canary test on the same service.
+        "on_push": (
+            "CANARY_TIMEOUT_SECONDS + CANARY_LEASE_WAIT_SECONDS",
+            loaded["on_push"].canary_timeout_seconds + loaded["on_push"].canary_lease_wait_seconds,
+        ),
         "requests": ("ROTATION_TEST_TIMEOUT_SECONDS", loaded["requests"].rotation_test_timeout_seconds),
         "rotate": ("ROTATION_TEST_TIMEOUT_SECONDS", loaded["rotate"].rotation_test_timeout_seconds),
     }

@@ -41,6 +41,8 @@ class Settings:
     rotation_test_timeout_seconds: float = 420.0
     rotation_lease_seconds: float = 900.0
     canary_timeout_seconds: float = 300.0
+    #: How long a push waits for another push's canary test on the same service before it is redelivered.
+    canary_lease_wait_seconds: float = 30.0
     dry_run: bool = False
     #: Who may ask for what (shared.policy): the JSON the deployment writes from its settings.
     #: Empty: the built-in rules only (see shared.policy.AccessPolicy.from_json).
@@ -148,6 +150,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ROTATION_TEST_TIMEOUT_SECONDS": ("rotation_test_timeout_seconds", _number(1, 480)),
     "ROTATION_LEASE_SECONDS": ("rotation_lease_seconds", _number(60, 86400)),
     "CANARY_TIMEOUT_SECONDS": ("canary_timeout_seconds", _number(5, 480)),
+    "CANARY_LEASE_WAIT_SECONDS": ("canary_lease_wait_seconds", _number(0, 300)),
     "DRY_RUN": ("dry_run", _flag),
     "IAM_ENDPOINT": ("iam_endpoint", _host_port),
     "ARTIFACT_REGISTRY_ENDPOINT": ("artifact_registry_endpoint", _endpoint),

@@ -98,8 +98,15 @@ def push_tester():  # type: ignore[no-untyped-def]
 @functools.cache
 def canary():  # type: ignore[no-untyped-def]
     from shared.canary import CanaryTest
+    from shared.canary_lock import LEASE_MARGIN_SECONDS, CanaryLock
 
-    return CanaryTest(dataloop().services, timeout=settings().canary_timeout_seconds)
+    config = settings()
+    lock = CanaryLock(
+        secret_manager(),
+        lease_seconds=config.canary_timeout_seconds + LEASE_MARGIN_SECONDS,
+        wait_seconds=config.canary_lease_wait_seconds,
+    )
+    return CanaryTest(dataloop().services, lock, timeout=config.canary_timeout_seconds)
 
 
 @functools.cache

@@ -23,6 +23,8 @@ re-sent request converges instead of duplicating anything:
    integration of that name is updated only if it is the one recorded (or the request
    says ``adopt_integration``), else the request fails ``integration-name-taken``; a new
    integration's id is recorded at once;
+   then, when the request names a canary service, **canary_lock**: ensure its lock secret
+   (shared/canary_lock.py), which on_push uses but may not create;
 8. **activate** — label the secret managed and record the Dataloop integration id and the
    request that handed Dataloop the key;
 9. **test** — when an image is given, the registry-tier reference test with the current
@@ -41,6 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared import key_ledger
+from shared.canary_lock import ensure_lock
 from shared.dataloop import IntegrationNameTaken, gar_options
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.integrations import MANAGED_LABEL, Annotation
@@ -199,6 +202,10 @@ class Provisioner:
             else:
                 steps.done("dataloop", "unchanged (this request already gave Dataloop the current key)")
         facts["dataloop_integration_id"] = integration_id
+
+        if request.canary is not None and request.canary.service_id:
+            with steps.step("canary_lock"):  # before activation: on_push tests the canary only under its lock
+                steps.done("canary_lock", ensure_lock(self._secrets, request.canary.service_id))
 
         with steps.step("activate"):
             record, changed = self._activate(request, record, integration_id)

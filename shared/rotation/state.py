@@ -26,11 +26,16 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from shared import json_text
 from shared.integrations import Annotation
+
+# The lease and its timestamps live in shared.lease (the platform tier takes leases too);
+# they are re-exported here, where the rotation code has always found them.
+from shared.lease import Lease as Lease
+from shared.lease import parse_timestamp as parse_timestamp
+from shared.lease import timestamp as timestamp
 from shared.secrets import SecretRecord
 
 CURRENT = "current"
@@ -40,52 +45,6 @@ KEY_ALIASES = (CURRENT, PREVIOUS, PENDING)
 
 #: Annotation keys this package adds to those of :class:`shared.integrations.Annotation`.
 RETIRED_KEYS = "retired-keys"
-
-
-def timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds: sortable, and what ``datetime.fromisoformat`` reads."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_timestamp(text: Any) -> datetime | None:
-    """An RFC 3339 moment (naive ones read as UTC), or None when absent or malformed."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Who may write a rotation's state, until when."""
-
-    holder: str
-    expires: datetime
-
-    def live(self, now: datetime) -> bool:
-        return now < self.expires
-
-    def to_annotation(self) -> str:
-        return json.dumps({"holder": self.holder, "expires": timestamp(self.expires)}, separators=(",", ":"))
-
-    @classmethod
-    def from_annotations(cls, annotations: Mapping[str, str]) -> Lease | None:
-        raw = annotations.get(Annotation.ROTATION_LEASE)
-        if not raw:
-            return None
-        try:
-            data = json_text.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("holder"), str):
-            return None
-        expires = parse_timestamp(data.get("expires"))
-        if expires is None:
-            return None
-        return cls(data["holder"], expires)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class FakeCloud:
     triggers: dict[str, str] = field(default_factory=dict)  # trigger path -> subscription path
     jobs: dict[str, dict[str, str]] = field(default_factory=dict)
     repositories: set[str] = field(default_factory=set)
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)  # custom role id -> its flags
     bindings: list[Binding] = field(default_factory=list)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     #: Called first with every argv; a result it returns replaces the normal answer.
@@ -72,7 +73,7 @@ class FakeCloud:
             return (self._bind if verb.startswith("add") else self._unbind)(f"project/{words[2]}", flags)
         handlers = {
             "pubsub": lambda: self._topics(words, flags) if verb == "topics" else self._subscriptions(words, flags),
-            "iam": lambda: self._accounts(words, flags),
+            "iam": lambda: self._roles(words, flags) if verb == "roles" else self._accounts(words, flags),
             "secrets": lambda: self._secrets(words, flags),
             "artifacts": lambda: self._repositories(words, flags),
             "functions": lambda: self._functions(words, flags),
@@ -179,6 +180,23 @@ class FakeCloud:
             return ok()
         raise AssertionError(f"service-accounts {verb}")
 
+    def _roles(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, role_id = words[2], words[3]
+        definition = {k: v for k, v in flags.items() if k in ("title", "description", "permissions", "stage")}
+        if verb == "create":
+            if role_id in self.roles:
+                return error(f"ALREADY_EXISTS: A role named {role_id} in projects/{flags['project']} already exists.")
+            self.roles[role_id] = definition
+            return ok()
+        if role_id not in self.roles:
+            return not_found(f"The role named projects/{flags['project']}/roles/{role_id}")
+        if verb == "describe":
+            return ok(f"projects/{flags['project']}/roles/{role_id}\n")
+        if verb == "update":
+            self.roles[role_id].update(definition)
+            return ok()
+        raise AssertionError(f"roles {verb}")
+
     def _secrets(self, words: list[str], flags: dict[str, str]) -> Result[str]:
         verb, name = words[1], words[2]
         if verb == "create":
@@ -268,6 +286,7 @@ class FakeCloud:
             "subscriptions": {k: dict(v) for k, v in self.subscriptions.items()},
             "accounts": set(self.accounts),
             "secrets": set(self.secrets),
+            "roles": {k: dict(v) for k, v in self.roles.items()},
             "functions": {k: dict(v) for k, v in self.functions.items()},
             "jobs": {k: dict(v) for k, v in self.jobs.items()},
             "bindings": sorted((b.resource, b.member, b.role, b.condition) for b in self.bindings),

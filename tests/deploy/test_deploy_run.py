@@ -70,6 +70,7 @@ def test_deploy_creates_everything_once_and_a_second_run_changes_nothing(cloud: 
     assert sum(c[:2] == ("functions", "deploy") for c in second) == 3  # code and settings are updated
     assert sum(c[:4] == ("scheduler", "jobs", "update", "pubsub") for c in second) == 1
     assert out.count("exists; left as it is") == 5 + 1 + 4 + 1  # topics, dead-letter sub, accounts, secret
+    assert sum(c[:3] == ("iam", "roles", "update") for c in second) == 1  # the custom role is kept as the code needs
 
 
 def env_vars(flag: str) -> dict[str, str]:
@@ -113,12 +114,21 @@ def test_each_function_account_gets_only_its_roles(cloud: FakeCloud, tmp_path: P
         return {(b.resource, b.role) for b in cloud.bindings_of(f"{account}@")}
 
     project = f"project/{PROJECT}"
+    lock_role = f"projects/{PROJECT}/roles/dataloop_gar_canary_lock"
     assert roles("dataloop-gar-on-push") == {
         (project, "roles/secretmanager.secretAccessor"),
         (project, "roles/secretmanager.viewer"),
+        (project, lock_role),
         ("secret/dataloop-api-credentials", "roles/secretmanager.secretAccessor"),
         ("topic/dataloop-gar-results", "roles/pubsub.publisher"),
     }
+    # the canary lock: exactly read and update, and only on the lock secrets (which provisioning creates)
+    assert cloud.roles["dataloop_gar_canary_lock"]["permissions"] == (
+        "secretmanager.secrets.get,secretmanager.secrets.update"
+    )
+    (lock_binding,) = [b for b in cloud.bindings_of("dataloop-gar-on-push@") if b.role == lock_role]
+    assert f'startsWith("projects/{PROJECT_NUMBER}/secrets/dataloop-gar_canary-")' in lock_binding.condition
+    assert not any(b.role == lock_role for b in cloud.bindings if "on-push" not in b.member)
     assert (f"repository/{PROJECT}/{REGION}/images", "roles/artifactregistry.admin") in roles("dataloop-gar-requests")
     assert (project, "roles/iam.serviceAccountCreator") in roles("dataloop-gar-requests")
     assert not any("serviceAccountCreator" in role for _, role in roles("dataloop-gar-rotate"))
@@ -156,6 +166,7 @@ def test_teardown_removes_what_deploy_made_and_can_run_again(cloud: FakeCloud, t
     assert cloud.accounts == set()
     assert cloud.functions == {} and cloud.jobs == {} and cloud.subscriptions == {}
     assert cloud.bindings_of("dataloop-gar-") == []
+    assert set(cloud.roles) == {"dataloop_gar_canary_lock"}  # kept, bound to no one: its id could not be reused
     assert set(cloud.secrets) == {"dataloop-api-credentials"}  # kept: it holds your credential
     code, out = deploy(cloud, tmp_path, "teardown", "--delete-credentials")
     assert code == 0, out

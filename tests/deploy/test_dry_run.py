@@ -482,6 +482,13 @@ def test_a_timeout_shorter_than_the_functions_bounded_wait_is_refused() -> None:
     assert shorter_wait.function("on_push").timeout_seconds == 300
 
 
+def test_on_push_waits_for_another_pushs_canary_test_within_its_timeout_too() -> None:
+    base = {"project": "proj-123", "region": "us-central1", "functions": {"on_push": {"timeout_seconds": 300}}}
+    assert parse({**base, "env": {"CANARY_TIMEOUT_SECONDS": 200, "CANARY_LEASE_WAIT_SECONDS": 40}})
+    with pytest.raises(SettingsError, match=r"CANARY_TIMEOUT_SECONDS \+ CANARY_LEASE_WAIT_SECONDS=260 s"):
+        parse({**base, "env": {"CANARY_TIMEOUT_SECONDS": 200, "CANARY_LEASE_WAIT_SECONDS": 60}})
+
+
 def test_account_projects_default_to_the_deployment_project_and_overrides_win(full_config: Path) -> None:
     assert parse({"project": "proj-123", "region": "us-central1"}).account_projects == ("proj-123",)
     assert (

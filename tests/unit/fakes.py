@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import CredentialsRefused, ImageNotFound, RegistryUnavailable
+from shared.dataloop import ServiceStatus
+from shared.errors import Conflict, CredentialsRefused, ImageNotFound, PermanentError, RegistryUnavailable
 from shared.images import RegistryImage
 from shared.integrations import ManagedIntegration
 from shared.keys import ServiceAccountKey
 from shared.registry import ManifestRef, RegistryCredential
 from shared.results import Outcome
+from shared.secrets import SecretRecord
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -122,3 +126,118 @@ def integration(name: str = "team-a", version: int = 1, **overrides: object) -> 
     }
     values.update(overrides)
     return ManagedIntegration(**values)  # type: ignore[arg-type]
+
+
+class FakeLockSecrets:
+    """Secret Manager's get/create/update of secrets as the adapter presents them, safe across threads.
+
+    The etag check and the write happen under one lock, as they do atomically in the
+    service, so two threads racing an update see exactly one of them win.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.secrets: dict[str, dict[str, Any]] = {}  # id -> {"labels", "annotations", "etag"}
+        self.calls: list[tuple[str, str]] = []
+        self._etags = 0
+
+    def _etag(self) -> str:
+        self._etags += 1
+        return f'"e{self._etags}"'
+
+    def _record(self, secret_id: str) -> SecretRecord:
+        secret = self.secrets[secret_id]
+        return SecretRecord(
+            name=f"projects/proj/secrets/{secret_id}",
+            labels=dict(secret["labels"]),
+            annotations=dict(secret["annotations"]),
+            etag=secret["etag"],
+        )
+
+    def annotations(self, secret_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self.secrets[secret_id]["annotations"])
+
+    def get_secret(self, secret_id: str) -> SecretRecord:
+        with self._lock:
+            self.calls.append(("get_secret", secret_id))
+            if secret_id not in self.secrets:
+                raise PermanentError(f"Secret Manager: secret {secret_id} not found", code="not-found")
+            return self._record(secret_id)
+
+    def create_secret(
+        self, secret_id: str, *, labels: Mapping[str, str], annotations: Mapping[str, str], **_: Any
+    ) -> SecretRecord:
+        with self._lock:
+            self.calls.append(("create_secret", secret_id))
+            if secret_id in self.secrets:
+                raise Conflict(f"Secret Manager: secret {secret_id} already exists", code="already-exists")
+            self.secrets[secret_id] = {"labels": dict(labels), "annotations": dict(annotations), "etag": self._etag()}
+            return self._record(secret_id)
+
+    def update_secret(
+        self, secret_id: str, *, etag: str | None, annotations: Mapping[str, str] | None = None, **_: Any
+    ) -> SecretRecord:
+        with self._lock:
+            self.calls.append(("update_secret", secret_id))
+            if secret_id not in self.secrets:
+                raise PermanentError(f"Secret Manager: secret {secret_id} not found", code="not-found")
+            secret = self.secrets[secret_id]
+            if etag and etag != secret["etag"]:
+                raise Conflict("Secret Manager: etag mismatch", code="etag-mismatch")
+            if annotations is not None:
+                secret["annotations"] = dict(annotations)
+            secret["etag"] = self._etag()
+            return self._record(secret_id)
+
+
+@dataclass
+class FakeServices:
+    """Dataloop services (shared.dataloop.Services): a runner image and runtime status entries per service.
+
+    A restart adds ``restart_entry`` (a replica that runs, unless told otherwise; None: the
+    pull never ends), stamped now. ``hook(method, service_id)`` is called at the start of every call, to pause or
+    observe a run at a chosen point.
+    """
+
+    images: dict[str, str] = field(default_factory=dict)
+    runtime: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    restart_entry: dict[str, Any] | None = field(default_factory=lambda: {"status": True})
+    set_calls: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    hook: Callable[[str, str], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _enter(self, method: str, service_id: str) -> None:
+        with self._lock:
+            self.calls.append((method, service_id))
+        if self.hook is not None:
+            self.hook(method, service_id)
+
+    def report(self, service_id: str, **entry: Any) -> None:
+        """A replica reports, now."""
+        with self._lock:
+            self.runtime.setdefault(service_id, []).append({**entry, "createdAt": datetime.now(UTC).isoformat()})
+
+    def get(self, service_id: str) -> dict[str, Any]:
+        self._enter("get", service_id)
+        with self._lock:
+            return {"id": service_id, "runtime": {"runnerImage": self.images[service_id]}}
+
+    def set_runner_image(self, service_id: str, image: str) -> dict[str, Any]:
+        self._enter("set_runner_image", service_id)
+        with self._lock:
+            self.images[service_id] = image
+            self.set_calls.append((service_id, image))
+            return {"id": service_id, "runtime": {"runnerImage": image}}
+
+    def restart(self, service_id: str) -> None:
+        self._enter("restart", service_id)
+        if self.restart_entry is not None:
+            self.report(service_id, **self.restart_entry)
+
+    def status(self, service_id: str) -> ServiceStatus:
+        self._enter("status", service_id)
+        with self._lock:
+            entries = [dict(e) for e in self.runtime.get(service_id, [])]
+        return ServiceStatus.from_json(service_id, {"runtimeStatus": entries})

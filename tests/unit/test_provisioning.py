@@ -983,3 +983,23 @@ def test_an_integration_a_concurrent_delivery_just_created_and_recorded_is_ours(
 
     assert outcome.status is Status.OK, outcome.reason
     assert list(world.dataloop.stored) == ["dl-7"] and world.dataloop.stored["dl-7"]["options"]
+
+
+def test_a_named_canary_service_gets_its_lock_secret_before_activation_and_keeps_it(world: World) -> None:
+    canary = {"image": f"{HOST}/{PROJECT}/images/app:v1", "service_id": "6543abcd"}
+    lock = "dataloop-gar_canary-6543abcd"
+
+    # (The canary image is pull-tested last, and this fake registry refuses the new key: not the point here.)
+    first = world.provision(canary=canary)
+    assert first.details["steps"]["activate"] == "activated", first.reason
+    assert first.details["steps"]["canary_lock"] == "created"
+    written = [secret_id for secret_id, _ in world.secrets.writes]
+    assert written.index(lock) < len(written) - 1 and written[-1] == SECRET_ID, "the lock exists before activation"
+    assert MANAGED_LABEL[0] not in world.secrets.secrets[lock].labels, "the lock is no managed integration"
+
+    world.secrets.secrets[lock].annotations["canary-lease"] = '{"holder":"canary-run","expires":"2099-01-01T00:00:00Z"}'
+    again = world.provision(canary=canary)
+    assert again.details["steps"]["canary_lock"] == "exists", again.reason
+    assert "canary-lease" in world.secrets.secrets[lock].annotations, "a lock in use is left alone"
+    plain = world.provision()
+    assert plain.status is Status.OK and "canary_lock" not in plain.details["steps"], "no canary service, no lock"
