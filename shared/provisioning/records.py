@@ -19,6 +19,7 @@ from shared.artifact_registry import RepositoryAccess
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.images import location_of
 from shared.integrations import MANAGED_LABEL, Annotation
+from shared.lease import Lease
 from shared.logs import log
 from shared.provisioning.ports import SecretStore
 from shared.secrets import SecretRecord
@@ -90,20 +91,8 @@ def rotation_holder(record: SecretRecord, now: datetime) -> str | None:
     Provisioning must not put a key into Dataloop, or delete keys, while a rotation is
     between its steps: the rotation would then finish against a state it did not make.
     """
-    raw = record.annotations.get(Annotation.ROTATION_LEASE)
-    if not raw:
-        return None
-    try:
-        lease = json_text.loads(raw)
-    except ValueError:
-        lease = None
-    if not isinstance(lease, dict):
-        log(logger, logging.WARNING, "ignoring an unreadable rotation lease", secret_id=record.secret_id)
-        return None
-    expires = parse_rfc3339(lease.get("expires") if isinstance(lease.get("expires"), str) else None)
-    if expires is None or expires <= now:
-        return None
-    return str(lease.get("holder") or "another run")
+    lease = Lease.from_annotations(record.annotations)
+    return lease.holder if lease is not None and lease.live(now) else None
 
 
 def refuse_during_rotation(record: SecretRecord, now: datetime) -> None:
