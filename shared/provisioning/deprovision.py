@@ -7,37 +7,46 @@ members' grants stay), the account itself only if provisioning created it, and f
 the record (or, with ``keep_secret``, its key versions and its ``managed-by`` label).
 
 External things go first and the record last, so a deprovision that fails half way is
-finished by sending it again; every step treats "already gone" as done.
+finished by sending it again; every step treats "already gone" as done. It first takes the
+record's rotation lease (waiting, by redelivery, while a rotation holds it), so no rotation
+adds a key while the keys are being deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from shared.errors import PermanentError
+from shared.errors import GarDataloopError, PermanentError
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.key_ledger import created_keys
 from shared.keys import ServiceAccountKey
+from shared.lease import Lease
 from shared.policy import AccessPolicy, created_for, never_touched
 from shared.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.provisioning.records import (
+    DEPROVISION_HOLDER,
     DEPROVISIONED_AT,
     now_utc,
     previous_paths,
     read_record,
     recorded_paths,
     records_integration,
-    refuse_during_rotation,
     retired_key_ids,
     rfc3339,
+    take_rotation_lease,
     update_record,
 )
 from shared.provisioning.steps import Steps
 from shared.requests_schema import DeprovisionRequest
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord
+
+#: Long enough for every step of a deprovision; a redelivered one takes its own lease over.
+DEPROVISION_LEASE_SECONDS = 900.0
 
 
 class Deprovisioner:
@@ -89,7 +98,17 @@ class Deprovisioner:
                 f"secret {request.secret_id} is not the record of integration {request.name}; refusing to touch it",
                 code="secret-not-managed",
             )
-        refuse_during_rotation(record, self._clock())
+        holder = f"{DEPROVISION_HOLDER}:{request.request_id or uuid.uuid4().hex}"
+        record = take_rotation_lease(self._secrets, record, holder, self._clock(), DEPROVISION_LEASE_SECONDS)
+        try:
+            return self._remove(request, record, steps, facts)
+        except PermanentError:
+            self._release(record.secret_id, holder)
+            raise
+
+    def _remove(
+        self, request: DeprovisionRequest, record: SecretRecord, steps: Steps, facts: dict[str, Any]
+    ) -> Outcome:
         notes = record.annotations
         email = notes.get(Annotation.SERVICE_ACCOUNT) or ""
         facts["service_account"] = email
@@ -108,6 +127,18 @@ class Deprovisioner:
         with steps.step("record"):
             steps.done("record", self._retire_record(request, record))
         return steps.outcome(Status.OK, f"integration {request.name} is deprovisioned", details=facts)
+
+    def _release(self, secret_id: str, holder: str) -> None:
+        """Give the lease back after a failure for good (best effort: it expires anyway)."""
+
+        def release(current: SecretRecord) -> dict[str, Any] | None:
+            held = Lease.from_annotations(current.annotations)
+            if held is None or held.holder != holder:
+                return None
+            return {"annotations": {k: v for k, v in current.annotations.items() if k != Annotation.ROTATION_LEASE}}
+
+        with contextlib.suppress(GarDataloopError):
+            update_record(self._secrets, secret_id, release)
 
     def _sharing(self, record: SecretRecord, email: str) -> list[SecretRecord]:
         """The other managed integrations using this account: their grants and account stay."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import json_text
@@ -93,6 +93,32 @@ def rotation_holder(record: SecretRecord, now: datetime) -> str | None:
     """
     lease = Lease.from_annotations(record.annotations)
     return lease.holder if lease is not None and lease.live(now) else None
+
+
+#: Deprovision's lease holders start with this; a redelivered deprovision takes over its own.
+DEPROVISION_HOLDER = "deprovision"
+
+
+def take_rotation_lease(
+    secrets: SecretStore, record: SecretRecord, holder: str, now: datetime, seconds: float
+) -> SecretRecord:
+    """Hold the record's rotation lease, so no rotation starts (or writes) until it is released.
+
+    Taken with the record's etag, like a rotation's own; a deprovision's earlier lease
+    (a redelivery of a deprovision that stopped half way) is taken over.
+
+    Raises:
+        TransientError: a rotation holds the lease; the request is redelivered after it ends.
+    """
+    lease = Lease(holder, now + timedelta(seconds=seconds))
+
+    def take(current: SecretRecord) -> dict[str, Any] | None:
+        held = Lease.from_annotations(current.annotations)
+        if held is not None and held.live(now) and not held.holder.startswith(DEPROVISION_HOLDER):
+            refuse_during_rotation(current, now)
+        return {"annotations": {**current.annotations, Annotation.ROTATION_LEASE: lease.to_annotation()}}
+
+    return update_record(secrets, record.secret_id, take, record=record)
 
 
 def refuse_during_rotation(record: SecretRecord, now: datetime) -> None:

@@ -1003,3 +1003,55 @@ def test_a_named_canary_service_gets_its_lock_secret_before_activation_and_keeps
     assert "canary-lease" in world.secrets.secrets[lock].annotations, "a lock in use is left alone"
     plain = world.provision()
     assert plain.status is Status.OK and "canary_lock" not in plain.details["steps"], "no canary service, no lock"
+
+
+# -- deprovision holds the rotation lease -------------------------------------------------------------------
+
+
+def test_deprovision_holds_the_rotation_lease_while_it_removes_keys(world: World) -> None:
+    from shared.lease import Lease
+
+    assert world.provision().status is Status.OK
+    seen: list[str | None] = []
+    delete_key = world.accounts.delete_key
+
+    def watching(email: str, key_id: str) -> bool:
+        held = Lease.from_annotations(world.secret().annotations)
+        seen.append(held.holder if held is not None and held.live(NOW) else None)
+        return delete_key(email, key_id)
+
+    world.accounts.delete_key = watching  # type: ignore[method-assign]
+
+    outcome = world.deprovision(keep_secret=True)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert seen and all(h is not None and h.startswith("deprovision:") for h in seen), seen
+    assert Annotation.ROTATION_LEASE not in world.secret().annotations  # the retired record is free again
+
+
+def test_a_redelivered_deprovision_takes_over_its_own_lease(world: World) -> None:
+    assert world.provision().status is Status.OK
+    world.dataloop.delete = _failing(world.dataloop.delete)  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):
+        world.deprovision()
+    assert json.loads(world.secret().annotations[Annotation.ROTATION_LEASE])["holder"].startswith("deprovision:")
+    del world.dataloop.delete
+
+    outcome = world.deprovision()
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert SECRET_ID not in world.secrets.secrets
+
+
+def test_a_deprovision_that_fails_for_good_gives_the_lease_back(world: World) -> None:
+    assert world.provision().status is Status.OK
+
+    def refuse(integration_id: str) -> bool:
+        raise PermanentError("Dataloop refused", code="dataloop-forbidden")
+
+    world.dataloop.delete = refuse  # type: ignore[method-assign]
+
+    outcome = world.deprovision()
+
+    assert (outcome.status, outcome.code) == (Status.FAILED, "dataloop-forbidden")
+    assert Annotation.ROTATION_LEASE not in world.secret().annotations
