@@ -31,6 +31,7 @@ from shared.provisioning.records import (
     DEPROVISION_HOLDER,
     DEPROVISIONED_AT,
     now_utc,
+    paths_needed_by,
     previous_paths,
     read_record,
     recorded_paths,
@@ -237,11 +238,7 @@ class Deprovisioner:
         if not email:
             return {}
         results = {}
-        needed = {
-            path: other.secret_id
-            for other in sharing
-            for path in {**previous_paths(other), **recorded_paths(other)}.values()
-        }
+        needed = paths_needed_by(sharing)
         targets = {**previous_paths(record), **recorded_paths(record)}
         for scope, path in targets.items():
             if path in needed:

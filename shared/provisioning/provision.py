@@ -36,6 +36,7 @@ leaves a record that both a re-sent ``provision`` and a ``deprovision`` can fini
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,8 +46,8 @@ from typing import Any
 from shared import key_ledger
 from shared.canary_lock import ensure_lock
 from shared.dataloop import IntegrationNameTaken, gar_options
-from shared.errors import Conflict, PermanentError, TransientError
-from shared.integrations import MANAGED_LABEL, Annotation
+from shared.errors import Conflict, GarDataloopError, PermanentError, TransientError
+from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.key_ledger import with_created_key
 from shared.keys import ServiceAccountKey
 from shared.logs import log
@@ -55,14 +56,17 @@ from shared.provisioning.ports import AccountAdmin, DataloopPlatform, Repository
 from shared.provisioning.pull_check import PullCheck, record_test, summary
 from shared.provisioning.records import (
     DEPROVISIONED_AT,
+    GRANTS_MADE,
     PREVIOUS_REPOSITORIES,
     PROVISIONED_AT,
     PROVISIONED_FOR_REQUEST,
     RETIRED_KEYS,
     format_paths,
+    grants_made,
     is_active,
     now_utc,
     parse_rfc3339,
+    paths_needed_by,
     previous_paths,
     read_record,
     recorded_paths,
@@ -153,12 +157,18 @@ class Provisioner:
             "registry_host": request.registry_host,
             "repositories": list(request.repository_scopes),
         }
+        made: dict[str, str] = {}
         try:
-            return self._provision(request, steps, facts)
+            return self._provision(request, steps, facts, made)
         except PermanentError as exc:
+            taken_back = self._take_back_grants(request, facts.get("service_account"), made)
+            if taken_back:
+                facts["grants_taken_back"] = taken_back
             return steps.outcome(Status.FAILED, exc.reason, code=exc.code, details=facts)
 
-    def _provision(self, request: ProvisionRequest, steps: Steps, facts: dict[str, Any]) -> Outcome:
+    def _provision(
+        self, request: ProvisionRequest, steps: Steps, facts: dict[str, Any], made: dict[str, str]
+    ) -> Outcome:
         paths = repository_paths(request.repository_scopes, request.location)
         with steps.step("repositories"):
             for path in paths.values():
@@ -187,7 +197,7 @@ class Provisioner:
                 steps.done("service_account", "exists (created by dataloop-gar)" if self._created(record) else "exists")
 
         with steps.step("grants"):
-            steps.done("grants", self._grant(request, record, paths, email))
+            steps.done("grants", self._grant(request, record, paths, email, made))
 
         with steps.step("key"):
             record, version, key, how = self._ensure_current_key(request, record, email)
@@ -387,11 +397,24 @@ class Provisioner:
 
     # -- 5. grants -------------------------------------------------------------------------------
     def _grant(
-        self, request: ProvisionRequest, record: SecretRecord, paths: dict[str, str], email: str
+        self, request: ProvisionRequest, record: SecretRecord, paths: dict[str, str], email: str, made: dict[str, str]
     ) -> dict[str, str]:
         results = {}
         for scope, path in paths.items():
-            results[scope] = "granted" if self._grant_one(path, email) else "unchanged"
+            granted = self._grant_one(path, email)
+            results[scope] = "granted" if granted else "unchanged"
+            if granted:
+                made[scope] = path
+        if made and not is_active(record):
+            # Remembered across redeliveries: the attempt that fails for good may not be the
+            # one that granted.
+            def remember(current: SecretRecord) -> dict[str, Any] | None:
+                known = grants_made(current)
+                if made.items() <= known.items():
+                    return None
+                return {"annotations": {**current.annotations, GRANTS_MADE: format_paths({**known, **made})}}
+
+            update_record(self._secrets, request.secret_id, remember, record=record)
         # Repositories an earlier request named and this one does not: take our grant back.
         for scope, path in previous_paths(record).items():
             if path in paths.values():
@@ -403,6 +426,62 @@ class Provisioner:
                     raise
                 revoked = False
             results[scope] = "revoked" if revoked else "not granted"
+        return results
+
+    def _take_back_grants(self, request: ProvisionRequest, email: str | None, made: dict[str, str]) -> dict[str, str]:
+        """After a failure for good, revoke the reader grants a never-activated provision added.
+
+        Otherwise a request that failed (say, at the key or Dataloop step) would leave its
+        account able to read the repositories. Grants another managed integration of the
+        same account relies on stay; an active record keeps its grants (it is in use). Never
+        raises: the failure being reported matters more, and what is left is listed.
+        """
+        if not email:
+            return {}
+        try:
+            record = read_record(self._secrets, request.secret_id)
+            if record is not None and is_active(record):
+                return {}
+            targets = {**grants_made(record), **made}
+            if not targets:
+                return {}
+            others = [
+                o
+                for o in self._secrets.list_secrets(MANAGED_FILTER)
+                if o.secret_id != request.secret_id and o.annotations.get(Annotation.SERVICE_ACCOUNT) == email
+            ]
+        except GarDataloopError as exc:
+            return {scope: f"left: {exc.reason}" for scope in made}
+        needed = paths_needed_by(others)
+        results: dict[str, str] = {}
+        for scope, path in sorted(targets.items()):
+            if path in needed:
+                results[scope] = f"kept (used by {needed[path]})"
+                continue
+            try:
+                self._repositories.revoke_reader(path, member(email))
+                results[scope] = "revoked"
+            except GarDataloopError as exc:
+                results[scope] = f"left: {exc.reason}"
+        gone = {s for s, r in results.items() if not r.startswith("left")}
+        if record is not None and gone:
+
+            def forget(current: SecretRecord) -> dict[str, Any] | None:
+                left = {s: p for s, p in grants_made(current).items() if s not in gone}
+                notes = {k: v for k, v in current.annotations.items() if k != GRANTS_MADE}
+                if left:
+                    notes[GRANTS_MADE] = format_paths(left)
+                return None if notes == dict(current.annotations) else {"annotations": notes}
+
+            with contextlib.suppress(GarDataloopError):
+                update_record(self._secrets, request.secret_id, forget, record=record)
+        log(
+            logger,
+            logging.INFO,
+            "reader grants of a failed provision taken back",
+            secret_id=request.secret_id,
+            grants=results,
+        )
         return results
 
     def _grant_one(self, path: str, email: str) -> bool:
@@ -554,7 +633,8 @@ class Provisioner:
     ) -> tuple[SecretRecord, bool]:
         def change(current: SecretRecord) -> dict[str, Any] | None:
             labels = {**current.labels, MANAGED_LABEL[0]: MANAGED_LABEL[1], LOCATION_LABEL: request.location}
-            notes = {k: v for k, v in current.annotations.items() if k != PREVIOUS_REPOSITORIES}
+            # Once active, its grants are deprovision's to revoke, not a failed attempt's.
+            notes = {k: v for k, v in current.annotations.items() if k not in (PREVIOUS_REPOSITORIES, GRANTS_MADE)}
             notes[Annotation.INTEGRATION_ID] = integration_id
             if request.request_id:
                 notes[PROVISIONED_FOR_REQUEST] = request.request_id[:256]

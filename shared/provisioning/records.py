@@ -31,6 +31,9 @@ PROVISIONED_AT = "provisioned-at"  # RFC 3339: when the record was first written
 #: The request_id of the request that last gave Dataloop the current key. A redelivery of that
 #: request leaves Dataloop alone: its PATCH (reloadServices=true) reloads the services pulling with it.
 PROVISIONED_FOR_REQUEST = "provisioned-for-request"
+#: ``scope=path`` of reader grants this system added for the record's account while the
+#: record was not yet active: what a provision that fails for good takes back.
+GRANTS_MADE = "grants-made"
 DEPROVISIONED_AT = "deprovisioned-at"  # RFC 3339: deprovisioned with keep_secret; the record stays as history
 #: Written by rotations: ``{"VERSION": {"key_id", "retired_at"}}`` of keys kept through the grace period.
 RETIRED_KEYS = "retired-keys"
@@ -194,12 +197,31 @@ def recorded_paths(record: SecretRecord) -> dict[str, str]:
 
 def previous_paths(record: SecretRecord) -> dict[str, str]:
     """Repositories dropped by a later request whose grants may still stand (scope -> path)."""
+    return _parse_paths(record.annotations.get(PREVIOUS_REPOSITORIES, ""))
+
+
+def _parse_paths(text: str) -> dict[str, str]:
+    """The inverse of :func:`format_paths`; malformed items are skipped."""
     found = {}
-    for item in record.annotations.get(PREVIOUS_REPOSITORIES, "").split(","):
+    for item in text.split(","):
         scope, _, path = item.partition("=")
         if scope and path:
             found[scope] = path
     return found
+
+
+def grants_made(record: SecretRecord | None) -> dict[str, str]:
+    """The grants a not-yet-active record's provisioning added (scope -> path)."""
+    return {} if record is None else _parse_paths(record.annotations.get(GRANTS_MADE, ""))
+
+
+def paths_needed_by(others: list[SecretRecord]) -> dict[str, str]:
+    """Repository path -> the other record that still needs the account's grant on it."""
+    return {
+        path: other.secret_id
+        for other in others
+        for path in {**previous_paths(other), **recorded_paths(other)}.values()
+    }
 
 
 def format_paths(paths: dict[str, str]) -> str:

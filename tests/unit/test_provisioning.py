@@ -29,7 +29,7 @@ from shared.keys import ServiceAccountKey
 from shared.policy import account_description
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
-from shared.provisioning.records import parse_rfc3339, rfc3339
+from shared.provisioning.records import GRANTS_MADE, parse_rfc3339, rfc3339
 from shared.reference_test import ReferenceTest
 from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
@@ -1055,3 +1055,66 @@ def test_a_deprovision_that_fails_for_good_gives_the_lease_back(world: World) ->
 
     assert (outcome.status, outcome.code) == (Status.FAILED, "dataloop-forbidden")
     assert Annotation.ROTATION_LEASE not in world.secret().annotations
+
+
+# -- a provision that fails for good takes its grants back ---------------------------------------------------
+
+
+def test_a_provision_failing_for_good_revokes_the_grants_it_made(world: World) -> None:
+    world.accounts.key_creation_disabled = True
+
+    outcome = world.provision()
+
+    assert (outcome.status, outcome.code) == (Status.FAILED, "key-creation-disabled")
+    assert outcome.details["grants_taken_back"] == {f"{PROJECT}/images": "revoked", f"{PROJECT}/models": "revoked"}
+    assert not readers(world, "images") and not readers(world, "models")
+    assert GRANTS_MADE not in world.secret().annotations
+
+
+def test_grants_made_by_an_earlier_delivery_are_taken_back_too(world: World) -> None:
+    world.accounts.create_key = _failing(world.accounts.create_key)  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):
+        world.provision()  # granted, then redelivered
+    del world.accounts.create_key
+    world.accounts.key_creation_disabled = True
+
+    outcome = world.provision()  # grants "unchanged" now, then a failure for good
+
+    assert outcome.status is Status.FAILED
+    assert not readers(world, "images") and not readers(world, "models")
+
+
+def test_grants_that_existed_or_another_integration_came_to_rely_on_are_not_taken_back(world: World) -> None:
+    world.accounts.ensure_account(PROJECT, "dlgar-shared", "x", account_description("team-c"))
+    shared = f"dlgar-shared@{PROJECT}.iam.gserviceaccount.com"
+    readers(world, "models").add(f"serviceAccount:{shared}")  # granted by hand before
+    world.accounts.create_key = _failing(world.accounts.create_key)  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):  # team-d grants images, then is redelivered
+        world.provision(name="team-d", repositories=["images", "models"], service_account={"email": shared})
+    del world.accounts.create_key
+    # Meanwhile team-c, on the same account, is provisioned and relies on that grant.
+    assert (
+        world.provision(name="team-c", repositories=["images"], service_account={"email": shared}).status is Status.OK
+    )
+    world.accounts.key_creation_disabled = True
+
+    outcome = world.provision(name="team-d", repositories=["images", "models"], service_account={"email": shared})
+
+    assert outcome.status is Status.FAILED
+    assert outcome.details["grants_taken_back"] == {f"{PROJECT}/images": "kept (used by dataloop-gar-team-c)"}
+    assert f"serviceAccount:{shared}" in readers(world, "images")
+    assert f"serviceAccount:{shared}" in readers(world, "models")
+
+
+def test_an_active_integration_keeps_its_grants_when_a_later_request_fails(world: World) -> None:
+    assert world.provision().status is Status.OK
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermanentError("Dataloop refused", code="dataloop-forbidden")
+
+    world.dataloop.ensure = refuse  # type: ignore[method-assign]
+
+    outcome = world.provision()
+
+    assert outcome.status is Status.FAILED
+    assert f"serviceAccount:{EMAIL}" in readers(world, "images")

@@ -346,6 +346,10 @@ def test_provision_failing_at_a_step_completes_when_sent_again(cloud: Cloud, nam
             assert outcome.code == "credentials-refused" and outcome.details["steps"]["test"]["attempts"] > 1
         else:
             assert outcome.details["failed_step"] == interruption.step, outcome.reason
+        readers = cloud.artifact_registry.state.readers(repository_path(TEST_REPOSITORY))
+        granted = f"serviceAccount:{EMAIL}" in readers
+        # A failure for good before activation takes back what it granted; after, it is in use.
+        assert granted is (STEP_ORDER.index(interruption.step) > STEP_ORDER.index("activate")), readers
     made_integration = STEP_ORDER.index(interruption.step) > STEP_ORDER.index("dataloop")
     assert len(cloud.integrations()) == (1 if made_integration else 0)
 
