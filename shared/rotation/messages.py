@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import PermanentError, RejectedMessage
 from shared.events import PubSubMessage
-from shared.integrations import MANAGED_LABEL, Annotation
+from shared.integrations import MANAGED_LABEL, SECRET_PREFIX, Annotation
 from shared.results import Outcome, Status
 from shared.rotation.state import parse_timestamp
 from shared.rotation.workflow import KIND
@@ -119,6 +119,16 @@ class RotationMessages:
             )
         secret_id = match["id"]
         subject = {"secret_id": secret_id, "event_type": event_type}
+        if not secret_id.startswith(SECRET_PREFIX):
+            # Not an integration's record, and out of the function's reach: the deployment's
+            # Secret Manager grant is conditioned on the prefix, so reading it would only earn
+            # a PERMISSION_DENIED (and retries) for a message that needs no answer.
+            return Outcome(
+                KIND,
+                Status.IGNORED,
+                f"secret {secret_id} is not an integration record ({SECRET_PREFIX}*)",
+                subject=subject,
+            )
         try:
             record = self._secrets.get_secret(secret_id)
         except PermanentError as exc:

@@ -934,6 +934,7 @@ def routed() -> tuple[RotationMessages, Recorder, FakeSecrets]:
     secrets = FakeSecrets()
     secrets.put(SECRET_ID, integration_annotations())
     secrets.put("someone-elses", {}, labels={})
+    secrets.put("dataloop-gar-unlabelled", {}, labels={})
     recorder = Recorder([])
     return RotationMessages(recorder, recorder, secrets), recorder, secrets
 
@@ -1015,15 +1016,18 @@ def test_secret_rotate_rotates_a_managed_secret_and_forces_it(routed) -> None:  
     [
         ("SECRET_VERSION_ADD", f"projects/1/secrets/{SECRET_ID}", "not a rotation signal"),
         ("TOPIC_CONFIGURED", f"projects/1/secrets/{SECRET_ID}", "not a rotation signal"),
-        ("SECRET_ROTATE", "projects/1/secrets/someone-elses", "not a managed integration"),
-        ("SECRET_ROTATE", "projects/1/secrets/gone", "no longer exists"),
+        ("SECRET_ROTATE", "projects/1/secrets/someone-elses", "not an integration record"),
+        ("SECRET_ROTATE", "projects/1/secrets/dataloop-gar-unlabelled", "not a managed integration"),
+        ("SECRET_ROTATE", "projects/1/secrets/dataloop-gar-gone", "no longer exists"),
     ],
 )
 def test_other_secret_manager_events_are_ignored(routed, event_type: str, secret: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    handler, recorder, _ = routed
+    handler, recorder, secrets = routed
     outcome = handler.handle(event(event_type, secret))
     assert outcome.status is Status.IGNORED and fragment in outcome.reason
     assert recorder.calls == []
+    # Outside the prefix, the deployed function may not read it: so it does not try.
+    assert all(name.startswith("dataloop-gar-") for name in secrets.named)
 
 
 def test_a_rotate_notification_without_a_secret_name_is_rejected(routed) -> None:  # type: ignore[no-untyped-def]

@@ -370,7 +370,7 @@ def test_secret_rotate_notifications_rotate_and_other_events_are_ignored(
     function.rotate(
         pubsub_event(b"{}", {"eventType": "SECRET_ROTATE", "secretId": "projects/123/secrets/dataloop-api-credentials"})
     )
-    assert results[-1].status is Status.IGNORED and "not a managed integration" in results[-1].reason
+    assert results[-1].status is Status.IGNORED and "not an integration record" in results[-1].reason
     function.rotate(pubsub_event(b'{"kind": "rotate"}'))
     assert results[-1].status is Status.REJECTED and "needs 'integration'" in results[-1].reason
 
