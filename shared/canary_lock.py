@@ -40,6 +40,7 @@ from typing import Protocol
 from shared import logs
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.lease import Lease, timestamp
+from shared.requests_schema import SERVICE_ID
 from shared.secrets import SecretRecord
 
 logger = logging.getLogger("dataloop_gar")
@@ -50,8 +51,6 @@ ORIGINAL = "canary-original"
 SERVICE = "canary-service"
 #: Labels say what the secret is to whoever lists secrets; none of them is ``managed-by``.
 LOCK_LABEL = ("dataloop-gar", "canary-lock")
-#: The service ids ``provision`` requests accept (shared/requests_schema.py; pinned by a test).
-SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 #: A recorded original that is not one token of reasonable length is not an image reference.
 _IMAGE = re.compile(r"[^\s\x00-\x1f\x7f]{1,2048}")
 #: A lease lasts the watch timeout plus this: the calls before the watch and the restore after

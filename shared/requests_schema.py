@@ -43,7 +43,7 @@ _ACCOUNT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _ACCOUNT_EMAIL = re.compile(
     r"[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9-]*(?:\.[a-z0-9][a-z0-9-]*)*\.gserviceaccount\.com"
 )
-_SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _REGISTRY_HOST = re.compile(r"(?:127\.0\.0\.1|localhost)(?::[0-9]{1,5})?|[a-z][a-z0-9-]{0,61}[a-z0-9]-docker\.pkg\.dev")
 _PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
@@ -329,7 +329,7 @@ _SERVICE_ACCOUNT = (
 )
 _CANARY = (
     Field("image", image_reference, required=True),
-    Field("service_id", text(_SERVICE_ID, "a Dataloop service id (letters, digits and '-')")),
+    Field("service_id", text(SERVICE_ID, "a Dataloop service id (letters, digits and '-')")),
 )
 
 ACTIONS: dict[str, tuple[Field, ...]] = {

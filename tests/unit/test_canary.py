@@ -21,7 +21,6 @@ from shared.canary_lock import (
     LEASE,
     LOCK_LABEL,
     ORIGINAL,
-    SERVICE_ID,
     CanaryLock,
     ensure_lock,
     lock_secret_id,
@@ -29,7 +28,6 @@ from shared.canary_lock import (
 from shared.errors import TransientError
 from shared.integrations import MANAGED_LABEL
 from shared.lease import Lease
-from shared.requests_schema import _SERVICE_ID as REQUEST_SERVICE_ID
 from tests.unit.fakes import FakeLockSecrets, FakeServices
 
 SERVICE = "6543abcd"
@@ -213,10 +211,6 @@ def test_the_lock_secret_is_ensured_once_and_is_no_managed_integration() -> None
     assert record.labels == dict([LOCK_LABEL]) and MANAGED_LABEL[0] not in record.labels
     assert LEASE in record.annotations, "an existing lock is left as it is"
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,255}", lock_secret_id("a" * 64))
-
-
-def test_the_lock_accepts_exactly_the_service_ids_requests_accept() -> None:
-    assert SERVICE_ID.pattern == REQUEST_SERVICE_ID.pattern
 
 
 def test_entries_from_before_the_restart_do_not_count_even_within_the_skew_second() -> None:
