@@ -28,6 +28,7 @@ from shared.policy import (
     ORG_ID,
     AccessPolicy,
 )
+from shared.requests_schema import SERVICE_ID
 
 #: Labels every resource the deployment creates (topics, functions, the credentials secret),
 #: so that teardown can tell what it made from what it found. Deliberately not the
@@ -179,6 +180,7 @@ class DeploySettings:
     dataloop_org_ids: tuple[str, ...] = ()
     requesters: tuple[str, ...] = ()
     created_account_prefix: str = DEFAULT_CREATED_ACCOUNT_PREFIX
+    canary_services: tuple[str, ...] = ()
     functions: Mapping[str, FunctionSettings] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     build_service_account: str | None = None
@@ -232,6 +234,7 @@ class DeploySettings:
             service_accounts=self.service_accounts,
             created_account_prefix=self.created_account_prefix,
             deployment_accounts=frozenset(self.deployment_accounts()),
+            canary_services=frozenset(self.canary_services),
         )
 
     def topic_path(self, topic: str) -> str:
@@ -280,6 +283,7 @@ _SECTIONS: dict[str, set[str]] = {
         "dataloop_org_ids",
         "requesters",
         "created_account_prefix",
+        "canary_services",
     },
     "functions": {spec.key for spec in FUNCTIONS},
     "function": {"memory", "timeout_seconds", "max_instances", "concurrency", "cpu"},
@@ -377,6 +381,7 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
         else ((org_id,) if org_id else ())
     )
     requesters = reader.texts(access, "requesters", REQUESTER, where="access.")
+    canary_services = reader.texts(access, "canary_services", SERVICE_ID, where="access.")
     created_prefix = reader.text(
         access,
         "created_account_prefix",
@@ -441,6 +446,7 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
         dataloop_org_ids=org_ids,
         requesters=requesters,
         created_account_prefix=created_prefix,
+        canary_services=canary_services,
         functions=functions,
         env=env,
         build_service_account=build_account,

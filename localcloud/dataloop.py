@@ -260,8 +260,16 @@ class DataloopGateway:
                 if email is None or owner == email:
                     del self._refresh_tokens[token]
 
-    def add_service(self, org_id: str, name: str, runner_image: str, *, project_id: str | None = None) -> str:
-        service_id = _object_id()
+    def add_service(
+        self,
+        org_id: str,
+        name: str,
+        runner_image: str,
+        *,
+        project_id: str | None = None,
+        service_id: str | None = None,
+    ) -> str:
+        service_id = service_id or _object_id()
         now = _now_iso()
         with self._lock:
             self._services[service_id] = {

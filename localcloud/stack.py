@@ -195,6 +195,8 @@ class LocalCloud:
         self.key_grace_period_seconds = key_grace_period_seconds
         #: Known before the functions start, so that their access policy can name it.
         self.org_id = uuid.uuid4().hex[:24]
+        #: Known before the functions start: their access policy names it as the one canary.
+        self.canary_service_id = uuid.uuid4().hex[:24]
         self._extra_env = dict(function_env or {})
         wanted = functions if functions is not None else tuple(spec.name for spec in FUNCTIONS)
         unknown = set(wanted) - {spec.name for spec in FUNCTIONS}
@@ -421,7 +423,9 @@ class LocalCloud:
             state = self.artifact_registry.state
             repository = state.create_repository(self.project, LOCATION, REPOSITORY, {"format": "DOCKER"})
             other = state.create_repository(self.project, LOCATION, OTHER_REPOSITORY, {"format": "DOCKER"})
-            service_id = self.dataloop.add_service(org_id, CANARY_SERVICE_NAME, self._runner.by_tag)
+            service_id = self.dataloop.add_service(
+                org_id, CANARY_SERVICE_NAME, self._runner.by_tag, service_id=self.canary_service_id
+            )
             self.seed = Seed(
                 org_id=org_id,
                 admin_email=DATALOOP_ADMIN_EMAIL,
@@ -499,6 +503,7 @@ class LocalCloud:
             ),
             account_projects=frozenset([self.project]),
             service_accounts=(f"*@{self.project}.iam.gserviceaccount.com",),
+            canary_services=frozenset([self.canary_service_id]),
         )
 
     def endpoints(self) -> dict[str, str]:

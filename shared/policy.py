@@ -37,7 +37,7 @@ from typing import Any
 
 from shared import json_text
 from shared.errors import ConfigError, RejectedMessage
-from shared.requests_schema import INTEGRATION_NAME
+from shared.requests_schema import INTEGRATION_NAME, SERVICE_ID
 
 #: Accounts created by provisioning must have an id starting with this, and the deployment
 #: refuses it for its own accounts: with the account's description (``account_description``)
@@ -112,6 +112,7 @@ class AccessPolicy:
     service_accounts: tuple[str, ...] = ()  # exact emails or *@PROJECT.iam.gserviceaccount.com
     created_account_prefix: str = DEFAULT_CREATED_ACCOUNT_PREFIX
     deployment_accounts: frozenset[str] = frozenset()
+    canary_services: frozenset[str] = frozenset()  # Dataloop service ids set aside as canaries
     configured: bool = True
 
     # -- building ---------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class AccessPolicy:
             "service_accounts",
             "created_account_prefix",
             "deployment_accounts",
+            "canary_services",
         }
         problems += [f"ACCESS_POLICY.{key}: unknown setting" for key in sorted(set(data) - known)]
 
@@ -162,6 +164,7 @@ class AccessPolicy:
             service_accounts=texts("service_accounts", ADOPTABLE_ACCOUNT),
             created_account_prefix=prefix,
             deployment_accounts=frozenset(texts("deployment_accounts", USER_MANAGED_ACCOUNT)),
+            canary_services=frozenset(texts("canary_services", SERVICE_ID)),
         )
         clash = sorted(a for a in policy.deployment_accounts if a.startswith(prefix))
         if clash:
@@ -182,6 +185,7 @@ class AccessPolicy:
                 "service_accounts": list(self.service_accounts),
                 "created_account_prefix": self.created_account_prefix,
                 "deployment_accounts": sorted(self.deployment_accounts),
+                "canary_services": sorted(self.canary_services),
             },
             separators=(",", ":"),
         )
@@ -288,6 +292,23 @@ class AccessPolicy:
         choice = request.service_account
         field = "/service_account/create" if choice.create else "/service_account/email"
         self.check_account(choice.email_in(request.project), create=bool(choice.create), field=field)
+        canary = getattr(request, "canary", None)
+        if canary is not None and canary.service_id:
+            self.check_canary_service(canary.service_id)
+
+    def check_canary_service(self, service_id: str, field: str = "/canary/service_id") -> None:
+        """The platform tier points a service at a test image and restarts it, so only
+        services the operator set aside for it may be named.
+
+        Raises:
+            NotAllowed: the service is not one of ``canary_services``.
+        """
+        if service_id not in self.canary_services:
+            raise NotAllowed(
+                field,
+                f"Dataloop service {service_id} is not one of the access policy's canary services "
+                "([access] canary_services): the platform-tier test replaces a canary's image and restarts it",
+            )
 
     def check_record(self, *, org_id: str | None, service_account: str | None, secret_id: str) -> None:
         """A managed record's targets, as read back from Secret Manager (untrusted).

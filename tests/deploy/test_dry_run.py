@@ -68,6 +68,7 @@ FULL = textwrap.dedent(
     dataloop_org_ids = ["org-1", "org-2"]
     requesters = ["group:platform-team@example.com", "serviceAccount:ci@dlgar-full-test.iam.gserviceaccount.com"]
     created_account_prefix = "dl-pull-"
+    canary_services = ["64f0c0ffee0000000000abcd"]
     repositories = ["europe-west4/images", "projects/registry-proj/locations/us/repositories/shared-images"]
 
     [functions.on_push]
@@ -543,6 +544,7 @@ def test_the_dry_run_prints_who_may_publish_requests_and_the_policy_the_function
     assert "  - group:platform-team@example.com" in text
     settings = load(full_config)
     assert '"created_account_prefix": "dl-pull-"' in text and '"org-2"' in text
+    assert '"canary_services": [\n      "64f0c0ffee0000000000abcd"\n    ]' in text
     # the functions are given exactly the policy printed, and every function the same one
     for spec in FUNCTIONS:
         policy = AccessPolicy.from_json(settings.function_env(spec.key)["ACCESS_POLICY"])
@@ -590,6 +592,7 @@ def test_an_adoptable_project_pattern_gets_project_wide_key_administration_an_em
         ({"service_accounts": ["*@*.iam.gserviceaccount.com"]}, "access.service_accounts"),
         ({"service_accounts": ["dataloop-gar-rotate@p-123456.iam.gserviceaccount.com"]}, "deployment's own"),
         ({"dataloop_org_ids": ["org 1"]}, "access.dataloop_org_ids"),
+        ({"canary_services": ["svc/../x"]}, "access.canary_services"),
     ],
 )
 def test_access_settings_that_would_open_the_boundary_are_refused(access_table: dict, problem: str) -> None:

@@ -30,9 +30,11 @@ POLICY = AccessPolicy.from_json(
             "account_projects": [PROJECT],
             "service_accounts": [f"puller@{OTHER}.iam.gserviceaccount.com", f"*@{PROJECT}.iam.gserviceaccount.com"],
             "deployment_accounts": list(DEPLOYMENT),
+            "canary_services": ["canary-svc-1"],
         }
     )
 )
+CANARY_IMAGE = f"us-central1-docker.pkg.dev/{PROJECT}/images/canary:v1"
 
 
 def provision(**overrides: Any) -> dict[str, Any]:
@@ -121,6 +123,10 @@ REFUSED = {
         {"service_account": {"email": f"builder@{OTHER}.iam.gserviceaccount.com"}},
         "/service_account/email",
     ),
+    "a Dataloop service not set aside as a canary": (
+        {"canary": {"image": CANARY_IMAGE, "service_id": "production-service"}},
+        "/canary/service_id",
+    ),
 }
 
 
@@ -143,6 +149,8 @@ def test_an_allowed_request_reaches_the_workflow() -> None:
         {"service_account": {"email": f"puller@{OTHER}.iam.gserviceaccount.com"}},
         {"service_account": {"email": f"existing-sa@{PROJECT}.iam.gserviceaccount.com"}},
         {"repositories": ["images", "models"]},
+        {"canary": {"image": CANARY_IMAGE, "service_id": "canary-svc-1"}},
+        {"canary": {"image": CANARY_IMAGE}},  # registry tier only: no service is touched
     ):
         counter = NoWorkflow()
         with pytest.raises(AssertionError, match="provision workflow"):
@@ -233,6 +241,7 @@ def test_the_policy_round_trips_through_its_json() -> None:
         ('{"service_accounts": ["*@*"]}', "service_accounts: '*@*' does not match"),
         ('{"created_account_prefix": "x"}', "created_account_prefix"),
         ('{"owners": []}', "owners: unknown setting"),
+        ('{"canary_services": ["../x"]}', "canary_services: '../x' does not match"),
         (
             '{"created_account_prefix": "dataloop-", "deployment_accounts": ["dataloop-gar-rotate@my-proj.iam.gserviceaccount.com"]}',
             "start with the created-account prefix",
