@@ -423,6 +423,30 @@ def test_deprovision_deletes_a_created_account_and_keep_secret_keeps_a_retired_r
     assert_one_of_everything(cloud)
 
 
+def test_one_teams_deprovision_leaves_the_account_and_grants_another_team_uses(cloud: Cloud) -> None:
+    assert cloud.send(cloud.provision_request(test_image=None)).status is Status.OK  # creates the account
+    team_b = cloud.provision_request(
+        name="team-b", repositories=[TEST_REPOSITORY], service_account={"email": EMAIL}, request_id="req-b"
+    )
+    assert cloud.send(team_b).status is Status.OK
+    team_b_key = json.loads(cloud.secrets.access("dataloop-gar-team-b", "current")[1])["private_key_id"]
+
+    first = cloud.send({"version": 1, "action": "deprovision", "name": NAME})
+
+    assert first.status is Status.OK, first.reason
+    assert cloud.iam.state.account(EMAIL) is not None, "team-b still uses the account"
+    assert cloud.readers(TEST_REPOSITORY) == {f"serviceAccount:{EMAIL}"}
+    assert cloud.readers(OTHER_REPOSITORY) == set()
+    assert cloud.user_keys() == [team_b_key]
+    checked = cloud.send({"version": 1, "action": "test", "name": "team-b", "image": str(cloud.image.by_digest)})
+    assert checked.status is Status.OK and "can pull" in checked.reason, checked.reason
+
+    last = cloud.send({"version": 1, "action": "deprovision", "name": "team-b"})
+
+    assert last.status is Status.OK and last.details["steps"]["service_account"] == "deleted", last.reason
+    assert cloud.iam.state.account(EMAIL) is None and cloud.readers(TEST_REPOSITORY) == set()
+
+
 # -- test and status ------------------------------------------------------------------------------------
 
 
