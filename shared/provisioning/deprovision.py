@@ -60,8 +60,8 @@ class Deprovisioner:
         repositories: RepositoryGrants,
         dataloop: Callable[[], DataloopPlatform],
         *,
+        policy: AccessPolicy,
         clock: Callable[[], datetime] = now_utc,
-        policy: AccessPolicy | None = None,
     ) -> None:
         """``policy`` names the deployment's own accounts and the created-account prefix: an
         account is deleted only when it carries that prefix and is none of the deployment's."""
@@ -114,8 +114,7 @@ class Deprovisioner:
         email = notes.get(Annotation.SERVICE_ACCOUNT) or ""
         facts["service_account"] = email
 
-        own = self._policy.deployment_accounts if self._policy is not None else frozenset()
-        refused = never_touched(email, own) if email else None
+        refused = never_touched(email, self._policy.deployment_accounts) if email else None
         with steps.step("dataloop"):
             steps.done("dataloop", self._remove_integration(record))
         with steps.step("keys"):
@@ -165,7 +164,7 @@ class Deprovisioner:
         if refused:
             return f"kept: {refused}"
         account_id = email.split("@", 1)[0]
-        if self._policy is not None and not self._policy.is_created_account_id(account_id):
+        if not self._policy.is_created_account_id(account_id):
             return (
                 f"kept: its id lacks the created-account prefix {self._policy.created_account_prefix!r}, "
                 "so it was not made by this system"
@@ -231,6 +230,10 @@ class Deprovisioner:
             key_ids.setdefault(key_id, email)
         results = {}
         for key_id, owner in key_ids.items():
+            if owner != email:
+                # A version's payload names another account: not this integration's to delete.
+                results[key_id] = f"kept (a key of {owner}, not of the integration's account)"
+                continue
             results[key_id] = "deleted" if self._accounts.delete_key(owner, key_id) else "already gone"
         return results
 

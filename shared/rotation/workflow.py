@@ -206,10 +206,11 @@ class KeyRotation:
         dry_run: bool = False,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
-        policy: AccessPolicy | None = None,
+        policy: AccessPolicy,
     ) -> None:
         """``policy``: the deployment's access policy; a record whose organisation or account
-        falls outside it is never rotated (its annotations are editable by hand)."""
+        falls outside it is never rotated (its annotations are editable by hand). Required, so
+        that no way of building a rotation skips it."""
         self._policy = policy
         self._secrets = secrets
         self._accounts = accounts
@@ -262,25 +263,24 @@ class KeyRotation:
         except PermanentError as exc:
             return self._outcome(Status.FAILED, exc.reason, code=exc.code, subject=subject, rid=request_id)
         subject.update(integration=integration.name, service_account=integration.service_account or "")
-        if self._policy is not None:
-            try:
-                self._policy.check_record(
-                    org_id=integration.org_id, service_account=integration.service_account, secret_id=record.secret_id
-                )
-            except NotAllowed as exc:
-                return self._outcome(
-                    Status.FAILED,
-                    f"{exc.reason}; not rotated (no key is made for, or sent to, what the access policy does not allow)",
-                    code=exc.code,
-                    subject=subject,
-                    rid=request_id,
-                )
         missing = self._missing_fields(record, integration)
         if missing:
             return self._outcome(
                 Status.FAILED,
                 f"managed secret {record.secret_id} cannot be rotated: it lacks {', '.join(missing)}; re-provision it",
                 code="bad-integration",
+                subject=subject,
+                rid=request_id,
+            )
+        try:
+            self._policy.check_record(
+                org_id=integration.org_id, service_account=integration.service_account, secret_id=record.secret_id
+            )
+        except NotAllowed as exc:
+            return self._outcome(
+                Status.FAILED,
+                f"{exc.reason}; not rotated (no key is made for, or sent to, what the access policy does not allow)",
+                code=exc.code,
                 subject=subject,
                 rid=request_id,
             )

@@ -221,6 +221,7 @@ def test_requests_delivered_twice_and_out_of_order_do_the_work_of_one_delivery(c
             probe,
             grace_period_seconds=0,
             test_timeout_seconds=5,
+            policy=cloud.policy(),
         )
 
     handler = cloud.handler(rotation=rotation)

@@ -32,7 +32,7 @@ from shared.keys import ServiceAccountKey
 from shared.registry import ManifestRef, RegistryCredential
 from shared.secrets import SecretRecord
 
-EMAIL = "puller@proj.iam.gserviceaccount.com"
+EMAIL = "puller@test-proj.iam.gserviceaccount.com"
 HOST = "us-central1-docker.pkg.dev"
 ORG = "org-1"
 INTEGRATION_ID = "integration-1"

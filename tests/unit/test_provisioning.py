@@ -26,7 +26,7 @@ from shared.iam import KeyInfo
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.key_ledger import created_keys
 from shared.keys import ServiceAccountKey
-from shared.policy import account_description
+from shared.policy import AccessPolicy, account_description
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
 from shared.provisioning.records import GRANTS_MADE, parse_rfc3339, rfc3339
@@ -298,7 +298,16 @@ class World:
     def deprovision(self, **overrides: Any) -> Outcome:
         request = parse_request({"version": 1, "action": "deprovision", "name": "team-a", **overrides})
         deprovisioner = Deprovisioner(
-            self.secrets, self.accounts, self.repositories, lambda: self.dataloop, clock=lambda: NOW
+            self.secrets,
+            self.accounts,
+            self.repositories,
+            lambda: self.dataloop,
+            clock=lambda: NOW,
+            policy=AccessPolicy(
+                org_ids=frozenset(["org-1"]),
+                account_projects=frozenset([PROJECT]),
+                service_accounts=(f"*@{PROJECT}.iam.gserviceaccount.com",),
+            ),
         )
         return deprovisioner.deprovision(request)  # type: ignore[arg-type]
 

@@ -36,6 +36,7 @@ from shared.rotation.state import (
     timestamp,
 )
 from shared.sweep import PubSubFanOut, Sweep
+from tests.fixtures.policy import allowing_records
 from tests.unit.rotation_fakes import (
     DIGEST,
     EMAIL,
@@ -121,7 +122,12 @@ def make_world(**options: object) -> World:
         sleep=sleeper.sleep,
         monotonic=sleeper.monotonic,
     )
-    settings: dict[str, object] = {"grace_period_seconds": 0.0, "test_timeout_seconds": 60.0, "lease_seconds": 900.0}
+    settings: dict[str, object] = {
+        "grace_period_seconds": 0.0,
+        "test_timeout_seconds": 60.0,
+        "lease_seconds": 900.0,
+        "policy": allowing_records(ORG, EMAIL),
+    }
     settings.update(options)
     rotation = KeyRotation(
         secrets,
