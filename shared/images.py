@@ -26,6 +26,14 @@ _GAR_HOST = re.compile(r"(?P<location>[a-z][a-z0-9-]*[a-z0-9])-docker\.pkg\.dev"
 _LOCATION = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
 
 
+_LOOPBACK_HOST = re.compile(r"(?:127(?:\.[0-9]{1,3}){3}|localhost|\[::1\])(?::[0-9]{1,5})?\.?", re.IGNORECASE)
+
+
+def is_loopback_host(host: str) -> bool:
+    """A registry host on this machine's loopback interface: only the local cloud has one."""
+    return bool(_LOOPBACK_HOST.fullmatch((host or "").strip()))
+
+
 def registry_host(location: str) -> str:
     """The Docker registry host of a GAR location: ``us-central1`` → ``us-central1-docker.pkg.dev``.
 

@@ -330,14 +330,6 @@ class AccessPolicy:
             raise NotAllowed(f"{where} annotation service-account", refusal)
 
 
-_LOOPBACK_HOST = re.compile(r"(?:127(?:\.[0-9]{1,3}){3}|localhost|\[::1\])(?::[0-9]{1,5})?\.?", re.IGNORECASE)
-
-
-def is_loopback_host(host: str) -> bool:
-    """A registry host on this machine's loopback interface: only the local cloud has one."""
-    return bool(_LOOPBACK_HOST.fullmatch((host or "").strip()))
-
-
 def _project_of_pattern(pattern: str) -> str:
     match = ADOPTABLE_ACCOUNT.fullmatch(pattern)
     assert match is not None  # the policy holds only patterns that match

@@ -15,7 +15,8 @@ from typing import Any
 from shared import logs
 from shared.errors import PermanentError, RejectedMessage
 from shared.events import PubSubMessage
-from shared.policy import AccessPolicy, NotAllowed, is_loopback_host
+from shared.images import is_loopback_host
+from shared.policy import AccessPolicy, NotAllowed
 from shared.provisioning.deprovision import Deprovisioner
 from shared.provisioning.image_check import ImageCheck
 from shared.provisioning.ports import KeyRotation

@@ -279,7 +279,7 @@ def test_a_loopback_registry_host_is_rejected_unless_the_local_cloud_switch_is_o
 
 
 def test_loopback_hosts_are_recognised_in_every_spelling() -> None:
-    from shared.policy import is_loopback_host
+    from shared.images import is_loopback_host
 
     for host in ("127.0.0.1:5000", "LOCALHOST:1", "127.1.2.3:80", "[::1]:5000", "localhost."):
         assert is_loopback_host(host), host
