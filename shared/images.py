@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
 from shared.errors import RejectedMessage
 
 # From the distribution reference grammar (github.com/distribution/reference).
@@ -32,6 +35,41 @@ _LOOPBACK_HOST = re.compile(r"(?:127(?:\.[0-9]{1,3}){3}|localhost|\[::1\])(?::[0
 def is_loopback_host(host: str) -> bool:
     """A registry host on this machine's loopback interface: only the local cloud has one."""
     return bool(_LOOPBACK_HOST.fullmatch((host or "").strip()))
+
+
+#: Characters that no registry host or token realm of ours contains, and that parsers disagree
+#: on (urllib.parse reads ``a\\@b`` as host ``b``; urllib3, which requests connects with, as ``a``).
+CONFUSING_CHARACTERS = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
+def checked_registry_host(text: str, *, loopback: bool = True) -> str:
+    """The registry host ``text`` names, as requests would connect to it; else ``ValueError``.
+
+    Parsed with ``urllib3.util.parse_url``, the parser requests and urllib3 connect with
+    (urllib3's ``util/url.py``), not ``urllib.parse``, whose reading differs on backslashes
+    and stray ``@``: a check must see the host the connection will go to. Accepted: a GAR
+    host ``LOCATION-docker.pkg.dev`` on the default port, exactly as written (lower case,
+    no trailing dot); with ``loopback``, also a loopback host with a port (the local cloud;
+    whether one is *used* is the caller's switch). Refused: userinfo, backslashes,
+    whitespace, a path, query or fragment, another port, any other host.
+    """
+    if not isinstance(text, str) or not text or CONFUSING_CHARACTERS.search(text) or any(c in text for c in "/?#@%"):
+        raise ValueError(f"registry host {text!r} is not a bare host name")
+    try:
+        url = parse_url(f"https://{text}")
+    except LocationParseError:
+        raise ValueError(f"registry host {text!r} does not parse as a host") from None
+    host, port = url.host or "", url.port
+    canonical = f"{host}:{port}" if port is not None else host
+    if url.auth or url.path or url.query or url.fragment or canonical != text:
+        raise ValueError(f"registry host {text!r} is not a bare, lower-case host name")
+    if _GAR_HOST.fullmatch(host) and port is None:
+        return canonical
+    if loopback and is_loopback_host(canonical) and not host.endswith("."):
+        return canonical
+    raise ValueError(
+        f"registry host {text!r} is not an Artifact Registry Docker host (LOCATION-docker.pkg.dev, default port)"
+    )
 
 
 def registry_host(location: str) -> str:

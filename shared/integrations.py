@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.errors import PermanentError
-from shared.images import RegistryImage
+from shared.images import RegistryImage, checked_registry_host
 from shared.keys import ServiceAccountKey
 from shared.secrets import SecretManager, SecretRecord
 
@@ -82,6 +82,15 @@ class ManagedIntegration:
                 f"{Annotation.REPOSITORIES!r} annotations; re-provision it",
                 code="bad-integration",
             )
+        try:
+            # Read back from Secret Manager, so untrusted: the host a key would be sent to.
+            host = checked_registry_host(host)
+        except ValueError as exc:
+            raise PermanentError(
+                f"managed secret {record.secret_id} annotation {Annotation.REGISTRY_HOST!r}: {exc}; "
+                "nothing is sent there; re-provision it",
+                code="bad-integration",
+            ) from None
         secret_id = record.secret_id
         name = notes.get(Annotation.INTEGRATION_NAME) or secret_id.removeprefix(SECRET_PREFIX)
         return cls(

@@ -23,12 +23,13 @@ import logging
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from shared import json_text
 from shared.errors import (
@@ -39,7 +40,8 @@ from shared.errors import (
     RegistryUnavailable,
 )
 from shared.http import TRANSIENT_STATUSES, build_session, json_body
-from shared.images import RegistryImage
+from shared.images import CONFUSING_CHARACTERS as _CONFUSING
+from shared.images import RegistryImage, checked_registry_host, location_of
 from shared.redaction import redact_text, register_secret
 
 logger = logging.getLogger(__name__)
@@ -394,13 +396,67 @@ class RegistryClient:
         return True
 
     def _may_send_keys_to(self, host: str, realm: str | None) -> bool:
-        parsed = urllib.parse.urlsplit(realm or "")
-        wanted = ("http", "https") if host in self.insecure_hosts else ("https",)
         try:
-            registry_name = urllib.parse.urlsplit(f"//{host}").hostname
-        except ValueError:
+            self._realm_url(host, realm or "")
+        except PermanentError:
             return False
-        return parsed.scheme in wanted and parsed.hostname is not None and parsed.hostname == registry_name
+        return True
+
+    def _checked_host(self, host: str) -> str:
+        """``host`` as requests will connect to it, if keys may go there at all.
+
+        A GAR host always; any other host only when listed in ``insecure_hosts`` (an explicit
+        local setting that deploy refuses), so an edited record or request cannot point a
+        key at an arbitrary server.
+
+        Raises:
+            PermanentError: code ``registry-host-refused``.
+        """
+        try:
+            checked = checked_registry_host(host)
+        except ValueError as exc:
+            raise PermanentError(f"{exc}; no credentials are sent to it", code="registry-host-refused") from None
+        if checked != host or (location_of(checked) is None and checked not in self.insecure_hosts):
+            raise PermanentError(
+                f"registry host {host!r} is not an Artifact Registry host and not one of REGISTRY_INSECURE_HOSTS; "
+                "no credentials are sent to it",
+                code="registry-host-refused",
+            )
+        return checked
+
+    def _realm_url(self, host: str, realm: str) -> str:
+        """The token endpoint URL to send ``host``'s credentials to, rebuilt from checked parts.
+
+        The realm comes from a registry answer or from a record, both untrusted: it must be
+        on the registry's own host name, over HTTPS (``http`` only for an insecure host), on
+        the default port unless the host is an insecure (local) one, with no userinfo and no
+        character that parsers read differently. It is parsed with ``urllib3.util.parse_url``,
+        as requests will connect. Artifact Registry's own realm is ``https://HOST/v2/token``.
+
+        Raises:
+            PermanentError: code ``registry-realm-refused``.
+        """
+        registry = parse_url(f"https://{self._checked_host(host)}")
+        insecure = host in self.insecure_hosts
+        refused = PermanentError(
+            f"registry {host} named token endpoint {_origin(realm)}, which is not on the registry's own host over "
+            "HTTPS; no credentials are sent to it",
+            code="registry-realm-refused",
+        )
+        if not realm or _CONFUSING.search(realm) or "@" in realm.partition("?")[0]:
+            raise refused
+        try:
+            url = parse_url(realm)
+        except LocationParseError:
+            raise refused from None
+        schemes = ("http", "https") if insecure else ("https",)
+        if url.scheme not in schemes or url.auth or url.host != registry.host:
+            raise refused
+        if not insecure and url.port not in (None, 443):
+            raise refused
+        port = f":{url.port}" if url.port is not None else ""
+        query = f"?{url.query}" if url.query else ""
+        return f"{url.scheme}://{url.host}{port}{url.path or '/'}{query}"
 
     def _drop_expected(self, host: str) -> bool:
         """Forget a recorded challenge that failed; False when the host's challenge was its own."""
@@ -444,8 +500,9 @@ class RegistryClient:
 
     # -- HTTP ----------------------------------------------------------------------------------
     def _manifest_url(self, image: RegistryImage) -> str:
-        scheme = "http" if image.host in self.insecure_hosts else "https"
-        return f"{scheme}://{image.host}/v2/{image.name}/manifests/{image.reference}"
+        host = self._checked_host(image.host)
+        scheme = "http" if host in self.insecure_hosts else "https"
+        return f"{scheme}://{host}/v2/{image.name}/manifests/{image.reference}"
 
     def _head(self, image: RegistryImage, auth: _Auth | None) -> requests.Response:
         headers = {"Accept": MANIFEST_ACCEPT}
@@ -561,7 +618,7 @@ class RegistryClient:
     def _fetch_token(
         self, image: RegistryImage, challenge: Challenge, key: _TokenKey, credential: RegistryCredential
     ) -> _Auth:
-        realm, scope = challenge.realm or "", key[2]
+        realm, scope = self._realm_url(image.host, challenge.realm or ""), key[2]
         params = {"scope": scope}
         if challenge.service:
             params["service"] = challenge.service

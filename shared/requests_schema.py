@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from shared.errors import RejectedMessage
 from shared.events import parse_json
-from shared.images import RegistryImage, location_of, registry_host
+from shared.images import RegistryImage, checked_registry_host, location_of, registry_host
 from shared.integrations import SECRET_PREFIX
 
 VERSION = 1
@@ -45,7 +45,6 @@ _ACCOUNT_EMAIL = re.compile(
 )
 SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-_REGISTRY_HOST = re.compile(r"(?:127\.0\.0\.1|localhost)(?::[0-9]{1,5})?|[a-z][a-z0-9-]{0,61}[a-z0-9]-docker\.pkg\.dev")
 _PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 #: Secret Manager's limits on a rotation period (DESIGN.md 2.5), in days.
@@ -251,6 +250,18 @@ def number(low: float, high: float, expected: str) -> Check:
     return check
 
 
+def registry_host_text(value: Any, path: str, problems: _Problems) -> Any:
+    """A registry host, by the check the registry client applies before it sends a key."""
+    if not isinstance(value, str):
+        return problems.add(path, f"must be a string, got {_json_type(value)}")
+    try:
+        return checked_registry_host(value)
+    except ValueError:
+        return problems.add(
+            path, "must be LOCATION-docker.pkg.dev, or a loopback host (127.0.0.1:PORT) of the local cloud"
+        )
+
+
 def image_reference(value: Any, path: str, problems: _Problems) -> Any:
     if not isinstance(value, str):
         return problems.add(path, f"must be a string, got {_json_type(value)}")
@@ -364,7 +375,7 @@ ACTIONS: dict[str, tuple[Field, ...]] = {
         ),
         Field(
             "registry_host",
-            text(_REGISTRY_HOST, "LOCATION-docker.pkg.dev, or a loopback host (127.0.0.1:PORT) of the local cloud"),
+            registry_host_text,
         ),
         Field("canary", obj(_CANARY)),
         Field(

@@ -27,7 +27,7 @@ from shared.dataloop.errors import (
     DataloopUnavailable,
     IntegrationNameTaken,
 )
-from shared.images import registry_host
+from shared.images import checked_registry_host, registry_host
 from shared.logs import log
 from shared.redaction import register_secret
 
@@ -41,7 +41,6 @@ GCP = "gcp"
 #: GAR's docker login user for a key file (DESIGN.md 2.3).
 JSON_KEY_USER = "_json_key"
 
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 _BARE_LOCATION = re.compile(r"[a-z]+(?:-[a-z]+[0-9]*)*")
 
 
@@ -54,7 +53,8 @@ def registry_host_for(location_or_host: str) -> str:
     """The ``auths`` key for a GAR location: a host as given, a bare location made a host.
 
     dtlpy 1.126 turns ``us-central1`` into ``us-central1-docker.pkg.dev``; we accept that
-    spelling too, and refuse anything a kubelet could never match (a scheme, a path).
+    spelling too. Any other value must pass :func:`shared.images.checked_registry_host`
+    (a GAR host, or a loopback one of the local cloud): no scheme, path, userinfo or port.
 
     Raises:
         ValueError: not a registry host.
@@ -64,11 +64,8 @@ def registry_host_for(location_or_host: str) -> str:
         raise ValueError("registry host is empty; expected e.g. us-central1-docker.pkg.dev")
     if "." not in value and ":" not in value and value != "localhost" and _BARE_LOCATION.fullmatch(value):
         return registry_host(value)
-    if not _HOST.fullmatch(value):
-        raise ValueError(
-            f"registry host must be a bare host such as us-central1-docker.pkg.dev (no scheme, no path), got {value!r}"
-        )
-    return value
+    # The host Dataloop's kubelets will send this key to: held to the registry client's check.
+    return checked_registry_host(value)
 
 
 def gar_options(key_json_text: str, registry_host: str, email: str | None = None) -> dict[str, Any]:

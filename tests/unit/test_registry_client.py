@@ -254,8 +254,8 @@ def test_forbidden_with_a_fresh_token_is_refused(credential: RegistryCredential)
         client_over(transport).resolve(IMAGE, credential)
 
 
-def test_realm_that_moved_is_followed(credential: RegistryCredential):
-    moved = 'Bearer realm="https://auth.elsewhere.example/token",service="elsewhere"'
+def test_realm_that_moved_on_the_registry_host_is_followed(credential: RegistryCredential):
+    moved = f'Bearer realm="https://{HOST}/v3/token",service="elsewhere"'
     transport = ScriptedTransport(challenge(), token("a"), manifest())
     client = client_over(transport)
     client.resolve(IMAGE, credential)
@@ -263,8 +263,29 @@ def test_realm_that_moved_is_followed(credential: RegistryCredential):
 
     transport.then(token("b"), challenge(moved), token("c"), manifest())
     assert client.resolve(IMAGE, credential).digest == DIGEST
-    assert transport.calls[-2] == ("GET", "https://auth.elsewhere.example/token")
+    assert transport.calls[-2] == ("GET", f"https://{HOST}/v3/token")
     assert "service=elsewhere" in (transport.requests[-2].url or "")
+
+
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "https://auth.elsewhere.example/token",
+        f"https://evil.example\\@{HOST}/v2/token",
+        f"https://{HOST}:444/v2/token",
+        f"https://user:pw@{HOST}/v2/token",
+        f"http://{HOST}/v2/token",
+        f"https://{HOST}.evil.example/v2/token",
+    ],
+)
+def test_a_registry_naming_a_token_endpoint_off_its_host_gets_no_key(credential: RegistryCredential, realm: str):
+    transport = ScriptedTransport(challenge(f'Bearer realm="{realm}",service="x"'))
+
+    with pytest.raises(PermanentError) as refused:
+        client_over(transport).resolve(IMAGE, credential)
+
+    assert refused.value.code == "registry-realm-refused"
+    assert len(transport.calls) == 1, "only the unauthenticated HEAD: the key file went nowhere"
 
 
 def test_challenge_without_service_sends_none(credential: RegistryCredential):

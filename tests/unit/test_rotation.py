@@ -772,11 +772,22 @@ def test_unknown_unmanaged_and_incomplete_secrets_fail_clearly(world: World) -> 
     assert world.secrets.writes == 0
 
 
-def test_a_bad_registry_host_is_reported_before_any_key_is_made(world: World) -> None:
-    world.provision(**{Annotation.REGISTRY_HOST: "https://us-central1-docker.pkg.dev/"})
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://us-central1-docker.pkg.dev/",
+        "evil.example",  # edited: the new key would be probed there, and written into Dataloop for it
+        "evil.example\\@us-central1-docker.pkg.dev",
+        "us-central1-docker.pkg.dev:8443",
+        "user@us-central1-docker.pkg.dev",
+    ],
+)
+def test_a_bad_registry_host_is_reported_before_any_key_is_made(world: World, host: str) -> None:
+    world.provision(**{Annotation.REGISTRY_HOST: host})
     outcome = world.rotate()
     assert outcome.code == "bad-integration" and "registry-host" in outcome.reason
     assert world.accounts.count("create_key") == 0
+    assert world.dataloop.updates == [] and world.registry.calls == []
 
 
 def test_a_dry_run_on_an_unreadable_current_key_fails_cleanly(world: World) -> None:

@@ -456,3 +456,69 @@ def test_no_secret_in_errors_or_logs(
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+# -- untrusted hosts: a key file goes only to the registry's own host -------------------------------------
+
+
+class Attacker:
+    """A server on loopback that records whatever reaches it, credentials included."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        self.seen.append({"path": environ.get("PATH_INFO", ""), "authorization": environ.get("HTTP_AUTHORIZATION", "")})
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"token": "attacker", "expires_in": 300}']
+
+
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "http://127.0.0.2:{port}\\@{registry}/token",  # urllib.parse reads the host as {registry}
+        "http://127.0.0.2:{port}/token",
+        "http://user@127.0.0.2:{port}/token",
+    ],
+)
+def test_a_recorded_challenge_never_sends_the_key_file_to_another_host(
+    local_registry: RegistryStack, registry_keys: RegistryKeys, registry_image: PushedImage, realm: str
+) -> None:
+    attacker = Attacker()
+    with ServerThread(attacker, host="127.0.0.2") as evil:  # loopback, but another host
+        client, calls = counting_client(local_registry)
+        credential = registry_keys.credential(registry_keys.new_key())
+        quoted = realm.format(port=evil.port, registry=local_registry.host).replace(
+            "\\", "\\\\"
+        )  # RFC 9110 quoted-string
+        header = f'Bearer realm="{quoted}",service="x"'
+
+        client.expect_challenge(local_registry.host, header)  # an edited registry-challenge annotation
+        ref = client.resolve(registry_image.by_digest, credential)
+
+    assert attacker.seen == [], "the key file reached another host"
+    assert ref.digest == registry_image.digest  # the registry itself was asked, and answered
+    assert all(netloc != f"127.0.0.2:{evil.port}" for _, netloc, _ in calls.calls)
+
+
+def test_a_record_whose_registry_host_was_edited_is_not_rotated_or_probed(
+    local_registry: RegistryStack,
+) -> None:
+    from shared.integrations import ManagedIntegration
+    from shared.secrets import SecretRecord
+
+    for edited in ("evil.example", f"evil.example\\@{local_registry.host}", "us-central1-docker.pkg.dev:8443"):
+        record = SecretRecord(
+            "projects/p/secrets/dataloop-gar-team-a",
+            annotations={"registry-host": edited, "repositories": "p/r"},
+            version_aliases={},
+            etag="e",
+        )
+        with pytest.raises(PermanentError) as refused:
+            ManagedIntegration.from_secret(record)
+        assert refused.value.code == "bad-integration" and "registry-host" in refused.value.reason
+        with pytest.raises(PermanentError) as unsent:
+            local_registry.client().resolve(
+                RegistryImage(edited, "p", "r", "app", tag="v1"), RegistryCredential("_json_key", "{}")
+            )
+        assert unsent.value.code == "registry-host-refused"
