@@ -431,7 +431,9 @@ class RegistryClient:
         on the registry's own host name, over HTTPS (``http`` only for an insecure host), on
         the default port unless the host is an insecure (local) one, with no userinfo and no
         character that parsers read differently. It is parsed with ``urllib3.util.parse_url``,
-        as requests will connect. Artifact Registry's own realm is ``https://HOST/v2/token``.
+        as requests will connect. Artifact Registry's own realm is ``https://HOST/v2/token``
+        (its ``WWW-Authenticate`` as quoted in public bug reports, e.g. apple/container
+        issues 1026 and 2274: ``Bearer realm="https://us-docker.pkg.dev/v2/token",service="us-docker.pkg.dev"``).
 
         Raises:
             PermanentError: code ``registry-realm-refused``.
