@@ -448,9 +448,9 @@ class KeyRotation:
 
     def _create(self, run: _Run, step: StepReport) -> int:
         keys, orphans, note = self._orphans(run)
-        for key in orphans:
-            self._delete_key(run, key.key_id)
-            run.orphans_deleted.append(key.key_id)
+        for orphan in orphans:
+            self._delete_key(run, orphan.key_id)
+            run.orphans_deleted.append(orphan.key_id)
         if orphans:
             logs.log(
                 logger,
