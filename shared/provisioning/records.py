@@ -130,8 +130,9 @@ def refuse_during_rotation(record: SecretRecord, now: datetime) -> None:
     """
     holder = rotation_holder(record, now)
     if holder is not None:
+        what = "a deprovision" if holder.startswith(DEPROVISION_HOLDER) else "a key rotation"
         raise TransientError(
-            f"a key rotation ({holder}) is in progress on {record.secret_id}; the request will be retried after it",
+            f"{what} ({holder}) is in progress on {record.secret_id}; the request will be retried after it",
             code="rotation-in-progress",
         )
 
