@@ -402,6 +402,14 @@ class RegistryClient:
             return False
         return True
 
+    def check_host(self, host: str) -> None:
+        """Refuse, before any key exists for it, a host this client would never send one to.
+
+        Raises:
+            PermanentError: code ``registry-host-refused``.
+        """
+        self._checked_host(host)
+
     def _checked_host(self, host: str) -> str:
         """``host`` as requests will connect to it, if keys may go there at all.
 

@@ -80,3 +80,6 @@ class ProbeRegistry(Protocol):
 
     def challenge_for(self, host: str) -> str | None:
         """The ``WWW-Authenticate`` challenge ``host`` answered with, once it has (worth recording)."""
+
+    def check_host(self, host: str) -> None:
+        """Raise PermanentError ``registry-host-refused`` unless credentials may be sent to ``host``."""

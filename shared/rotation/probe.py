@@ -100,6 +100,11 @@ class KeyProbe:
         self._sleep = sleep
         self._monotonic = monotonic
 
+    def check_target(self, integration: ManagedIntegration) -> None:
+        """Raise PermanentError when the key could never be tested at the integration's host
+        (one the registry client refuses to send credentials to): then no key is made."""
+        self._registry.check_host(probe_target(integration)[0].host)
+
     def prove(self, key: ServiceAccountKey, integration: ManagedIntegration, *, deadline: float) -> ProbeResult:
         """Try ``key`` until it passes ``confirmations`` times in a row, or ``deadline`` (monotonic) passes.
 

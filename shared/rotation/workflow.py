@@ -284,6 +284,12 @@ class KeyRotation:
                 subject=subject,
                 rid=request_id,
             )
+        try:
+            self._probe.check_target(integration)
+        except PermanentError as exc:
+            return self._outcome(
+                Status.FAILED, f"{exc.reason}; not rotated", code=exc.code, subject=subject, rid=request_id
+            )
 
         now = self._clock()
         lease = Lease.from_annotations(record.annotations)

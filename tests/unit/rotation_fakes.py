@@ -364,6 +364,15 @@ class FakeRegistry(Faults):
     def forget(self, credential: RegistryCredential | None = None) -> None:
         self.forgotten += 1
 
+    def check_host(self, host: str) -> None:
+        """As the real client with no insecure hosts: GAR hosts only."""
+        from shared.images import location_of
+
+        if location_of(host) is None:
+            raise PermanentError(
+                f"registry host {host!r} is not an Artifact Registry host", code="registry-host-refused"
+            )
+
     def challenge_for(self, host: str) -> str | None:
         """What a real client learns on its first try: the host's challenge (a realm on the host)."""
         return f'Bearer realm="https://{host}/v2/token",service="{host}"' if self.resolved else None

@@ -772,6 +772,17 @@ def test_unknown_unmanaged_and_incomplete_secrets_fail_clearly(world: World) -> 
     assert world.secrets.writes == 0
 
 
+def test_a_loopback_host_in_production_is_refused_before_any_key_is_made(world: World) -> None:
+    """Well-formed (the local cloud uses such hosts), but the deployed registry client lists
+    no insecure hosts: the key could never be tested there, so it is not made."""
+    world.provision(**{Annotation.REGISTRY_HOST: "127.0.0.1:5000"})
+
+    outcome = world.rotate()
+
+    assert (outcome.status, outcome.code) == (Status.FAILED, "registry-host-refused"), outcome.reason
+    assert world.accounts.count("create_key") == 0 and world.dataloop.updates == []
+
+
 @pytest.mark.parametrize(
     "host",
     [
