@@ -132,7 +132,7 @@ def _describe_result(body: Any, raw: bytes) -> str:
 def run_publish(args: argparse.Namespace) -> int:
     """Publish to a running local cloud; with ``--wait``, print the reply from the results topic."""
     from google.api_core import exceptions as api_exceptions
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
 
     from localcloud.stack import Topics
 

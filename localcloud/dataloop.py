@@ -386,7 +386,7 @@ class DataloopGateway:
                 principal = self._principals.get(username) if isinstance(username, str) else None
                 ok = principal is not None and principal.password is not None and principal.password == password
                 self.grants.append((grant, ok))
-            if not ok:
+            if not ok or not isinstance(username, str):
                 raise ApiError(401, "Wrong email or password.")
             answer = self._issue(username)
             refresh = secrets.token_urlsafe(32)

@@ -106,7 +106,7 @@ class KeyRecord:
     email: str
     project_id: str
     key_id: str
-    key_type: KeyType
+    key_type: int  # a KeyType value (proto-plus enums are ints, and typed as such)
     created_at: float
     valid_after: dt.datetime
     valid_before: dt.datetime
@@ -366,7 +366,7 @@ class IamState:
             self._keys[record.key_id] = record
             return KeyRecord(**vars(record)), key_file.json_text
 
-    def list_keys(self, name: str, key_types: list[KeyType]) -> list[KeyRecord]:
+    def list_keys(self, name: str, key_types: list[int]) -> list[KeyRecord]:
         if KeyType.KEY_TYPE_UNSPECIFIED in key_types or len(set(key_types)) != len(key_types):
             raise IamError(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")  # unconfirmed
         wanted = set(key_types) or {KeyType.USER_MANAGED, KeyType.SYSTEM_MANAGED}
@@ -584,7 +584,7 @@ class IamServicer:
             raise IamError(grpc.StatusCode.UNIMPLEMENTED, "the local IAM mints RSA 2048 keys only")
         key, json_text = self.state.create_key(request.name)
         created = _key_message(key)
-        created.private_key_type = key_type
+        created.private_key_type = key_type  # type: ignore[assignment]  # proto-plus types enum members as int
         created.private_key_data = json_text.encode()  # gRPC carries the key file's bytes; REST base64s them
         return created
 

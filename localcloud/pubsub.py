@@ -40,7 +40,7 @@ from typing import Any
 
 import grpc
 from google.api_core import exceptions as api_exceptions
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
 from google.protobuf import duration_pb2
 from google.pubsub_v1 import types as pubsub_types
 from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport

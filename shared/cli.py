@@ -122,12 +122,12 @@ def request_from_args(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> An
     """The request the arguments describe, as JSON-ready data (not yet validated)."""
     if args.action == "send":
         text = stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        body = json_text.loads(text)
-        if isinstance(body, dict) and args.request_id:
-            body["request_id"] = args.request_id
-        elif isinstance(body, dict):
-            body.setdefault("request_id", new_request_id())
-        return body
+        sent = json_text.loads(text)
+        if isinstance(sent, dict) and args.request_id:
+            sent["request_id"] = args.request_id
+        elif isinstance(sent, dict):
+            sent.setdefault("request_id", new_request_id())
+        return sent
 
     body: dict[str, Any] = {
         "version": VERSION,
@@ -181,7 +181,7 @@ class RequestChannel:
     """Publishes requests and awaits their replies on Pub/Sub (or the emulator)."""
 
     def __init__(self, project: str, requests_topic: str, results_topic: str) -> None:
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
 
         self.project = project
         self.requests_topic = _topic_path(project, requests_topic)

@@ -50,9 +50,9 @@ def handle_event(kind: str, event: Any, workflow: Callable[[PubSubMessage], Outc
             raise
         outcome.event_id = outcome.event_id or (message.message_id if message else None) or event_id
         outcome.durations_ms.setdefault("total", (time.perf_counter() - started) * 1000)
-        message = outcome.to_message()  # built (and masked) once, for the log line and the result
-        logs.log(logger, outcome.severity, f"{kind} {outcome.status.value}: {outcome.reason}", outcome=message)
-        results.publish(outcome, message)
+        result = outcome.to_message()  # built (and masked) once, for the log line and the result
+        logs.log(logger, outcome.severity, f"{kind} {outcome.status.value}: {outcome.reason}", outcome=result)
+        results.publish(outcome, result)
         return outcome
 
 

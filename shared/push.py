@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.events import PubSubMessage
 from shared.images import GarNotification, RegistryImage
@@ -53,7 +53,7 @@ class PushTester:
         started = time.perf_counter()
         notification = GarNotification.from_json(message.json())
         image = notification.image
-        subject = {"image": str(image), "action": notification.action}
+        subject: dict[str, Any] = {"image": str(image), "action": notification.action}
 
         if not notification.is_insert:
             return Outcome(KIND, Status.IGNORED, f"{image} was deleted; nothing to test", subject=subject)

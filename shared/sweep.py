@@ -66,7 +66,7 @@ class PubSubFanOut:
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    from google.cloud import pubsub_v1
+                    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
 
                     self._publisher = pubsub_v1.PublisherClient()
         return self._publisher

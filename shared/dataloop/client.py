@@ -79,7 +79,7 @@ class DataloopClient:
         self.base_url = base_url.rstrip("/")
         self.origin = gate_origin(self.base_url)
         self.timeout = timeout
-        retry = {
+        retry: dict[str, Any] = {
             "retries": retries,
             "backoff_factor": backoff_factor,
             "backoff_max": backoff_max,
