@@ -24,6 +24,8 @@ test-unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy shared deploy localcloud
+	for f in functions/*/main.py; do $(PY) -m mypy "$$f" || exit 1; done
 
 demo: system-packages $(VENV)/.installed
 	$(PY) -m localcloud demo
