@@ -22,7 +22,17 @@ from deploy.settings import load
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLOUDBUILD = REPO_ROOT / "cloudbuild.yaml"
-SKIPPED_DIRS = {".git", ".venv", "build", "node_modules", "__pycache__", ".localcloud", ".pytest_cache", ".ruff_cache", ".mypy_cache"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    "build",
+    "node_modules",
+    "__pycache__",
+    ".localcloud",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+}
 #: Cloud Build's built-in substitutions, as a build in project "ci-project-1" would see them.
 BUILT_INS = {
     "PROJECT_ID": "ci-project-1",
