@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from shared.errors import PermanentError
 from shared.images import RegistryImage, checked_registry_host
 from shared.keys import ServiceAccountKey
+from shared.record import CURRENT
 from shared.secrets import SecretManager, SecretRecord
 
 MANAGED_LABEL = ("managed-by", "dataloop-gar")
@@ -172,7 +173,7 @@ class SecretKeySource:
         self._lock = threading.Lock()
         self._read_locks = tuple(threading.Lock() for _ in range(lock_stripes))
 
-    def key(self, integration: ManagedIntegration, alias: str = "current") -> ServiceAccountKey:
+    def key(self, integration: ManagedIntegration, alias: str = CURRENT) -> ServiceAccountKey:
         version = integration.version_aliases.get(alias)
         if version is not None:
             cached = self._get((integration.secret_id, version))

@@ -18,27 +18,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from shared import json_text
 from shared.integrations import Annotation
-
-
-def timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds: sortable, and what ``datetime.fromisoformat`` reads."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_timestamp(text: Any) -> datetime | None:
-    """An RFC 3339 moment (naive ones read as UTC), or None when absent or malformed."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+from shared.record import parse_timestamp, timestamp
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.record import CURRENT
+
 if TYPE_CHECKING:
     from shared.images import RegistryImage
     from shared.integrations import ManagedIntegration
@@ -37,7 +39,7 @@ class IntegrationDirectory(Protocol):
 
 
 class KeySource(Protocol):
-    def key(self, integration: ManagedIntegration, alias: str = "current") -> ServiceAccountKey:
+    def key(self, integration: ManagedIntegration, alias: str = CURRENT) -> ServiceAccountKey:
         """The key file an integration's secret holds under ``alias``."""
 
 

@@ -16,6 +16,7 @@ from shared.events import PubSubMessage
 from shared.images import GarNotification, RegistryImage
 from shared.integrations import ManagedIntegration
 from shared.ports import IntegrationDirectory, KeySource
+from shared.record import CURRENT
 from shared.reference_test import ReferenceTest, Verdict
 from shared.results import Outcome, Status
 
@@ -107,7 +108,7 @@ class PushTester:
         # a new key while the old one is already gone. Look again before crying wolf.
         self._directory.refresh()
         fresh = next((i for i in self._directory.covering(image) if i.secret_id == integration.secret_id), None)
-        if fresh is None or fresh.version_aliases.get("current") == integration.version_aliases.get("current"):
+        if fresh is None or fresh.version_aliases.get(CURRENT) == integration.version_aliases.get(CURRENT):
             return verdict
         return self._test.registry_tier(image, self._keys.key(fresh), challenge=fresh.registry_challenge)
 

@@ -20,14 +20,13 @@ from shared.provisioning.records import (
     PROVISIONED_AT,
     is_active,
     now_utc,
-    parse_rfc3339,
     read_last_test,
     read_record,
     records_integration,
-    rfc3339,
     rotation_holder,
 )
 from shared.provisioning.steps import Steps
+from shared.record import CURRENT, PREVIOUS, parse_timestamp, timestamp
 from shared.requests_schema import StatusRequest
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord
@@ -63,7 +62,7 @@ class IntegrationStatus:
     @classmethod
     def from_record(cls, record: SecretRecord, now: datetime, default_period_days: float) -> IntegrationStatus:
         notes = record.annotations
-        rotated_at = parse_rfc3339(notes.get(Annotation.ROTATED_AT))
+        rotated_at = parse_timestamp(notes.get(Annotation.ROTATED_AT))
         period = _period_days(notes.get(Annotation.ROTATION_PERIOD), default_period_days)
         next_rotation = rotated_at + timedelta(days=period) if rotated_at else None
         if is_active(record):
@@ -81,12 +80,12 @@ class IntegrationStatus:
             service_account=notes.get(Annotation.SERVICE_ACCOUNT),
             registry_host=notes.get(Annotation.REGISTRY_HOST),
             repositories=[r for r in notes.get(Annotation.REPOSITORIES, "").split(",") if r],
-            current_version=record.version_aliases.get("current"),
-            previous_version=record.version_aliases.get("previous"),
-            rotated_at=rfc3339(rotated_at) if rotated_at else None,
+            current_version=record.version_aliases.get(CURRENT),
+            previous_version=record.version_aliases.get(PREVIOUS),
+            rotated_at=timestamp(rotated_at) if rotated_at else None,
             key_age_days=round((now - rotated_at).total_seconds() / 86400, 3) if rotated_at else None,
             rotation_period_days=period,
-            next_rotation=rfc3339(next_rotation) if next_rotation else None,
+            next_rotation=timestamp(next_rotation) if next_rotation else None,
             rotate_notification_at=record.next_rotation_time,
             rotation_overdue=bool(state == "active" and next_rotation and next_rotation < now),
             rotation_in_progress=rotation_holder(record, now),

@@ -37,11 +37,11 @@ from shared.provisioning.records import (
     recorded_paths,
     records_integration,
     retired_key_ids,
-    rfc3339,
     take_rotation_lease,
     update_record,
 )
 from shared.provisioning.steps import Steps
+from shared.record import timestamp
 from shared.requests_schema import DeprovisionRequest
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord
@@ -268,7 +268,7 @@ class Deprovisioner:
                 for k, v in current.annotations.items()
                 if k not in (Annotation.INTEGRATION_ID, Annotation.ROTATION_LEASE, Annotation.CREATED_KEYS)
             }
-            notes.setdefault(DEPROVISIONED_AT, rfc3339(self._clock()))
+            notes.setdefault(DEPROVISIONED_AT, timestamp(self._clock()))
             if labels == dict(current.labels) and notes == dict(current.annotations) and not current.version_aliases:
                 return None
             return {"labels": labels, "annotations": notes, "version_aliases": {}}

@@ -17,6 +17,7 @@ from shared.provisioning.ports import SecretStore
 from shared.provisioning.pull_check import PullCheck, record_test, summary
 from shared.provisioning.records import is_active, read_record, records_integration
 from shared.provisioning.steps import Steps
+from shared.record import CURRENT
 from shared.requests_schema import ImageTestRequest
 from shared.results import Outcome, Status
 
@@ -88,7 +89,7 @@ class ImageCheck:
         return [i for i in found if i.covers(request.image)]
 
     def _current_key(self, integration: ManagedIntegration) -> ServiceAccountKey:
-        version = integration.version_aliases.get("current")
+        version = integration.version_aliases.get(CURRENT)
         if version is None:
             raise PermanentError(
                 f"integration {integration.name} has no current key; re-send its provision request",

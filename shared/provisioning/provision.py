@@ -60,12 +60,10 @@ from shared.provisioning.records import (
     PREVIOUS_REPOSITORIES,
     PROVISIONED_AT,
     PROVISIONED_FOR_REQUEST,
-    RETIRED_KEYS,
     format_paths,
     grants_made,
     is_active,
     now_utc,
-    parse_rfc3339,
     paths_needed_by,
     previous_paths,
     read_record,
@@ -73,10 +71,10 @@ from shared.provisioning.records import (
     records_integration,
     refuse_during_rotation,
     repository_paths,
-    rfc3339,
     update_record,
 )
 from shared.provisioning.steps import Steps
+from shared.record import CURRENT, RETIRED_KEYS, parse_timestamp, timestamp
 from shared.requests_schema import ProvisionRequest
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord
@@ -313,7 +311,7 @@ class Provisioner:
                     labels={LOCATION_LABEL: request.location},
                     annotations={
                         **wanted,
-                        PROVISIONED_AT: rfc3339(self._clock()),
+                        PROVISIONED_AT: timestamp(self._clock()),
                     },
                     topics=(self._rotation_topic,),
                     rotation_period_seconds=period,
@@ -348,7 +346,7 @@ class Provisioner:
                 # keys the account gained since it was first written are not ours.
                 for stale in _HISTORY:
                     notes.pop(stale, None)
-            notes.setdefault(PROVISIONED_AT, rfc3339(self._clock()))
+            notes.setdefault(PROVISIONED_AT, timestamp(self._clock()))
             fields: dict[str, Any] = {} if notes == dict(current.annotations) else {"annotations": notes}
             fields.update(self._schedule_change(current, period))
             return fields or None
@@ -369,7 +367,7 @@ class Provisioner:
         if record.rotation_period_seconds == period:
             return {}
         now = self._clock()
-        rotated = parse_rfc3339(record.annotations.get(Annotation.ROTATED_AT)) or now
+        rotated = parse_timestamp(record.annotations.get(Annotation.ROTATED_AT)) or now
         due = max(rotated + timedelta(seconds=period), now + timedelta(minutes=10))
         return {"rotation_period_seconds": period, "next_rotation_time": due}
 
@@ -504,7 +502,7 @@ class Provisioner:
         self, request: ProvisionRequest, record: SecretRecord, email: str
     ) -> tuple[SecretRecord, int, ServiceAccountKey, str]:
         secret_id = request.secret_id
-        current = record.version_aliases.get("current")
+        current = record.version_aliases.get(CURRENT)
         live = {k.key_id: k for k in self._accounts.list_keys(email)}
         if current is not None:
             key = self._read_key(secret_id, current)
@@ -547,14 +545,14 @@ class Provisioner:
             how = "created" + (f" (deleted {len(deleted)} key(s) an interrupted attempt made)" if deleted else "")
 
         def alias(current_record: SecretRecord) -> dict[str, Any] | None:
-            if current_record.version_aliases.get("current") is not None:
+            if current_record.version_aliases.get(CURRENT) is not None:
                 return None  # someone (a concurrent delivery) finished first; theirs stands
             notes = dict(current_record.annotations)
-            notes[Annotation.ROTATED_AT] = rfc3339(self._clock())
-            return {"version_aliases": {**current_record.version_aliases, "current": version}, "annotations": notes}
+            notes[Annotation.ROTATED_AT] = timestamp(self._clock())
+            return {"version_aliases": {**current_record.version_aliases, CURRENT: version}, "annotations": notes}
 
         record = update_record(self._secrets, secret_id, alias, record=record)
-        final = record.version_aliases["current"]
+        final = record.version_aliases[CURRENT]
         if final != version:
             # A concurrent delivery of this request stored its key first: ours is surplus.
             self._accounts.delete_key(email, key.key_id)

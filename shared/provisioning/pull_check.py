@@ -20,7 +20,12 @@ from shared.integrations import Annotation
 from shared.keys import ServiceAccountKey
 from shared.logs import log
 from shared.provisioning.ports import SecretStore
-from shared.provisioning.records import last_test_annotation, now_utc, rfc3339, update_record
+from shared.provisioning.records import (
+    last_test_annotation,
+    now_utc,
+    update_record,
+)
+from shared.record import timestamp
 from shared.reference_test import ReferenceTest, Verdict
 
 logger = logging.getLogger(__name__)
@@ -86,7 +91,7 @@ class PullCheck:
 def summary(image: RegistryImage, verdict: Verdict, attempts: int) -> dict[str, Any]:
     """What is recorded (``last-test``) and replied about one test: never key material."""
     return {
-        "at": rfc3339(now_utc()),
+        "at": timestamp(now_utc()),
         "image": str(image),
         "tier": verdict.tier,
         "passed": verdict.passed,

@@ -22,6 +22,7 @@ from shared.integrations import MANAGED_LABEL, Annotation
 from shared.lease import Lease
 from shared.logs import log
 from shared.provisioning.ports import SecretStore
+from shared.record import retired_keys
 from shared.secrets import SecretRecord
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ PROVISIONED_FOR_REQUEST = "provisioned-for-request"
 #: record was not yet active: what a provision that fails for good takes back.
 GRANTS_MADE = "grants-made"
 DEPROVISIONED_AT = "deprovisioned-at"  # RFC 3339: deprovisioned with keep_secret; the record stays as history
-#: Written by rotations: ``{"VERSION": {"key_id", "retired_at"}}`` of keys kept through the grace period.
-RETIRED_KEYS = "retired-keys"
 #: "SCOPE=PATH,…": repositories a newer request no longer names, whose grants are still to be taken back.
 PREVIOUS_REPOSITORIES = "previous-repositories"
 
@@ -46,22 +45,6 @@ WRITE_ATTEMPTS = 4
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, as the rotation workflow writes its timestamps."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_rfc3339(text: str | None) -> datetime | None:
-    """A timestamp written by this project (or by hand); None when absent or unreadable."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def read_record(secrets: SecretStore, secret_id: str) -> SecretRecord | None:
@@ -170,13 +153,7 @@ def update_record(
 
 def retired_key_ids(record: SecretRecord) -> list[str]:
     """Key ids in the rotation's ``retired-keys`` annotation (malformed entries are skipped)."""
-    try:
-        entries = json_text.loads(record.annotations.get(RETIRED_KEYS) or "{}")
-    except ValueError:
-        return []
-    if not isinstance(entries, dict):
-        return []
-    return [e["key_id"] for e in entries.values() if isinstance(e, dict) and isinstance(e.get("key_id"), str)]
+    return [e.key_id for e in retired_keys(record.annotations).values() if e.key_id]
 
 
 def repository_paths(scopes: list[str] | tuple[str, ...], location: str) -> dict[str, str]:

@@ -22,76 +22,29 @@ deletes if it is ours).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import json_text
 from shared.integrations import Annotation
 
-# The lease and its timestamps live in shared.lease (the platform tier takes leases too);
-# they are re-exported here, where the rotation code has always found them.
+# The lease lives in shared.lease (the platform tier takes leases too), the timestamps in
+# shared.record; re-exported here, where the rotation code has always found them.
 from shared.lease import Lease as Lease
-from shared.lease import parse_timestamp as parse_timestamp
-from shared.lease import timestamp as timestamp
+
+# The record's aliases, timestamps and retired keys are defined in shared.record (every
+# workflow reads them); re-exported here, where the rotation code finds them.
+from shared.record import CURRENT as CURRENT
+from shared.record import KEY_ALIASES as KEY_ALIASES
+from shared.record import PENDING as PENDING
+from shared.record import PREVIOUS as PREVIOUS
+from shared.record import RETIRED_KEYS as RETIRED_KEYS
+from shared.record import RetiredKey as RetiredKey
+from shared.record import parse_timestamp as parse_timestamp
+from shared.record import retired_annotation as retired_annotation
+from shared.record import retired_keys as retired_keys
+from shared.record import timestamp as timestamp
 from shared.secrets import SecretRecord
-
-CURRENT = "current"
-PREVIOUS = "previous"
-PENDING = "pending"
-KEY_ALIASES = (CURRENT, PREVIOUS, PENDING)
-
-#: Annotation keys this package adds to those of :class:`shared.integrations.Annotation`.
-RETIRED_KEYS = "retired-keys"
-
-
-@dataclass(frozen=True)
-class RetiredKey:
-    """A version no alias names any more, whose key waits out the grace period."""
-
-    version: int
-    key_id: str | None
-    retired_at: datetime
-
-    def expired(self, now: datetime, grace_seconds: float) -> bool:
-        return now - self.retired_at >= timedelta(seconds=grace_seconds)
-
-
-def retired_keys(annotations: Mapping[str, str]) -> dict[int, RetiredKey]:
-    """The ``retired-keys`` annotation, version -> entry; malformed entries are dropped."""
-    raw = annotations.get(RETIRED_KEYS)
-    if not raw:
-        return {}
-    try:
-        data = json_text.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    found: dict[int, RetiredKey] = {}
-    for version_text, entry in data.items():
-        if not str(version_text).isdigit() or not isinstance(entry, dict):
-            continue
-        retired_at = parse_timestamp(entry.get("retired_at"))
-        key_id = entry.get("key_id")
-        if retired_at is None:
-            continue
-        found[int(version_text)] = RetiredKey(
-            int(version_text), key_id if isinstance(key_id, str) and key_id else None, retired_at
-        )
-    return found
-
-
-def retired_annotation(entries: Mapping[int, RetiredKey]) -> str | None:
-    """The annotation value for ``entries``; None means "remove the annotation"."""
-    if not entries:
-        return None
-    return json.dumps(
-        {str(v): {"key_id": e.key_id, "retired_at": timestamp(e.retired_at)} for v, e in sorted(entries.items())},
-        separators=(",", ":"),
-    )
 
 
 def rotation_period_seconds(annotations: Mapping[str, str], default_seconds: float) -> float:

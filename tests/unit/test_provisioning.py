@@ -29,7 +29,10 @@ from shared.keys import ServiceAccountKey
 from shared.policy import AccessPolicy, account_description
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
-from shared.provisioning.records import GRANTS_MADE, parse_rfc3339, rfc3339
+from shared.provisioning.records import (
+    GRANTS_MADE,
+)
+from shared.record import parse_timestamp, timestamp
 from shared.reference_test import ReferenceTest
 from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
@@ -361,7 +364,7 @@ def test_a_deprovisioned_record_forgets_which_request_provisioned_it(world: Worl
 
 def test_a_running_rotation_is_waited_for_without_touching_anything(world: World) -> None:
     assert world.provision().status is Status.OK
-    lease = {"holder": "rot-1", "expires": rfc3339(NOW + timedelta(minutes=5))}
+    lease = {"holder": "rot-1", "expires": timestamp(NOW + timedelta(minutes=5))}
     world.secret().annotations[Annotation.ROTATION_LEASE] = json.dumps(lease)
     writes = len(world.secrets.writes)
 
@@ -376,7 +379,7 @@ def test_a_running_rotation_is_waited_for_without_touching_anything(world: World
 
 def test_an_expired_or_garbled_lease_does_not_block(world: World) -> None:
     assert world.provision().status is Status.OK
-    expired = {"holder": "rot-1", "expires": rfc3339(NOW - timedelta(seconds=1))}
+    expired = {"holder": "rot-1", "expires": timestamp(NOW - timedelta(seconds=1))}
     world.secret().annotations[Annotation.ROTATION_LEASE] = json.dumps(expired)
     assert world.provision().status is Status.OK
     world.secret().annotations[Annotation.ROTATION_LEASE] = "{garbled"
@@ -525,7 +528,7 @@ def test_deprovision_deletes_keys_a_rotation_retired_as_well(world: World) -> No
     retired = world.accounts.add_key(EMAIL, NOW)  # a rotation's previous key, its version disabled
     world.secret().versions[2] = ["DISABLED", retired.json_text.encode()]
     world.secret().annotations["retired-keys"] = json.dumps(
-        {"2": {"key_id": retired.key_id, "retired_at": rfc3339(NOW)}}
+        {"2": {"key_id": retired.key_id, "retired_at": timestamp(NOW)}}
     )
 
     outcome = world.deprovision()
@@ -692,7 +695,7 @@ def test_a_permanent_error_from_a_workflow_is_a_failed_reply_and_a_transient_one
 def test_test_and_status_through_the_dispatcher(world: World) -> None:
     world.registry.valid_keys.add("key-1")
     assert world.provision().status is Status.OK
-    world.secret().annotations[Annotation.ROTATED_AT] = rfc3339(NOW - timedelta(days=31))
+    world.secret().annotations[Annotation.ROTATED_AT] = timestamp(NOW - timedelta(days=31))
 
     tested = handler(world).handle(message({"version": 1, "action": "test", "image": IMAGE}))
     status = handler(world).handle(message({"version": 1, "action": "status", "name": "team-a"}))
@@ -700,7 +703,7 @@ def test_test_and_status_through_the_dispatcher(world: World) -> None:
     assert tested.status is Status.OK and tested.details["integrations"]["team-a"]["digest"] == DIGEST
     report = status.details["integrations"][0]
     assert report["key_age_days"] == 31.0 and report["rotation_overdue"] is True
-    assert report["next_rotation"] == rfc3339(NOW - timedelta(days=1))
+    assert report["next_rotation"] == timestamp(NOW - timedelta(days=1))
     assert report["last_test"]["passed"] is True and report["dataloop_integration_id"] == "dl-1"
     assert "(rotation overdue)" in status.reason and "last test passed" in status.reason
 
@@ -804,7 +807,7 @@ def test_a_changed_rotation_period_moves_secret_managers_own_schedule(world: Wor
     secret = world.secret()
     assert secret.period == 90 * 86400 and secret.annotations[Annotation.ROTATION_PERIOD] == str(90 * 86400)
     # SECRET_ROTATE is next due when the current key reaches the new period, not the old one.
-    rotated = parse_rfc3339(secret.annotations[Annotation.ROTATED_AT])
+    rotated = parse_timestamp(secret.annotations[Annotation.ROTATED_AT])
     assert rotated is not None and secret.next_rotation == rotated + timedelta(days=90)
     writes = len(world.secrets.writes)
     assert world.provision(rotation_period_days=90).status is Status.OK
@@ -813,7 +816,7 @@ def test_a_changed_rotation_period_moves_secret_managers_own_schedule(world: Wor
 
 def test_a_shortened_period_on_an_old_key_is_due_soon_not_in_the_past(world: World) -> None:
     assert world.provision(rotation_period_days=90).status is Status.OK
-    world.secret().annotations[Annotation.ROTATED_AT] = rfc3339(NOW - timedelta(days=60))
+    world.secret().annotations[Annotation.ROTATED_AT] = timestamp(NOW - timedelta(days=60))
 
     assert world.provision(rotation_period_days=30).status is Status.OK
 

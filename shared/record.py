@@ -1,0 +1,92 @@
+"""The managed record's shared vocabulary: its version aliases, timestamps and retired keys.
+
+An integration's record is one Secret Manager secret (the system keeps no other database):
+versions hold its keys, aliases say which is which, annotations hold everything else
+(their keys are :class:`shared.integrations.Annotation`). Provisioning, rotation,
+deprovision and status all read and write it, so what they must agree on is defined
+here, once, in a module light enough for every function's cold start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared import json_text
+
+#: Version aliases: the key Dataloop holds, the one before it (kept through a grace
+#: period), and a rotation's new key until it is proven.
+CURRENT = "current"
+PREVIOUS = "previous"
+PENDING = "pending"
+KEY_ALIASES = (CURRENT, PREVIOUS, PENDING)
+
+#: ``{"VERSION": {"key_id", "retired_at"}}``: keys that stopped being ``previous`` and wait
+#: out the grace period (their versions are disabled, so the id is kept here).
+RETIRED_KEYS = "retired-keys"
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds: sortable, and what ``datetime.fromisoformat`` reads."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: Any) -> datetime | None:
+    """An RFC 3339 moment (naive ones read as UTC), or None when absent or malformed."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RetiredKey:
+    """A version no alias names any more, whose key waits out the grace period."""
+
+    version: int
+    key_id: str | None
+    retired_at: datetime
+
+    def expired(self, now: datetime, grace_seconds: float) -> bool:
+        return now - self.retired_at >= timedelta(seconds=grace_seconds)
+
+
+def retired_keys(annotations: Mapping[str, str]) -> dict[int, RetiredKey]:
+    """The ``retired-keys`` annotation, version -> entry; malformed entries are dropped."""
+    raw = annotations.get(RETIRED_KEYS)
+    if not raw:
+        return {}
+    try:
+        data = json_text.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    found: dict[int, RetiredKey] = {}
+    for version_text, entry in data.items():
+        if not str(version_text).isdigit() or not isinstance(entry, dict):
+            continue
+        retired_at = parse_timestamp(entry.get("retired_at"))
+        key_id = entry.get("key_id")
+        if retired_at is None:
+            continue
+        found[int(version_text)] = RetiredKey(
+            int(version_text), key_id if isinstance(key_id, str) and key_id else None, retired_at
+        )
+    return found
+
+
+def retired_annotation(entries: Mapping[int, RetiredKey]) -> str | None:
+    """The annotation value for ``entries``; None means "remove the annotation"."""
+    if not entries:
+        return None
+    return json.dumps(
+        {str(v): {"key_id": e.key_id, "retired_at": timestamp(e.retired_at)} for v, e in sorted(entries.items())},
+        separators=(",", ":"),
+    )
