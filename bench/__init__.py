@@ -1,4 +1,4 @@
-"""The performance benchmark of issue 9: ``python -m bench`` prints one table.
+"""The performance benchmark: ``python -m bench`` prints one table.
 
 Modules: :mod:`bench.run` (the run and its table), one per measurement
 (:mod:`bench.coldstart`, :mod:`bench.burst`, :mod:`bench.sweep`), and the tools they share

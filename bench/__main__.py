@@ -1,4 +1,4 @@
-"""``python -m bench``: every performance measurement of the brief (issue 9), as one table.
+"""``python -m bench``: every performance measurement, as one table.
 
 Needs what ``make demo`` needs (docker-registry, skopeo, the Pub/Sub emulator); takes a
 few minutes on two cores. Ratios are comparable between machines, absolute times are not:

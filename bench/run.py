@@ -17,7 +17,7 @@ from bench.notifications import delivery
 from bench.table import Row, Verdict, check, megabytes, ratio
 from localcloud.stack import PushedImage
 
-#: Cloud Functions memory size the brief holds the instance against.
+#: Cloud Functions memory size the instance is held against.
 FUNCTION_MEMORY_BYTES = 256 * 2**20
 COLD_START_TARGET = 2.5
 #: What on_push may add over hello-world + its libraries for a miss to count as explained.
@@ -30,7 +30,7 @@ GROWTH_TARGET = 0.10
 class Config:
     """How big each measurement is.
 
-    ``events``, ``integrations`` and ``due`` are the brief's numbers. ``rounds`` and
+    ``events``, ``integrations`` and ``due`` are the benchmark's targets. ``rounds`` and
     ``warmup`` keep one noisy moment on a shared machine from deciding a ratio, and give the
     emulator's JIT and every instance's caches their steady state before anything is timed.
     """

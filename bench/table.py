@@ -10,13 +10,13 @@ from dataclasses import dataclass
 class Verdict(enum.StrEnum):
     MET = "ok"
     MISSED = "MISSED"
-    EXPLAINED = "explained"  # short of the brief's number for a reason the README gives
+    EXPLAINED = "explained"  # short of the target for a reason the README gives
     INFO = ""  # context, no target
 
 
 @dataclass(frozen=True)
 class Row:
-    section: str  # "1".."5", the brief's numbering
+    section: str  # "1".."5", the README's numbering
     measurement: str
     result: str
     target: str = ""

@@ -440,8 +440,8 @@ class RegistryClient:
         the default port unless the host is an insecure (local) one, with no userinfo and no
         character that parsers read differently. It is parsed with ``urllib3.util.parse_url``,
         as requests will connect. Artifact Registry's own realm is ``https://HOST/v2/token``
-        (its ``WWW-Authenticate`` as quoted in public bug reports, e.g. apple/container
-        issues 1026 and 2274: ``Bearer realm="https://us-docker.pkg.dev/v2/token",service="us-docker.pkg.dev"``).
+        (its ``WWW-Authenticate`` as quoted in public bug reports against the apple/container
+        registry client on GitHub, 2026: ``Bearer realm="https://us-docker.pkg.dev/v2/token",service="us-docker.pkg.dev"``).
 
         Raises:
             PermanentError: code ``registry-realm-refused``.

@@ -166,7 +166,7 @@ def dataloop():  # type: ignore[no-untyped-def]
     )
 
 
-# -- key rotation (issue 6) ----------------------------------------------------------------------
+# -- key rotation ----------------------------------------------------------------------
 
 
 @functools.cache
@@ -216,7 +216,7 @@ def rotation_handler():  # type: ignore[no-untyped-def]
     return RotationMessages(key_rotation(), rotation_sweep(), secret_manager())
 
 
-# -- provisioning requests (issue 5) ---------------------------------------------------------------
+# -- provisioning requests ---------------------------------------------------------------
 # Not cached: each composes the cached adapters above (so reset() covers them too) and costs
 # nothing to build; the Dataloop client and the rotation workflow are passed as builders so
 # that a request which never needs them never reads their credentials.

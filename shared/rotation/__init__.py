@@ -1,4 +1,4 @@
-"""Zero-downtime rotation of the service-account keys Dataloop pulls with (issue 6).
+"""Zero-downtime rotation of the service-account keys Dataloop pulls with.
 
 - :mod:`shared.rotation.workflow` — :class:`KeyRotation`, the create → test → set → finish run;
 - :mod:`shared.rotation.probe` — the test step: does a key pull yet?

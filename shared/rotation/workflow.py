@@ -1,4 +1,4 @@
-"""Zero-downtime rotation of an integration's service-account key (DESIGN.md 3.2, issue 6).
+"""Zero-downtime rotation of an integration's service-account key (DESIGN.md 3.2).
 
 Modelled on the four resumable steps of AWS Secrets Manager's rotation functions and on
 the crash-rollback of Vault's GCP secrets engine, with one deliberate deviation from

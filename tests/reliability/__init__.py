@@ -1,1 +1,1 @@
-"""Reliability and security evidence (issue 8): bad input, redelivery, concurrency, faults, leaks, limits."""
+"""Reliability and security evidence: bad input, redelivery, concurrency, faults, leaks, limits."""

@@ -1,6 +1,6 @@
 """``python -m tests.reliability.report``: run the reliability suite, then print its table.
 
-The table is the evidence of issue 8 in figures, from this very run: per scenario, the
+The table is the reliability evidence in figures, from this very run: per scenario, the
 tests, the inputs tried (generated messages, deliveries, requests, injected faults, lines
 scanned), the failures, the pulls made with the credential Dataloop holds and how many of
 those were lost, and the secrets found in what the system wrote. ``--markdown`` prints it

@@ -1,7 +1,7 @@
 """Faults, one at a time, each with its expected outcome, against the real adapters and stand-ins.
 
 Every case injects one fault into a key rotation (or a reference test) and then checks the
-three promises of issue 8, the same way for every fault:
+three reliability promises, the same way for every fault:
 
 1. **the credential Dataloop holds stays valid** — a prober thread pulls, over and over
    for the whole case, with exactly what the Dataloop gateway stores (decoded as a kubelet

@@ -3,7 +3,7 @@ IAM (gRPC) and Dataloop stand-ins, and a real docker-registry whose token endpoi
 local IAM whether a key is live and propagated, so a key works at the registry exactly when it
 would on Google.
 
-What is shown (issue 6): a full rotation; a rotation interrupted at each step then re-run
+What is shown: a full rotation; a rotation interrupted at each step then re-run
 (converges, no orphan keys); a key that only works after a propagation delay; a key that never
 works (rolled back, Dataloop still pulls); Dataloop failing during set (nothing revoked); two
 rotations at once (exactly one rotates); the 10-key limit; SECRET_ROTATE and a non-rotate event
