@@ -40,6 +40,7 @@ from typing import Protocol
 from shared import logs
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.lease import Lease, timestamp
+from shared.record import update_record
 from shared.requests_schema import SERVICE_ID
 from shared.secrets import SecretRecord
 
@@ -56,8 +57,6 @@ _IMAGE = re.compile(r"[^\s\x00-\x1f\x7f]{1,2048}")
 #: A lease lasts the watch timeout plus this: the calls before the watch and the restore after
 #: it are HTTP calls, each with its own timeout and retries.
 LEASE_MARGIN_SECONDS = 120.0
-#: Writes decided again after another writer changed the lock secret first.
-WRITE_ATTEMPTS = 4
 MISCONFIGURED = "canary-misconfigured"
 BUSY = "canary-busy"
 
@@ -240,37 +239,27 @@ class CanaryLock:
                 f"reference ({image[:80]!r}…); fix the service's runtime.runnerImage in Dataloop",
                 code=MISCONFIGURED,
             )
-        record = held.record
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            self._check_holder(held, record)
-            if record.annotations.get(ORIGINAL):
-                return replace(held, record=record)
-            notes = {**record.annotations, ORIGINAL: image}
-            try:
-                record = self._secrets.update_secret(held.secret_id, etag=record.etag, annotations=notes)
-                return replace(held, record=record)
-            except Conflict as exc:
-                if exc.code != "etag-mismatch" or attempt == WRITE_ATTEMPTS:
-                    raise
-                record = self._secrets.get_secret(held.secret_id)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def record_once(current: SecretRecord) -> dict[str, object] | None:
+            self._check_holder(held, current)
+            if current.annotations.get(ORIGINAL):
+                return None
+            return {"annotations": {**current.annotations, ORIGINAL: image}}
+
+        return replace(held, record=update_record(self._secrets, held.secret_id, record_once, record=held.record))
 
     def release(self, held: Held) -> bool:
         """Drop this run's lease; never raises (an undropped lease expires by itself)."""
-        record = held.record
+
+        def drop(current: SecretRecord) -> dict[str, object] | None:
+            lease = Lease.from_annotations(current.annotations, LEASE)
+            if lease is None or lease.holder != held.holder:
+                return None  # not ours any more: nothing of ours to drop
+            return {"annotations": {k: v for k, v in current.annotations.items() if k != LEASE}}
+
         try:
-            for attempt in range(1, WRITE_ATTEMPTS + 1):
-                lease = Lease.from_annotations(record.annotations, LEASE)
-                if lease is None or lease.holder != held.holder:
-                    return True  # not ours any more: nothing of ours to drop
-                notes = {k: v for k, v in record.annotations.items() if k != LEASE}
-                try:
-                    self._secrets.update_secret(held.secret_id, etag=record.etag, annotations=notes)
-                    return True
-                except Conflict as exc:
-                    if exc.code != "etag-mismatch" or attempt == WRITE_ATTEMPTS:
-                        raise
-                    record = self._secrets.get_secret(held.secret_id)
+            update_record(self._secrets, held.secret_id, drop, record=held.record)
+            return True
         except (TransientError, PermanentError) as exc:
             logs.log(
                 logger,

@@ -10,12 +10,18 @@ here, once, in a module light enough for every function's cold start.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import json_text
+from shared.errors import Conflict
+from shared.logs import log
+from shared.secrets import SecretRecord
+
+logger = logging.getLogger(__name__)
 
 #: Version aliases: the key Dataloop holds, the one before it (kept through a grace
 #: period), and a rotation's new key until it is proven.
@@ -90,3 +96,48 @@ def retired_annotation(entries: Mapping[int, RetiredKey]) -> str | None:
         {str(v): {"key_id": e.key_id, "retired_at": timestamp(e.retired_at)} for v, e in sorted(entries.items())},
         separators=(",", ":"),
     )
+
+
+# -- the one way the record is changed -------------------------------------------------------------
+
+#: How many times a write is decided again after another writer changed the record first.
+WRITE_ATTEMPTS = 5
+
+#: Given the record as it is now, the fields to write (``labels``/``annotations``/
+#: ``version_aliases``), or None when nothing needs writing.
+Change = Callable[[SecretRecord], dict[str, Any] | None]
+
+
+def update_record(
+    secrets: Any,
+    secret_id: str,
+    change: Change,
+    *,
+    record: SecretRecord | None = None,
+    attempts: int = WRITE_ATTEMPTS,
+) -> SecretRecord:
+    """Apply ``change`` to the record under its etag, deciding again on a fresh read whenever
+    another writer got there first (so ``change`` must decide from the record it is given).
+
+    Secret Manager's etag is the only lock there is: every writer of a record (provisioning,
+    rotation, deprovision, the canary lock) goes through here. ``secrets`` is any of their
+    stores: ``get_secret(id)`` and ``update_secret(id, etag=…, **fields)`` (each workflow's
+    port declares the fields it writes, so no one protocol fits them all).
+
+    Raises:
+        Conflict: the record kept changing under us (transient: redelivery tries again).
+    """
+    for attempt in range(1, attempts + 1):
+        if record is None:
+            record = secrets.get_secret(secret_id)
+        fields = change(record)
+        if not fields:
+            return record
+        try:
+            return secrets.update_secret(secret_id, etag=record.etag, **fields)
+        except Conflict as exc:
+            if exc.code != "etag-mismatch" or attempt == attempts:
+                raise
+            log(logger, logging.INFO, "secret changed concurrently; deciding again", secret_id=secret_id)
+            record = None
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -38,10 +38,9 @@ from shared.provisioning.records import (
     records_integration,
     retired_key_ids,
     take_rotation_lease,
-    update_record,
 )
 from shared.provisioning.steps import Steps
-from shared.record import timestamp
+from shared.record import timestamp, update_record
 from shared.requests_schema import DeprovisionRequest
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord

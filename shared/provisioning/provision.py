@@ -71,10 +71,9 @@ from shared.provisioning.records import (
     records_integration,
     refuse_during_rotation,
     repository_paths,
-    update_record,
 )
 from shared.provisioning.steps import Steps
-from shared.record import CURRENT, RETIRED_KEYS, parse_timestamp, timestamp
+from shared.record import CURRENT, RETIRED_KEYS, parse_timestamp, timestamp, update_record
 from shared.requests_schema import ProvisionRequest
 from shared.results import Outcome, Status
 from shared.secrets import SecretRecord

@@ -23,9 +23,8 @@ from shared.provisioning.ports import SecretStore
 from shared.provisioning.records import (
     last_test_annotation,
     now_utc,
-    update_record,
 )
-from shared.record import timestamp
+from shared.record import timestamp, update_record
 from shared.reference_test import ReferenceTest, Verdict
 
 logger = logging.getLogger(__name__)

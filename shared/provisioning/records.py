@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import json_text
 from shared.artifact_registry import RepositoryAccess
-from shared.errors import Conflict, PermanentError, TransientError
+from shared.errors import PermanentError, TransientError
 from shared.images import location_of
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.lease import Lease
-from shared.logs import log
 from shared.provisioning.ports import SecretStore
-from shared.record import retired_keys
+from shared.record import retired_keys, update_record
 from shared.secrets import SecretRecord
 
 logger = logging.getLogger(__name__)
@@ -38,9 +36,6 @@ GRANTS_MADE = "grants-made"
 DEPROVISIONED_AT = "deprovisioned-at"  # RFC 3339: deprovisioned with keep_secret; the record stays as history
 #: "SCOPE=PATH,…": repositories a newer request no longer names, whose grants are still to be taken back.
 PREVIOUS_REPOSITORIES = "previous-repositories"
-
-#: How many times a write is decided again after someone else changed the record.
-WRITE_ATTEMPTS = 4
 
 
 def now_utc() -> datetime:
@@ -118,37 +113,6 @@ def refuse_during_rotation(record: SecretRecord, now: datetime) -> None:
             f"{what} ({holder}) is in progress on {record.secret_id}; the request will be retried after it",
             code="rotation-in-progress",
         )
-
-
-Change = Callable[[SecretRecord], dict[str, Any] | None]
-
-
-def update_record(
-    secrets: SecretStore, secret_id: str, change: Change, *, record: SecretRecord | None = None
-) -> SecretRecord:
-    """Apply ``change`` to the record under its etag; ``change`` returns the fields to write
-    (``labels``/``annotations``/``version_aliases``) or None when nothing needs writing.
-
-    ``change`` is called again on a fresh read whenever another writer got there first,
-    so it must decide from the record it is given, not from what it saw before.
-
-    Raises:
-        Conflict: the record kept changing under us (transient: redelivery tries again).
-    """
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        if record is None:
-            record = secrets.get_secret(secret_id)
-        fields = change(record)
-        if not fields:
-            return record
-        try:
-            return secrets.update_secret(secret_id, etag=record.etag, **fields)
-        except Conflict as exc:
-            if exc.code != "etag-mismatch" or attempt == WRITE_ATTEMPTS:
-                raise
-            log(logger, logging.INFO, "managed secret changed concurrently; deciding again", secret_id=secret_id)
-            record = None
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def retired_key_ids(record: SecretRecord) -> list[str]:

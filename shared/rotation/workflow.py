@@ -56,12 +56,13 @@ from typing import Any
 
 from shared import key_ledger, logs
 from shared.dataloop.integrations import gar_options, registry_host_for
-from shared.errors import Conflict, GarDataloopError, PermanentError, RegistryUnavailable, TransientError
+from shared.errors import GarDataloopError, PermanentError, RegistryUnavailable, TransientError
 from shared.iam import USER_MANAGED_KEY_LIMIT, KeyInfo
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
 from shared.key_ledger import with_created_key
 from shared.keys import ServiceAccountKey
 from shared.policy import AccessPolicy, NotAllowed
+from shared.record import update_record
 from shared.results import Outcome, Status
 from shared.rotation.ports import DataloopPort, KeyAccounts, SecretStore
 from shared.rotation.probe import KeyProbe, probe_target
@@ -85,8 +86,6 @@ from shared.secrets import SecretRecord
 logger = logging.getLogger(__name__)
 
 KIND = "rotation"
-#: Optimistic-concurrency retries of one write when someone else changed the secret meanwhile.
-MAX_WRITE_ATTEMPTS = 5
 #: The test step stops this long before the lease expires, so no one can take over mid-write.
 LEASE_MARGIN_SECONDS = 30.0
 MIN_TEST_SECONDS = 1.0
@@ -680,8 +679,9 @@ class KeyRotation:
 
         With ``leased``, every attempt first checks that this run still holds the lease.
         """
-        record = run.record
-        for attempt in range(MAX_WRITE_ATTEMPTS):
+
+        def change(record: SecretRecord) -> dict[str, Any]:
+            run.record = record
             annotations, aliases = dict(record.annotations), dict(record.version_aliases)
             if leased:
                 held = Lease.from_annotations(annotations)
@@ -691,19 +691,9 @@ class KeyRotation:
                         f"{'run ' + held.holder + ' does' if held else 'no one does'}; stopped writing"
                     )
             mutate(annotations, aliases)
-            try:
-                run.record = self._secrets.update_secret(
-                    run.secret_id,
-                    etag=record.etag,
-                    annotations=annotations,
-                    version_aliases=aliases if aliases_changed else None,
-                )
-                return
-            except Conflict:
-                if attempt == MAX_WRITE_ATTEMPTS - 1:
-                    raise
-                record = self._secrets.get_secret(run.secret_id)
-                run.record = record
+            return {"annotations": annotations, "version_aliases": aliases if aliases_changed else None}
+
+        run.record = update_record(self._secrets, run.secret_id, change, record=run.record)
 
     # -- helpers ------------------------------------------------------------------------------
     def _read(self, secret_id: str) -> SecretRecord:
