@@ -1,0 +1,1 @@
+"""The stand-ins' own conformance tests: each follows the real API it plays, errors included."""
