@@ -28,6 +28,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from localcloud.google_errors import GoogleApiError
 from localcloud.wsgi import Instrumented, ServerThread
 
 #: Roles whose holders may pull images (the reference test and Dataloop need only reader).
@@ -87,23 +88,8 @@ _ROUTES = [
 ]
 
 
-class ApiError(Exception):
-    """An error as Google's REST APIs report it."""
-
-    STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
-
-    def __init__(self, code: int, message: str, status: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status or self.STATUS.get(code, "UNKNOWN")
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, "Requested entity was not found.")
+def _not_found() -> GoogleApiError:
+    return GoogleApiError(404, "Requested entity was not found.")
 
 
 def _rfc3339(moment: dt.datetime) -> str:
@@ -165,9 +151,9 @@ class ArtifactRegistryState:
     ) -> dict[str, Any]:
         """Create a repository (``body`` is the REST ``Repository``; format defaults to DOCKER here)."""
         if not repository_id:
-            raise ApiError(400, "Invalid resource field value in the request.")  # unconfirmed text
+            raise GoogleApiError(400, "Invalid resource field value in the request.")  # unconfirmed text
         if _REPOSITORY_ID.fullmatch(repository_id) is None:
-            raise ApiError(400, f"Invalid repository ID: {repository_id}")  # unconfirmed text
+            raise GoogleApiError(400, f"Invalid repository ID: {repository_id}")  # unconfirmed text
         name = f"projects/{project}/locations/{location}/repositories/{repository_id}"
         now = _rfc3339(dt.datetime.now(dt.UTC))
         repository = {k: v for k, v in (body or {}).items() if k not in ("name", "createTime", "updateTime")}
@@ -178,7 +164,7 @@ class ArtifactRegistryState:
         repository["mode"] = _enum_name(repository["mode"], _MODES)
         with self._lock:
             if name in self._repositories:
-                raise ApiError(409, "the repository already exists")
+                raise GoogleApiError(409, "the repository already exists")
             self._repositories[name] = repository
             return copy.deepcopy(repository)
 
@@ -223,7 +209,7 @@ class ArtifactRegistryState:
         with self._lock:
             current = self.get_policy(resource)
             if etag and etag != current.etag:
-                raise ApiError(409, CONCURRENT_CHANGE, "ABORTED")
+                raise GoogleApiError(409, CONCURRENT_CHANGE, "ABORTED")
             new = Policy(bindings=cleaned, etag=b"\x07\x06" + secrets.token_bytes(6), version=1)
             self._policies[resource] = new
             return copy.deepcopy(new)
@@ -261,17 +247,21 @@ class ArtifactRegistryState:
             if not isinstance(role, str) or not re.match(
                 r"(roles/|projects/[^/]+/roles/|organizations/\d+/roles/)", role
             ):
-                raise ApiError(400, f"Role ({role}) does not exist in the resource's hierarchy.")  # unconfirmed text
+                raise GoogleApiError(
+                    400, f"Role ({role}) does not exist in the resource's hierarchy."
+                )  # unconfirmed text
             members = list(dict.fromkeys(binding.get("members", [])))
             for member in members:
                 if member not in ("allUsers", "allAuthenticatedUsers") and not member.startswith(_MEMBER_PREFIXES):
-                    raise ApiError(400, f"Invalid member: {member}")  # unconfirmed text
+                    raise GoogleApiError(400, f"Invalid member: {member}")  # unconfirmed text
                 if (
                     member.startswith("serviceAccount:")
                     and self.member_exists is not None
                     and not self.member_exists(member.removeprefix("serviceAccount:"))
                 ):
-                    raise ApiError(400, f"Service account {member.removeprefix('serviceAccount:')} does not exist.")
+                    raise GoogleApiError(
+                        400, f"Service account {member.removeprefix('serviceAccount:')} does not exist."
+                    )
             if members:  # IAM drops bindings left without members
                 cleaned.append({**copy.deepcopy(binding), "members": members})
         return cleaned
@@ -313,7 +303,7 @@ class ArtifactRegistryApp:
         try:
             body = self._dispatch(request)
             response = Response(json.dumps(body), status=200, content_type="application/json")
-        except ApiError as error:
+        except GoogleApiError as error:
             response = Response(json.dumps(error.body()), status=error.code, content_type="application/json")
         return response(environ, start_response)
 
@@ -322,7 +312,7 @@ class ArtifactRegistryApp:
             match = pattern.fullmatch(request.path)
             if match is not None and request.method == method:
                 return getattr(self, action)(request, match.groupdict(), _ints_for_enums(request))
-        raise ApiError(404, f"The requested URL {request.path} was not found on this server.")
+        raise GoogleApiError(404, f"The requested URL {request.path} was not found on this server.")
 
     # -- handlers ------------------------------------------------------------------------------
     def list_repositories(self, request: Request, params: dict[str, str], ints: bool) -> dict[str, Any]:
@@ -355,7 +345,7 @@ class ArtifactRegistryApp:
     def get_iam_policy(self, request: Request, params: dict[str, str], ints: bool) -> dict[str, Any]:
         version = request.args.get("options.requestedPolicyVersion", "0")
         if version not in ("0", "1", "3"):
-            raise ApiError(400, f"Invalid requested policy version: {version}")  # unconfirmed text
+            raise GoogleApiError(400, f"Invalid requested policy version: {version}")  # unconfirmed text
         return self.state.get_policy(params["name"]).to_json()
 
     def set_iam_policy(self, request: Request, params: dict[str, str], ints: bool) -> dict[str, Any]:
@@ -364,7 +354,7 @@ class ArtifactRegistryApp:
         try:
             etag = base64.b64decode(etag_text, validate=True) if etag_text else None
         except ValueError:
-            raise ApiError(400, "Invalid value at 'policy.etag' (TYPE_BYTES)") from None
+            raise GoogleApiError(400, "Invalid value at 'policy.etag' (TYPE_BYTES)") from None
         return self.state.set_policy(params["name"], policy.get("bindings", []), etag).to_json()
 
     def test_iam_permissions(self, request: Request, params: dict[str, str], ints: bool) -> dict[str, Any]:
@@ -372,7 +362,9 @@ class ArtifactRegistryApp:
         asked = _json(request).get("permissions", [])
         for permission in asked:
             if not permission.startswith("artifactregistry.") or "*" in permission:
-                raise ApiError(400, f"Permission {permission} is not valid for this resource.")  # unconfirmed text
+                raise GoogleApiError(
+                    400, f"Permission {permission} is not valid for this resource."
+                )  # unconfirmed text
         held = self.state.caller_permissions
         granted = [p for p in asked if held is None or p in held]
         return {"permissions": granted} if granted else {}
@@ -402,9 +394,9 @@ def _json(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(request.data)
     except ValueError:
-        raise ApiError(400, "Invalid JSON payload received.") from None
+        raise GoogleApiError(400, "Invalid JSON payload received.") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "Invalid JSON payload received.")
+        raise GoogleApiError(400, "Invalid JSON payload received.")
     return body
 
 

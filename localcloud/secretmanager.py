@@ -54,6 +54,8 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from localcloud.google_errors import GoogleApiError
+
 log = logging.getLogger(__name__)
 
 PublishHook = Callable[[str, dict[str, str], bytes], None]
@@ -75,50 +77,34 @@ STATES = ("STATE_UNSPECIFIED", "ENABLED", "DISABLED", "DESTROYED")
 # -- errors ------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    """A failure the service reports as Google's JSON error (HTTP status + canonical code)."""
-
-    def __init__(self, http_status: int, status: str, message: str) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.status = status
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.http_status, "message": self.message, "status": self.status}}
+def invalid(message: str) -> GoogleApiError:
+    return GoogleApiError(400, message)
 
 
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "INVALID_ARGUMENT", message)
+def precondition(message: str) -> GoogleApiError:
+    return GoogleApiError(400, message, "FAILED_PRECONDITION")
 
 
-def precondition(message: str) -> ApiError:
-    return ApiError(400, "FAILED_PRECONDITION", message)
+def not_found(message: str) -> GoogleApiError:
+    return GoogleApiError(404, message)
 
 
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", message)
+def already_exists(message: str) -> GoogleApiError:
+    return GoogleApiError(409, message)
 
 
-def already_exists(message: str) -> ApiError:
-    return ApiError(409, "ALREADY_EXISTS", message)
+def unimplemented(message: str) -> GoogleApiError:
+    return GoogleApiError(501, message)
 
 
-def unimplemented(message: str) -> ApiError:
-    return ApiError(501, "UNIMPLEMENTED", message)
-
-
-def permission_denied(permission: str, resource: str) -> ApiError:
+def permission_denied(permission: str, resource: str) -> GoogleApiError:
     """Google's refusal, worded alike whether or not ``resource`` exists, so it reveals nothing."""
-    return ApiError(
-        403, "PERMISSION_DENIED", f"Permission '{permission}' denied for resource '{resource}' (or it may not exist)."
-    )
+    return GoogleApiError(403, f"Permission '{permission}' denied for resource '{resource}' (or it may not exist).")
 
 
-def unauthenticated() -> ApiError:
-    return ApiError(
+def unauthenticated() -> GoogleApiError:
+    return GoogleApiError(
         401,
-        "UNAUTHENTICATED",
         "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
         "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
     )
@@ -753,11 +739,11 @@ class SecretManagerStandIn:
         request = Request(environ)
         try:
             status, payload = self._handle(request)
-        except ApiError as error:
-            status, payload = error.http_status, error.body()
+        except GoogleApiError as error:
+            status, payload = error.code, error.body()
         except Exception:
             log.exception("secret manager stand-in: internal error")
-            status, payload = 500, ApiError(500, "INTERNAL", "Internal error encountered.").body()
+            status, payload = 500, GoogleApiError(500, "Internal error encountered.").body()
         response = Response(json.dumps(payload), status=status, content_type="application/json; charset=UTF-8")
         return response(environ, start_response)
 
