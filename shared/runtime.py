@@ -8,11 +8,41 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from shared import logs
 from shared.config import Settings, settings
 
 logger = logging.getLogger("dataloop_gar")
+
+
+class _Once:
+    """A builder run once per instance, also when several events arrive at once.
+
+    ``functools.cache`` lets concurrent first callers each run the builder and keep
+    their own result: on a cold instance serving eight events, eight registry clients
+    with eight token caches. Here the first caller builds under a lock and the others
+    wait for its result.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        functools.update_wrapper(self, build)
+        self._build = build
+        self._lock = threading.RLock()
+        self._built: list[Any] = []
+
+    def __call__(self) -> Any:
+        if not self._built:
+            with self._lock:
+                if not self._built:
+                    self._built.append(self._build())
+        return self._built[0]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._built.clear()
 
 
 def start(function: str) -> Settings:
@@ -29,7 +59,7 @@ def start(function: str) -> Settings:
     return config
 
 
-@functools.cache
+@_Once
 def access_policy():  # type: ignore[no-untyped-def]
     """The deployment's access policy (shared.policy), parsed once per instance."""
     from shared.policy import AccessPolicy
@@ -37,7 +67,7 @@ def access_policy():  # type: ignore[no-untyped-def]
     return AccessPolicy.from_json(settings().access_policy)
 
 
-@functools.cache
+@_Once
 def secret_manager():  # type: ignore[no-untyped-def]
     from shared.secrets import SecretManager
 
@@ -45,7 +75,7 @@ def secret_manager():  # type: ignore[no-untyped-def]
     return SecretManager(config.project, endpoint=config.secret_manager_endpoint, timeout=config.http_timeout_seconds)
 
 
-@functools.cache
+@_Once
 def catalog():  # type: ignore[no-untyped-def]
     from shared.integrations import IntegrationCatalog
 
@@ -55,14 +85,14 @@ def catalog():  # type: ignore[no-untyped-def]
     return IntegrationCatalog(secret_manager(), ttl=settings().integration_cache_ttl_seconds, on_invalid=invalid)
 
 
-@functools.cache
+@_Once
 def key_source():  # type: ignore[no-untyped-def]
     from shared.integrations import SecretKeySource
 
     return SecretKeySource(secret_manager())
 
 
-@functools.cache
+@_Once
 def registry():  # type: ignore[no-untyped-def]
     from shared.registry import RegistryClient
 
@@ -74,14 +104,14 @@ def registry():  # type: ignore[no-untyped-def]
     )
 
 
-@functools.cache
+@_Once
 def results():  # type: ignore[no-untyped-def]
     from shared.results import PubSubResultSink
 
     return PubSubResultSink(settings().results_topic_path)
 
 
-@functools.cache
+@_Once
 def push_tester():  # type: ignore[no-untyped-def]
     from shared.push import PushTester
     from shared.reference_test import ReferenceTest
@@ -95,7 +125,7 @@ def push_tester():  # type: ignore[no-untyped-def]
     )
 
 
-@functools.cache
+@_Once
 def canary():  # type: ignore[no-untyped-def]
     from shared.canary import CanaryTest
     from shared.canary_lock import LEASE_MARGIN_SECONDS, CanaryLock
@@ -109,7 +139,7 @@ def canary():  # type: ignore[no-untyped-def]
     return CanaryTest(dataloop().services, lock, timeout=config.canary_timeout_seconds)
 
 
-@functools.cache
+@_Once
 def service_accounts():  # type: ignore[no-untyped-def]
     from shared.iam import ServiceAccounts
 
@@ -117,7 +147,7 @@ def service_accounts():  # type: ignore[no-untyped-def]
     return ServiceAccounts(endpoint=config.iam_endpoint, timeout=config.http_timeout_seconds)
 
 
-@functools.cache
+@_Once
 def repository_access():  # type: ignore[no-untyped-def]
     from shared.artifact_registry import RepositoryAccess
 
@@ -125,7 +155,7 @@ def repository_access():  # type: ignore[no-untyped-def]
     return RepositoryAccess(endpoint=config.artifact_registry_endpoint, timeout=config.http_timeout_seconds)
 
 
-@functools.cache
+@_Once
 def dataloop():  # type: ignore[no-untyped-def]
     """The Dataloop client, with credentials read once from Secret Manager.
 
@@ -169,7 +199,7 @@ def dataloop():  # type: ignore[no-untyped-def]
 # -- key rotation ----------------------------------------------------------------------
 
 
-@functools.cache
+@_Once
 def key_rotation():  # type: ignore[no-untyped-def]
     """The rotation workflow: ``key_rotation().rotate(secret_id, force=, dry_run=, request_id=) -> Outcome``.
 
@@ -193,7 +223,7 @@ def key_rotation():  # type: ignore[no-untyped-def]
     )
 
 
-@functools.cache
+@_Once
 def rotation_publisher():  # type: ignore[no-untyped-def]
     """Publishes the sweep's fan-out on the rotation topic (one PublisherClient per instance)."""
     from shared.sweep import PubSubFanOut
@@ -201,14 +231,14 @@ def rotation_publisher():  # type: ignore[no-untyped-def]
     return PubSubFanOut(settings().rotation_topic_path)
 
 
-@functools.cache
+@_Once
 def rotation_sweep():  # type: ignore[no-untyped-def]
     from shared.sweep import Sweep
 
     return Sweep(secret_manager(), rotation_publisher(), default_period_seconds=settings().rotation_period_days * 86400)
 
 
-@functools.cache
+@_Once
 def rotation_handler():  # type: ignore[no-untyped-def]
     """Routes rotation-topic messages (sweep, rotate, Secret Manager notifications)."""
     from shared.rotation import RotationMessages
