@@ -21,32 +21,19 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import PermanentError, TransientError
 from shared.gcp_errors import api_message, translated
 from shared.google_clients import LazyClient
-from shared.keys import ServiceAccountKey
+from shared.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
 
 logger = logging.getLogger(__name__)
 
-USER_MANAGED_KEY_LIMIT = 10
 KEY_CREATION_CONSTRAINT = "constraints/iam.disableServiceAccountKeyCreation"
 KEY_ADMIN_ROLE = "roles/iam.serviceAccountKeyAdmin"
 ACCOUNT_ADMIN_ROLE = "roles/iam.serviceAccountAdmin"
 _USER_CREATED_DOMAIN = ".iam.gserviceaccount.com"
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """A user-managed key as IAM lists it: identity and lifecycle, never key material."""
-
-    key_id: str
-    name: str
-    valid_after: dt.datetime | None
-    valid_before: dt.datetime | None
-    disabled: bool
 
 
 def account_name(email: str) -> str:

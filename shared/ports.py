@@ -14,8 +14,8 @@ from shared.record import CURRENT
 if TYPE_CHECKING:
     from shared.images import RegistryImage
     from shared.integrations import ManagedIntegration
-    from shared.keys import ServiceAccountKey
-    from shared.registry import ManifestRef, RegistryCredential
+    from shared.keys import RegistryCredential, ServiceAccountKey
+    from shared.registry import ManifestRef
     from shared.results import Outcome
 
 

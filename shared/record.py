@@ -23,6 +23,7 @@ from shared.secrets import SecretRecord
 
 logger = logging.getLogger(__name__)
 
+
 #: Version aliases: the key Dataloop holds, the one before it (kept through a grace
 #: period), and a rotation's new key until it is proven.
 CURRENT = "current"

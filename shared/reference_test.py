@@ -13,9 +13,8 @@ from dataclasses import dataclass, replace
 
 from shared.errors import CredentialsRefused, DigestMismatch, ImageNotFound, PermanentError
 from shared.images import RegistryImage
-from shared.keys import ServiceAccountKey
+from shared.keys import RegistryCredential, ServiceAccountKey
 from shared.ports import ManifestResolver
-from shared.registry import RegistryCredential
 
 
 @dataclass(frozen=True)

@@ -16,22 +16,17 @@ exactly one ``HEAD``.
 from __future__ import annotations
 
 import base64
-import binascii
-import functools
-import hashlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import requests
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from shared import json_text
 from shared.errors import (
     CredentialsRefused,
     DigestMismatch,
@@ -42,6 +37,7 @@ from shared.errors import (
 from shared.http import TRANSIENT_STATUSES, build_session, json_body
 from shared.images import CONFUSING_CHARACTERS as _CONFUSING
 from shared.images import RegistryImage, checked_registry_host, location_of
+from shared.keys import RegistryCredential
 from shared.redaction import redact_text, register_secret
 
 logger = logging.getLogger(__name__)
@@ -68,111 +64,6 @@ FETCH_LOCK_STRIPES = 32
 
 _DIGEST = re.compile(r"(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})")
 USERNAMES = ("_json_key", "_json_key_base64", "oauth2accesstoken")
-
-
-# -- credentials ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistryCredential:
-    """Basic-auth credentials for a GAR token endpoint.
-
-    ``username`` is one of ``_json_key`` (password = key-file JSON text),
-    ``_json_key_base64`` (password = base64 of it) or ``oauth2accesstoken``. The password
-    is registered with the redactor on creation and left out of ``repr``, so neither a log
-    line nor a traceback can show it.
-    """
-
-    username: str
-    password: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        register_secret(self.password)
-        key = self._key_document()
-        if key is not None and isinstance(key.get("private_key"), str):
-            register_secret(key["private_key"])
-
-    @classmethod
-    def from_key_file(cls, key_json_text: str) -> RegistryCredential:
-        """``_json_key`` credentials from a service-account key file, as Dataloop stores them.
-
-        Raises:
-            PermanentError: the text is not a service-account key file (code ``invalid-key-file``).
-        """
-        register_secret(key_json_text)
-        _parse_key_file(key_json_text)
-        return cls("_json_key", key_json_text)
-
-    @classmethod
-    def from_key_file_base64(cls, key_json_text: str) -> RegistryCredential:
-        """``_json_key_base64`` credentials: the same key, base64-encoded, as some tools send it."""
-        register_secret(key_json_text)
-        _parse_key_file(key_json_text)
-        return cls("_json_key_base64", base64.b64encode(key_json_text.encode()).decode())
-
-    @classmethod
-    def from_access_token(cls, token: str) -> RegistryCredential:
-        """``oauth2accesstoken`` credentials from an OAuth access token (``gcloud auth print-access-token``)."""
-        return cls("oauth2accesstoken", token)
-
-    @property
-    def fingerprint(self) -> str:
-        """A short one-way digest of the credentials: a cache key that is safe to log."""
-        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()[:16]
-
-    @functools.cached_property
-    def client_email(self) -> str | None:
-        """The service account the key belongs to, when the password is a key file."""
-        email = (self._key_document() or {}).get("client_email")
-        return email if isinstance(email, str) else None
-
-    @functools.cached_property
-    def key_id(self) -> str | None:
-        """The key's ``private_key_id`` (as in IAM's key resource name), when known."""
-        key_id = (self._key_document() or {}).get("private_key_id")
-        return key_id if isinstance(key_id, str) else None
-
-    def describe(self) -> str:
-        """Who these credentials claim to be, in words a person can look up in IAM; no secret."""
-        if self.client_email:
-            key = f" (key {self.key_id})" if self.key_id else ""
-            return f"service account {self.client_email}{key}"
-        if self.username == "oauth2accesstoken":
-            return "an OAuth access token"
-        return f"user {self.username!r}"
-
-    def _key_document(self) -> dict[str, Any] | None:
-        if self.username == "_json_key":
-            text = self.password
-        elif self.username == "_json_key_base64":
-            try:
-                text = base64.b64decode(self.password, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-        else:
-            return None
-        try:
-            document = json_text.loads(text)
-        except ValueError:
-            return None
-        return document if isinstance(document, dict) else None
-
-
-def _parse_key_file(text: str) -> dict[str, Any]:
-    # Never chain the JSON error: it carries the document, which is the key.
-    try:
-        document = json_text.loads(text)
-    except (TypeError, ValueError):
-        document = None
-    if not isinstance(document, dict):
-        raise PermanentError("the key file is not a JSON object", code="invalid-key-file")
-    missing = [k for k in ("client_email", "private_key") if not isinstance(document.get(k), str)]
-    if missing or document.get("type", "service_account") != "service_account":
-        raise PermanentError(
-            f"the key file is not a service-account key (missing or wrong: {', '.join(missing) or 'type'})",
-            code="invalid-key-file",
-        )
-    return document
 
 
 # -- the registry's answers ----------------------------------------------------------------------

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from shared.artifact_registry import RepositoryInfo
     from shared.dataloop import Integration
-    from shared.iam import KeyInfo
-    from shared.keys import ServiceAccountKey
+    from shared.keys import KeyInfo, ServiceAccountKey
     from shared.results import Outcome
     from shared.secrets import SecretRecord
 

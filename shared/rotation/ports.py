@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from shared.iam import KeyInfo
     from shared.images import RegistryImage
-    from shared.keys import ServiceAccountKey
-    from shared.registry import ManifestRef, RegistryCredential
+    from shared.keys import KeyInfo, RegistryCredential, ServiceAccountKey
+    from shared.registry import ManifestRef
     from shared.secrets import SecretRecord
 
 

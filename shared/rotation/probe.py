@@ -35,8 +35,7 @@ from shared.errors import (
 )
 from shared.images import RegistryImage
 from shared.integrations import ManagedIntegration
-from shared.keys import ServiceAccountKey
-from shared.registry import RegistryCredential
+from shared.keys import RegistryCredential, ServiceAccountKey
 from shared.rotation.ports import ProbeRegistry
 
 PROBE_IMAGE = "dataloop-gar-key-probe"

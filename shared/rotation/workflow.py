@@ -57,10 +57,9 @@ from typing import Any
 from shared import key_ledger, logs
 from shared.dataloop.integrations import gar_options, registry_host_for
 from shared.errors import GarDataloopError, PermanentError, RegistryUnavailable, TransientError
-from shared.iam import USER_MANAGED_KEY_LIMIT, KeyInfo
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
 from shared.key_ledger import with_created_key
-from shared.keys import ServiceAccountKey
+from shared.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
 from shared.policy import AccessPolicy, NotAllowed
 from shared.record import update_record
 from shared.results import Outcome, Status

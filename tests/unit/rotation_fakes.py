@@ -25,10 +25,9 @@ from shared.errors import (
     PermanentError,
     RegistryUnavailable,
 )
-from shared.iam import KeyInfo
 from shared.images import RegistryImage
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
-from shared.keys import ServiceAccountKey
+from shared.keys import KeyInfo, ServiceAccountKey
 from shared.registry import ManifestRef, RegistryCredential
 from shared.secrets import SecretRecord
 

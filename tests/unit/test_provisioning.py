@@ -22,10 +22,9 @@ from shared import cli
 from shared.dataloop import IntegrationNameTaken
 from shared.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
 from shared.events import PubSubMessage
-from shared.iam import KeyInfo
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.key_ledger import created_keys
-from shared.keys import ServiceAccountKey
+from shared.keys import KeyInfo, ServiceAccountKey
 from shared.policy import AccessPolicy, account_description
 from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
 from shared.provisioning.provision import account_display_name
