@@ -40,6 +40,9 @@ class _Once:
                     self._built.append(self._build())
         return self._built[0]
 
+    def is_built(self) -> bool:
+        return bool(self._built)
+
     def cache_clear(self) -> None:
         with self._lock:
             self._built.clear()
@@ -310,5 +313,5 @@ def request_handler():  # type: ignore[no-untyped-def]
 def reset() -> None:
     """Drop every cached adapter and workflow of this module (tests reconfigure between cases)."""
     for value in list(globals().values()):
-        if getattr(value, "__module__", None) == __name__ and callable(getattr(value, "cache_clear", None)):
+        if isinstance(value, _Once):
             value.cache_clear()

@@ -34,3 +34,11 @@ def test_cache_clear_builds_afresh() -> None:
     first = once()
     once.cache_clear()
     assert once() is not first and once() is once()
+
+
+def test_reset_forgets_every_built_adapter() -> None:
+    from shared import runtime
+
+    builders = [v for v in vars(runtime).values() if isinstance(v, _Once)]
+    assert len(builders) >= 10  # every builder of the module is one
+    runtime.reset()  # must not trip over anything else in the module

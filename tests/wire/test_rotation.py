@@ -322,7 +322,7 @@ def rotate_function(
     finally:
         monkeypatch.undo()  # the real builders back before reset clears their caches
         for builder in (runtime.service_accounts, runtime.registry):
-            if builder.cache_info().currsize:
+            if builder.is_built():
                 builder().close()
         runtime.reset()
         reset_settings()
