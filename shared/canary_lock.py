@@ -40,9 +40,8 @@ from typing import Protocol
 from shared import logs
 from shared.errors import Conflict, PermanentError, TransientError
 from shared.lease import Lease, timestamp
-from shared.record import update_record
+from shared.record import SecretRecord, update_record
 from shared.requests_schema import SERVICE_ID
-from shared.secrets import SecretRecord
 
 logger = logging.getLogger("dataloop_gar")
 

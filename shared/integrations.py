@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from shared.errors import PermanentError
 from shared.images import RegistryImage, checked_registry_host
 from shared.keys import ServiceAccountKey
-from shared.record import CURRENT
-from shared.secrets import SecretManager, SecretRecord
+from shared.record import CURRENT, SecretRecord
+from shared.secrets import SecretManager
 
 MANAGED_LABEL = ("managed-by", "dataloop-gar")
 MANAGED_FILTER = f"labels.{MANAGED_LABEL[0]}={MANAGED_LABEL[1]}"

@@ -1,4 +1,4 @@
-"""The managed record's shared vocabulary: its version aliases, timestamps and retired keys.
+"""The managed record: the secret's metadata, its version aliases, timestamps, retired keys, and how it is changed.
 
 An integration's record is one Secret Manager secret (the system keeps no other database):
 versions hold its keys, aliases say which is which, annotations hold everything else
@@ -12,16 +12,33 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import json_text
 from shared.errors import Conflict
 from shared.logs import log
-from shared.secrets import SecretRecord
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """A secret's metadata (never its payload), as the Secret Manager adapter reads it."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    version_aliases: Mapping[str, int] = field(default_factory=dict)
+    etag: str = ""
+    topics: tuple[str, ...] = ()
+    next_rotation_time: str | None = None
+    rotation_period_seconds: int | None = None
+
+    @property
+    def secret_id(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
 
 
 #: Version aliases: the key Dataloop holds, the one before it (kept through a grace

@@ -9,30 +9,12 @@ transient/permanent taxonomy, with a reason an operator can act on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.gcp_errors import translated
 from shared.google_clients import LazyClient, rest_client_kwargs
-
-
-@dataclass(frozen=True)
-class SecretRecord:
-    """A secret's metadata (never its payload)."""
-
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    version_aliases: Mapping[str, int] = field(default_factory=dict)
-    etag: str = ""
-    topics: tuple[str, ...] = ()
-    next_rotation_time: str | None = None
-    rotation_period_seconds: int | None = None
-
-    @property
-    def secret_id(self) -> str:
-        return self.name.rsplit("/", 1)[-1]
+from shared.record import SecretRecord
 
 
 def _translated(action: str, *, conflict: bool = False) -> Any:

@@ -26,10 +26,9 @@ from shared.provisioning.records import (
     rotation_holder,
 )
 from shared.provisioning.steps import Steps
-from shared.record import CURRENT, PREVIOUS, parse_timestamp, timestamp
+from shared.record import CURRENT, PREVIOUS, SecretRecord, parse_timestamp, timestamp
 from shared.requests_schema import StatusRequest
 from shared.results import Outcome, Status
-from shared.secrets import SecretRecord
 
 #: Every secret provisioning wrote, complete or not (``name:`` matches a substring of the id).
 RECORD_FILTER = f"name:{SECRET_PREFIX}"

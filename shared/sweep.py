@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 from shared.errors import PermanentError, ServiceUnavailable
 from shared.integrations import MANAGED_FILTER, ManagedIntegration
+from shared.record import SecretRecord
 from shared.results import Outcome, Status
 from shared.rotation.state import Lease, is_due
-from shared.secrets import SecretRecord
 
 KIND = "rotation-sweep"
 #: Lists in the result are cut at this length (counts are always complete).

@@ -40,10 +40,9 @@ from shared.provisioning.records import (
     take_rotation_lease,
 )
 from shared.provisioning.steps import Steps
-from shared.record import timestamp, update_record
+from shared.record import SecretRecord, timestamp, update_record
 from shared.requests_schema import DeprovisionRequest
 from shared.results import Outcome, Status
-from shared.secrets import SecretRecord
 
 #: Long enough for every step of a deprovision; a redelivered one takes its own lease over.
 DEPROVISION_LEASE_SECONDS = 900.0

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from shared.artifact_registry import RepositoryInfo
     from shared.dataloop import Integration
     from shared.keys import KeyInfo, ServiceAccountKey
+    from shared.record import SecretRecord
     from shared.results import Outcome
-    from shared.secrets import SecretRecord
 
 
 class SecretStore(Protocol):

@@ -73,10 +73,9 @@ from shared.provisioning.records import (
     repository_paths,
 )
 from shared.provisioning.steps import Steps
-from shared.record import CURRENT, RETIRED_KEYS, parse_timestamp, timestamp, update_record
+from shared.record import CURRENT, RETIRED_KEYS, SecretRecord, parse_timestamp, timestamp, update_record
 from shared.requests_schema import ProvisionRequest
 from shared.results import Outcome, Status
-from shared.secrets import SecretRecord
 
 logger = logging.getLogger(__name__)
 

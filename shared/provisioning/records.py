@@ -20,8 +20,7 @@ from shared.images import location_of
 from shared.integrations import MANAGED_LABEL, Annotation
 from shared.lease import Lease
 from shared.provisioning.ports import SecretStore
-from shared.record import retired_keys, update_record
-from shared.secrets import SecretRecord
+from shared.record import SecretRecord, retired_keys, update_record
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from shared.images import RegistryImage
     from shared.keys import KeyInfo, RegistryCredential, ServiceAccountKey
+    from shared.record import SecretRecord
     from shared.registry import ManifestRef
-    from shared.secrets import SecretRecord
 
 
 class SecretStore(Protocol):

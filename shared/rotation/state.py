@@ -40,11 +40,11 @@ from shared.record import PENDING as PENDING
 from shared.record import PREVIOUS as PREVIOUS
 from shared.record import RETIRED_KEYS as RETIRED_KEYS
 from shared.record import RetiredKey as RetiredKey
+from shared.record import SecretRecord
 from shared.record import parse_timestamp as parse_timestamp
 from shared.record import retired_annotation as retired_annotation
 from shared.record import retired_keys as retired_keys
 from shared.record import timestamp as timestamp
-from shared.secrets import SecretRecord
 
 
 def rotation_period_seconds(annotations: Mapping[str, str], default_seconds: float) -> float:

@@ -61,7 +61,7 @@ from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, An
 from shared.key_ledger import with_created_key
 from shared.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
 from shared.policy import AccessPolicy, NotAllowed
-from shared.record import update_record
+from shared.record import SecretRecord, update_record
 from shared.results import Outcome, Status
 from shared.rotation.ports import DataloopPort, KeyAccounts, SecretStore
 from shared.rotation.probe import KeyProbe, probe_target
@@ -80,7 +80,6 @@ from shared.rotation.state import (
     retired_keys,
     timestamp,
 )
-from shared.secrets import SecretRecord
 
 logger = logging.getLogger(__name__)
 

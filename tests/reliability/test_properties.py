@@ -41,6 +41,7 @@ from shared.events import MAX_ATTRIBUTES, MAX_DATA_BYTES, MAX_JSON_DEPTH, PubSub
 from shared.images import GarNotification, RegistryImage
 from shared.provisioning import RequestHandler
 from shared.push import PushTester
+from shared.record import SecretRecord
 from shared.reference_test import ReferenceTest
 from shared.requests_schema import (
     MAX_REQUEST_BYTES,
@@ -54,7 +55,6 @@ from shared.requests_schema import (
 )
 from shared.results import Outcome, Status
 from shared.rotation.messages import RotationMessages
-from shared.secrets import SecretRecord
 from tests.fixtures.policy import AllowEverything
 from tests.reliability.figures import record
 from tests.unit.fakes import DIGEST, FakeDirectory, FakeKeys, FakeRegistry, FakeSink, integration, key_json

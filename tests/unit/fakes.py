@@ -14,9 +14,9 @@ from shared.errors import Conflict, CredentialsRefused, ImageNotFound, Permanent
 from shared.images import RegistryImage
 from shared.integrations import ManagedIntegration
 from shared.keys import ServiceAccountKey
+from shared.record import SecretRecord
 from shared.registry import ManifestRef, RegistryCredential
 from shared.results import Outcome
-from shared.secrets import SecretRecord
 
 DIGEST = "sha256:" + "ab" * 32
 

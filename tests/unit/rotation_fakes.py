@@ -28,8 +28,8 @@ from shared.errors import (
 from shared.images import RegistryImage
 from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.keys import KeyInfo, ServiceAccountKey
+from shared.record import SecretRecord
 from shared.registry import ManifestRef, RegistryCredential
-from shared.secrets import SecretRecord
 
 EMAIL = "puller@test-proj.iam.gserviceaccount.com"
 HOST = "us-central1-docker.pkg.dev"

@@ -22,8 +22,8 @@ from shared.integrations import Annotation
 from shared.json_text import MAX_DEPTH, TooDeep, loads, nesting_exceeds
 from shared.keys import ServiceAccountKey
 from shared.provisioning.records import read_last_test, retired_key_ids, rotation_holder
+from shared.record import SecretRecord
 from shared.rotation.state import RETIRED_KEYS, Lease, retired_keys
-from shared.secrets import SecretRecord
 
 DEEP = '{"a":' * 10_000 + "1" + "}" * 10_000
 

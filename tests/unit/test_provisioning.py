@@ -31,11 +31,10 @@ from shared.provisioning.provision import account_display_name
 from shared.provisioning.records import (
     GRANTS_MADE,
 )
-from shared.record import parse_timestamp, timestamp
+from shared.record import SecretRecord, parse_timestamp, timestamp
 from shared.reference_test import ReferenceTest
 from shared.requests_schema import RotateRequest, parse_request
 from shared.results import Outcome, Status
-from shared.secrets import SecretRecord
 from shared.status import StatusReport
 from tests.fixtures.policy import AllowEverything
 from tests.unit.fakes import FakeRegistry, challenge_of, key_json

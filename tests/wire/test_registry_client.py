@@ -505,7 +505,7 @@ def test_a_record_whose_registry_host_was_edited_is_not_rotated_or_probed(
     local_registry: RegistryStack,
 ) -> None:
     from shared.integrations import ManagedIntegration
-    from shared.secrets import SecretRecord
+    from shared.record import SecretRecord
 
     for edited in ("evil.example", f"evil.example\\@{local_registry.host}", "us-central1-docker.pkg.dev:8443"):
         record = SecretRecord(
