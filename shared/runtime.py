@@ -10,15 +10,34 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from shared import logs
 from shared.config import Settings, settings
 
+if TYPE_CHECKING:  # the builders import these lazily: a cold start pays only for what it uses
+    from shared.artifact_registry import RepositoryAccess
+    from shared.canary import CanaryTest
+    from shared.dataloop import DataloopClient
+    from shared.iam import ServiceAccounts
+    from shared.integrations import IntegrationCatalog, SecretKeySource
+    from shared.policy import AccessPolicy
+    from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
+    from shared.push import PushTester
+    from shared.registry import RegistryClient
+    from shared.results import PubSubResultSink
+    from shared.rotation import KeyRotation, RotationMessages
+    from shared.secrets import SecretManager
+    from shared.status import StatusReport
+    from shared.sweep import PubSubFanOut, Sweep
+
 logger = logging.getLogger("dataloop_gar")
 
 
-class _Once:
+T = TypeVar("T")
+
+
+class _Once(Generic[T]):
     """A builder run once per instance, also when several events arrive at once.
 
     ``functools.cache`` lets concurrent first callers each run the builder and keep
@@ -27,13 +46,13 @@ class _Once:
     wait for its result.
     """
 
-    def __init__(self, build: Callable[[], Any]) -> None:
+    def __init__(self, build: Callable[[], T]) -> None:
         functools.update_wrapper(self, build)
         self._build = build
         self._lock = threading.RLock()
-        self._built: list[Any] = []
+        self._built: list[T] = []
 
-    def __call__(self) -> Any:
+    def __call__(self) -> T:
         if not self._built:
             with self._lock:
                 if not self._built:
@@ -63,7 +82,7 @@ def start(function: str) -> Settings:
 
 
 @_Once
-def access_policy():  # type: ignore[no-untyped-def]
+def access_policy() -> AccessPolicy:
     """The deployment's access policy (shared.policy), parsed once per instance."""
     from shared.policy import AccessPolicy
 
@@ -71,7 +90,7 @@ def access_policy():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def secret_manager():  # type: ignore[no-untyped-def]
+def secret_manager() -> SecretManager:
     from shared.secrets import SecretManager
 
     config = settings()
@@ -79,7 +98,7 @@ def secret_manager():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def catalog():  # type: ignore[no-untyped-def]
+def catalog() -> IntegrationCatalog:
     from shared.integrations import IntegrationCatalog
 
     def invalid(secret_id: str, reason: str) -> None:
@@ -89,14 +108,14 @@ def catalog():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def key_source():  # type: ignore[no-untyped-def]
+def key_source() -> SecretKeySource:
     from shared.integrations import SecretKeySource
 
     return SecretKeySource(secret_manager())
 
 
 @_Once
-def registry():  # type: ignore[no-untyped-def]
+def registry() -> RegistryClient:
     from shared.registry import RegistryClient
 
     config = settings()
@@ -108,14 +127,14 @@ def registry():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def results():  # type: ignore[no-untyped-def]
+def results() -> PubSubResultSink:
     from shared.results import PubSubResultSink
 
     return PubSubResultSink(settings().results_topic_path)
 
 
 @_Once
-def push_tester():  # type: ignore[no-untyped-def]
+def push_tester() -> PushTester:
     from shared.push import PushTester
     from shared.reference_test import ReferenceTest
 
@@ -129,7 +148,7 @@ def push_tester():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def canary():  # type: ignore[no-untyped-def]
+def canary() -> CanaryTest:
     from shared.canary import CanaryTest
     from shared.canary_lock import LEASE_MARGIN_SECONDS, CanaryLock
 
@@ -143,7 +162,7 @@ def canary():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def service_accounts():  # type: ignore[no-untyped-def]
+def service_accounts() -> ServiceAccounts:
     from shared.iam import ServiceAccounts
 
     config = settings()
@@ -151,7 +170,7 @@ def service_accounts():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def repository_access():  # type: ignore[no-untyped-def]
+def repository_access() -> RepositoryAccess:
     from shared.artifact_registry import RepositoryAccess
 
     config = settings()
@@ -159,7 +178,7 @@ def repository_access():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def dataloop():  # type: ignore[no-untyped-def]
+def dataloop() -> DataloopClient:
     """The Dataloop client, with credentials read once from Secret Manager.
 
     The secret's payload is JSON: ``{"api_key": "…"}`` or ``{"username": "…", "password": "…"}``
@@ -203,7 +222,7 @@ def dataloop():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def key_rotation():  # type: ignore[no-untyped-def]
+def key_rotation() -> KeyRotation:
     """The rotation workflow: ``key_rotation().rotate(secret_id, force=, dry_run=, request_id=) -> Outcome``.
 
     Dataloop is passed as the ``dataloop`` builder itself, so runs that never reach
@@ -227,7 +246,7 @@ def key_rotation():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def rotation_publisher():  # type: ignore[no-untyped-def]
+def rotation_publisher() -> PubSubFanOut:
     """Publishes the sweep's fan-out on the rotation topic (one PublisherClient per instance)."""
     from shared.sweep import PubSubFanOut
 
@@ -235,14 +254,14 @@ def rotation_publisher():  # type: ignore[no-untyped-def]
 
 
 @_Once
-def rotation_sweep():  # type: ignore[no-untyped-def]
+def rotation_sweep() -> Sweep:
     from shared.sweep import Sweep
 
     return Sweep(secret_manager(), rotation_publisher(), default_period_seconds=settings().rotation_period_days * 86400)
 
 
 @_Once
-def rotation_handler():  # type: ignore[no-untyped-def]
+def rotation_handler() -> RotationMessages:
     """Routes rotation-topic messages (sweep, rotate, Secret Manager notifications)."""
     from shared.rotation import RotationMessages
 
@@ -255,14 +274,14 @@ def rotation_handler():  # type: ignore[no-untyped-def]
 # that a request which never needs them never reads their credentials.
 
 
-def pull_check():  # type: ignore[no-untyped-def]
+def pull_check() -> PullCheck:
     from shared.provisioning import PullCheck
     from shared.reference_test import ReferenceTest
 
     return PullCheck(ReferenceTest(registry()), patience_seconds=settings().rotation_test_timeout_seconds)
 
 
-def provisioner():  # type: ignore[no-untyped-def]
+def provisioner() -> Provisioner:
     from shared.provisioning import Provisioner
 
     config = settings()
@@ -277,25 +296,25 @@ def provisioner():  # type: ignore[no-untyped-def]
     )
 
 
-def deprovisioner():  # type: ignore[no-untyped-def]
+def deprovisioner() -> Deprovisioner:
     from shared.provisioning import Deprovisioner
 
     return Deprovisioner(secret_manager(), service_accounts(), repository_access(), dataloop, policy=access_policy())
 
 
-def image_check():  # type: ignore[no-untyped-def]
+def image_check() -> ImageCheck:
     from shared.provisioning import ImageCheck
 
     return ImageCheck(secret_manager(), pull_check())
 
 
-def status_report():  # type: ignore[no-untyped-def]
+def status_report() -> StatusReport:
     from shared.status import StatusReport
 
     return StatusReport(secret_manager(), default_rotation_period_days=settings().rotation_period_days)
 
 
-def request_handler():  # type: ignore[no-untyped-def]
+def request_handler() -> RequestHandler:
     """The ``requests`` function's workflow: validate, dispatch, answer."""
     from shared.provisioning import RequestHandler
 

@@ -5,6 +5,7 @@ The workflow is shared.push.PushTester; this file only wires it to the event.
 """
 
 import functions_framework
+from cloudevents.http import CloudEvent
 
 from shared import entrypoint, runtime
 
@@ -12,6 +13,6 @@ runtime.start("on_push")
 
 
 @functions_framework.cloud_event
-def on_push(event):  # type: ignore[no-untyped-def]
+def on_push(event: CloudEvent) -> None:
     """Acknowledge every outcome; raise only for transient failures (redelivery)."""
     entrypoint.handle_event("reference-test", event, runtime.push_tester().handle, runtime.results())

@@ -7,6 +7,7 @@ The workflow is shared.provisioning.RequestHandler; this file only wires it to t
 """
 
 import functions_framework
+from cloudevents.http import CloudEvent
 
 from shared import entrypoint, runtime
 
@@ -14,6 +15,6 @@ runtime.start("requests")
 
 
 @functions_framework.cloud_event
-def on_request(event):  # type: ignore[no-untyped-def]
+def on_request(event: CloudEvent) -> None:
     """Acknowledge every outcome (rejected and failed included); raise only for transient failures."""
     entrypoint.handle_event("request", event, runtime.request_handler().handle, runtime.results())

@@ -15,6 +15,7 @@ Deploy with ``--timeout=540s``: the test step is bounded by ROTATION_TEST_TIMEOU
 """
 
 import functions_framework
+from cloudevents.http import CloudEvent
 
 from shared import entrypoint, runtime
 
@@ -22,6 +23,6 @@ runtime.start("rotate")
 
 
 @functions_framework.cloud_event
-def rotate(event):  # type: ignore[no-untyped-def]
+def rotate(event: CloudEvent) -> None:
     """Acknowledge every outcome; raise only for transient failures (redelivery resumes the rotation)."""
     entrypoint.handle_event("rotation", event, runtime.rotation_handler().handle, runtime.results())
