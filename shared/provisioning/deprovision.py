@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.errors import GarDataloopError, PermanentError
-from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
+from shared.integrations import MANAGED_LABEL, Annotation
 from shared.key_ledger import created_keys
 from shared.keys import ServiceAccountKey
 from shared.lease import Lease
@@ -31,6 +31,7 @@ from shared.provisioning.records import (
     DEPROVISION_HOLDER,
     DEPROVISIONED_AT,
     now_utc,
+    others_using_account,
     paths_needed_by,
     previous_paths,
     read_record,
@@ -140,13 +141,7 @@ class Deprovisioner:
 
     def _sharing(self, record: SecretRecord, email: str) -> list[SecretRecord]:
         """The other managed integrations using this account: their grants and account stay."""
-        if not email:
-            return []
-        return [
-            other
-            for other in self._secrets.list_secrets(MANAGED_FILTER)
-            if other.secret_id != record.secret_id and other.annotations.get(Annotation.SERVICE_ACCOUNT) == email
-        ]
+        return others_using_account(self._secrets, record.secret_id, email)
 
     def _remove_account(
         self, record: SecretRecord, email: str, refused: str | None, sharing: list[SecretRecord]

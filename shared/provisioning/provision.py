@@ -47,7 +47,7 @@ from shared import key_ledger
 from shared.canary_lock import ensure_lock
 from shared.dataloop import IntegrationNameTaken, gar_options
 from shared.errors import Conflict, GarDataloopError, PermanentError, TransientError
-from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
+from shared.integrations import MANAGED_LABEL, Annotation
 from shared.key_ledger import with_created_key
 from shared.keys import ServiceAccountKey
 from shared.logs import log
@@ -64,6 +64,7 @@ from shared.provisioning.records import (
     grants_made,
     is_active,
     now_utc,
+    others_using_account,
     paths_needed_by,
     previous_paths,
     read_record,
@@ -441,11 +442,7 @@ class Provisioner:
             targets = {**grants_made(record), **made}
             if not targets:
                 return {}
-            others = [
-                o
-                for o in self._secrets.list_secrets(MANAGED_FILTER)
-                if o.secret_id != request.secret_id and o.annotations.get(Annotation.SERVICE_ACCOUNT) == email
-            ]
+            others = others_using_account(self._secrets, request.secret_id, email)
         except GarDataloopError as exc:
             return {scope: f"left: {exc.reason}" for scope in made}
         needed = paths_needed_by(others)

@@ -17,7 +17,7 @@ from shared import json_text
 from shared.artifact_registry import RepositoryAccess
 from shared.errors import PermanentError, TransientError
 from shared.images import location_of
-from shared.integrations import MANAGED_LABEL, Annotation
+from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.lease import Lease
 from shared.provisioning.ports import SecretStore
 from shared.record import SecretRecord, retired_keys, update_record
@@ -154,6 +154,18 @@ def _parse_paths(text: str) -> dict[str, str]:
 def grants_made(record: SecretRecord | None) -> dict[str, str]:
     """The grants a not-yet-active record's provisioning added (scope -> path)."""
     return {} if record is None else _parse_paths(record.annotations.get(GRANTS_MADE, ""))
+
+
+def others_using_account(secrets: SecretStore, secret_id: str, email: str) -> list[SecretRecord]:
+    """The managed integrations other than ``secret_id`` whose account is ``email``: their
+    grants and the account itself must outlive this one (one filtered listing)."""
+    if not email:
+        return []
+    return [
+        other
+        for other in secrets.list_secrets(MANAGED_FILTER)
+        if other.secret_id != secret_id and other.annotations.get(Annotation.SERVICE_ACCOUNT) == email
+    ]
 
 
 def paths_needed_by(others: list[SecretRecord]) -> dict[str, str]:

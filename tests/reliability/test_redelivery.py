@@ -45,7 +45,7 @@ from shared.push import PushTester
 from shared.reference_test import ReferenceTest
 from shared.registry import RegistryClient
 from shared.results import Outcome, Status
-from shared.rotation import KeyProbe, KeyRotation, RotationMessages
+from shared.rotation import RotationMessages
 from shared.rotation.state import timestamp
 from shared.secrets import SecretManager
 from shared.sweep import PubSubFanOut, Sweep
@@ -212,19 +212,7 @@ def provisioned_state(world: Cloud, name: str) -> dict[str, Any]:
 
 
 def test_requests_delivered_twice_and_out_of_order_do_the_work_of_one_delivery(cloud: Cloud) -> None:
-    def rotation() -> KeyRotation:
-        probe = KeyProbe(cloud.registry_client, initial_backoff=0.05, max_backoff=0.2, confirmations=1)
-        return KeyRotation(
-            cloud.secrets,
-            cloud.accounts,
-            lambda: cloud.dataloop_client,
-            probe,
-            grace_period_seconds=0,
-            test_timeout_seconds=5,
-            policy=cloud.policy(),
-        )
-
-    handler = cloud.handler(rotation=rotation)
+    handler = cloud.handler(rotation=cloud.rotation)
 
     def run(messages: list[dict[str, Any]]) -> tuple[Writes, list[tuple[str, str]]]:
         before = count_writes(cloud.dataloop.gateway, cloud.iam, cloud.secretmanager.wire, cloud.artifact_registry)

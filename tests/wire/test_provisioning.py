@@ -448,27 +448,13 @@ def test_one_teams_deprovision_leaves_the_account_and_grants_another_team_uses(c
 
 
 def test_no_rotation_adds_a_key_while_a_deprovision_is_under_way(cloud: Cloud) -> None:
-    from shared.rotation import KeyProbe, KeyRotation
-
-    def rotation() -> KeyRotation:
-        probe = KeyProbe(cloud.registry_client, initial_backoff=0.05, max_backoff=0.2, confirmations=1)
-        return KeyRotation(
-            cloud.secrets,
-            cloud.accounts,
-            lambda: cloud.dataloop_client,
-            probe,
-            grace_period_seconds=0,
-            test_timeout_seconds=5,
-            policy=cloud.policy(),
-        )
-
     assert cloud.send(cloud.provision_request(test_image=None)).status is Status.OK
     cloud.dataloop.gateway.instrumented.inject(Fault(path=r"/integrations/", method="DELETE", status=503, count=10))
     with pytest.raises(TransientError):  # deprovision stopped half way; its redelivery is pending
         cloud.send({"version": 1, "action": "deprovision", "name": NAME, "request_id": "d-1"})
     keys = set(cloud.user_keys())
 
-    rotated = cloud.send({"version": 1, "action": "rotate", "name": NAME, "force": True}, rotation=rotation)
+    rotated = cloud.send({"version": 1, "action": "rotate", "name": NAME, "force": True}, rotation=cloud.rotation)
 
     assert rotated.details["rotation"]["code"] == "rotation-in-progress", rotated.details
     assert set(cloud.user_keys()) == keys, "a key was added behind the deprovision's back"
