@@ -34,8 +34,8 @@ from bench.proxy import serve_front
 from localcloud.registry import LocalRegistry, build_oci_layout, push_image
 from localcloud.stack import LOCATION, REGISTRY_ISSUER, REGISTRY_SERVICE, REPOSITORY, LocalCloud, PushedImage
 from localcloud.wsgi import Instrumented, ServerThread
-from shared.images import RegistryImage
-from shared.integrations import SECRET_PREFIX
+from shared.model.images import RegistryImage
+from shared.model.integrations import SECRET_PREFIX
 
 #: Integrations the bench provisions: by direct registry address, and through the counting front.
 DIRECT = "bench-direct"

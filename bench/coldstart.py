@@ -42,18 +42,18 @@ NEVER_USED: Mapping[str, tuple[str, ...]] = {
         "google.cloud.artifactregistry",
         "google.cloud.pubsub_v1",  # the batching publisher: results go out by one generated-client call
         "google.cloud.logging",
-        "shared.dataloop",
-        "shared.iam",
-        "shared.artifact_registry",
-        "shared.provisioning",
-        "shared.rotation",
+        "shared.adapters.dataloop",
+        "shared.adapters.iam",
+        "shared.adapters.artifact_registry",
+        "shared.workflows.provisioning",
+        "shared.workflows.rotation",
     ),
     "requests": ("google.cloud.logging",),
     "rotate": (
         "google.cloud.artifactregistry",
         "google.cloud.logging",
-        "shared.artifact_registry",
-        "shared.provisioning",
+        "shared.adapters.artifact_registry",
+        "shared.workflows.provisioning",
     ),
 }
 
@@ -64,7 +64,7 @@ CLIENT_LIBRARIES = (
     "google.cloud.pubsub_v1",
     "google.cloud.iam_admin_v1",
     "google.cloud.artifactregistry_v1",
-    "shared.dataloop",
+    "shared.adapters.dataloop",
     "grpc",
     "requests",
 )

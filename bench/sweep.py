@@ -24,10 +24,10 @@ from pathlib import Path
 from bench import launch
 from bench.cloud import BenchCloud, CallCount
 from bench.notifications import delivery
-from shared.integrations import MANAGED_LABEL, SECRET_PREFIX, Annotation
-from shared.secrets import SecretManager
+from shared.adapters.secrets import SecretManager
+from shared.model.integrations import MANAGED_LABEL, SECRET_PREFIX, Annotation
 
-#: Secret Manager's list page size as the adapter asks for it (shared/secrets.py).
+#: Secret Manager's list page size as the adapter asks for it (shared/adapters/secrets.py).
 PAGE_SIZE = 250
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deploy.settings import FUNCTIONS, DeploySettings, FunctionSpec
-from shared.canary_lock import LOCK_PREFIX
-from shared.integrations import SECRET_PREFIX
+from shared.model.integrations import SECRET_PREFIX
+from shared.workflows.canary_lock import LOCK_PREFIX
 
 SECRET_MANAGER_AGENT = "service-${project_number}@gcp-sa-secretmanager.iam.gserviceaccount.com"
 PUBSUB_AGENT = "service-${project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"

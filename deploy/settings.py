@@ -2,8 +2,8 @@
 
 A deployment that fails half way through on a typo costs minutes and leaves half-made
 resources, so every value is checked up front and every problem is reported at once
-(like ``shared.config`` does for a function's environment). The environment each
-function will receive is validated with the functions' own ``shared.config.load_settings``,
+(like ``shared.core.config`` does for a function's environment). The environment each
+function will receive is validated with the functions' own ``shared.core.config.load_settings``,
 so a value the functions would refuse at cold start is refused here instead.
 """
 
@@ -18,17 +18,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from shared.config import Settings, load_settings
-from shared.errors import ConfigError
-from shared.integrations import SECRET_PREFIX
-from shared.policy import (
+from shared.core.config import Settings, load_settings
+from shared.core.errors import ConfigError
+from shared.model.integrations import SECRET_PREFIX
+from shared.model.policy import (
     ADOPTABLE_ACCOUNT,
     CREATED_ACCOUNT_PREFIX,
     DEFAULT_CREATED_ACCOUNT_PREFIX,
     ORG_ID,
     AccessPolicy,
 )
-from shared.requests_schema import SERVICE_ID
+from shared.model.request import SERVICE_ID
 
 #: Labels every resource the deployment creates (topics, functions, the credentials secret),
 #: so that teardown can tell what it made from what it found. Deliberately not the
@@ -291,7 +291,7 @@ _SECTIONS: dict[str, set[str]] = {
 
 
 def overridable_env() -> frozenset[str]:
-    """The shared.config variables a deployment may set in [env]."""
+    """The shared.core.config variables a deployment may set in [env]."""
     names = {f.name.upper() for f in dataclasses.fields(Settings)} - {"PROJECT"}
     return frozenset(names - DEPLOY_OWNED_ENV - LOCAL_ONLY_ENV)
 

@@ -29,9 +29,9 @@ import requests
 
 from localcloud.pubsub import CollectedMessage, Collector
 from localcloud.stack import LOCATION, REPOSITORY, LocalCloud, PushedImage, all_stopped
-from shared.integrations import SECRET_PREFIX
-from shared.keys import ServiceAccountKey
-from shared.secrets import SecretManager
+from shared.adapters.secrets import SecretManager
+from shared.model.integrations import SECRET_PREFIX
+from shared.model.keys import ServiceAccountKey
 
 INTEGRATION = "team-a"
 SECRET_ID = SECRET_PREFIX + INTEGRATION
@@ -397,7 +397,7 @@ class Demo:
         return answer.status_code, _error_message(answer)
 
     def _restart_canary(self) -> str:
-        from shared.dataloop import DataloopClient
+        from shared.adapters.dataloop import DataloopClient
 
         cloud = self._cloud
         service_id = cloud.seed.canary_service_id

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import requests
 
-from shared.registry import parse_challenges
+from shared.adapters.registry import parse_challenges
 
 REGISTRY_BINARY = "docker-registry"
 SKOPEO_BINARY = "skopeo"

@@ -61,8 +61,8 @@ from localcloud.registry import LocalRegistry, build_oci_layout, delete_manifest
 from localcloud.registry_auth import TOKEN_PATH, RegistryTokenEndpoint, TokenSigningKey
 from localcloud.secretmanager import SecretManagerStandIn
 from localcloud.wsgi import Instrumented, ServerThread
-from shared.images import RegistryImage
-from shared.policy import AccessPolicy
+from shared.model.images import RegistryImage
+from shared.model.policy import AccessPolicy
 
 PROJECT = "local-project"
 #: Secret Manager names secrets by project *number* in its notifications.
@@ -438,7 +438,7 @@ class LocalCloud:
 
     def _store_dataloop_credentials(self, api_key: str) -> None:
         """The functions' Dataloop credentials, where they read them: a Secret Manager secret."""
-        from shared.secrets import SecretManager
+        from shared.adapters.secrets import SecretManager
 
         secrets_adapter = SecretManager(self.project, endpoint=self.secret_manager_url, timeout=5.0)
         secrets_adapter.create_secret(

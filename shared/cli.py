@@ -5,7 +5,7 @@
     python -m shared.cli status --wait
     python -m shared.cli send request.json --wait      # any request written by hand
 
-The request is validated with the very code the function runs (shared.requests_schema),
+The request is validated with the very code the function runs (shared.model.request),
 so a mistake is reported at once, with every field's problem, and nothing is sent (exit 2).
 Without ``--publish``/``--wait`` the validated request is only printed. ``--wait``
 subscribes to the results topic through a temporary subscription *before* publishing (a
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import json_text
-from shared.requests_schema import VERSION, InvalidRequest, parse_request
+from shared.core import json_text
+from shared.model.request import VERSION, InvalidRequest, parse_request
 
 DEFAULT_REQUESTS_TOPIC = "dataloop-gar-requests"
 DEFAULT_RESULTS_TOPIC = "dataloop-gar-results"

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.record import CURRENT
+from shared.model.record import CURRENT
 
 if TYPE_CHECKING:
-    from shared.images import RegistryImage
-    from shared.integrations import ManagedIntegration
-    from shared.keys import RegistryCredential, ServiceAccountKey
-    from shared.registry import ManifestRef
-    from shared.results import Outcome
+    from shared.adapters.registry import ManifestRef
+    from shared.model.images import RegistryImage
+    from shared.model.integrations import ManagedIntegration
+    from shared.model.keys import RegistryCredential, ServiceAccountKey
+    from shared.model.results import Outcome
 
 
 class ManifestResolver(Protocol):

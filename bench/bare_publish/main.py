@@ -11,8 +11,8 @@ import threading
 import functions_framework
 
 from bench import baseline
-from shared.config import settings
-from shared.results import Outcome, PubSubResultSink, Status
+from shared.core.config import settings
+from shared.model.results import Outcome, PubSubResultSink, Status
 
 _tokens: dict[str, str] = {}
 _lock = threading.Lock()

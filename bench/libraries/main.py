@@ -13,7 +13,7 @@ import functions_framework
 @functions_framework.cloud_event
 def libraries(event):  # type: ignore[no-untyped-def]
     """Import what on_push's first event imports, then answer 200."""
-    # The same statements as the adapters (shared/secrets.py, shared/results.py, shared/registry.py).
+    # The same statements as the adapters (shared/adapters/secrets.py, shared/model/results.py, shared/adapters/registry.py).
     import requests  # noqa: F401
     from google.cloud import secretmanager  # noqa: F401
     from google.pubsub_v1 import PublisherClient  # noqa: F401

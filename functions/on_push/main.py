@@ -1,13 +1,13 @@
 """on_push: Artifact Registry says an image was pushed; prove Dataloop can pull it.
 
 Trigger: Pub/Sub topic ``gcr`` (Eventarc ``google.cloud.pubsub.topic.v1.messagePublished``).
-The workflow is shared.push.PushTester; this file only wires it to the event.
+The workflow is shared.workflows.push.PushTester; this file only wires it to the event.
 """
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import entrypoint, runtime
+from shared.app import entrypoint, runtime
 
 runtime.start("on_push")
 

@@ -1,15 +1,15 @@
 """requests: provision, deprovision, rotate, test or report on an integration, from one message.
 
 Trigger: the requests Pub/Sub topic (Eventarc ``google.cloud.pubsub.topic.v1.messagePublished``);
-the message is a JSON request of schema v1 (shared/requests_schema.py). The reply, one
+the message is a JSON request of schema v1 (shared/model/request.py). The reply, one
 ``request`` outcome carrying the request's ``request_id``, goes to the results topic.
-The workflow is shared.provisioning.RequestHandler; this file only wires it to the event.
+The workflow is shared.workflows.provisioning.RequestHandler; this file only wires it to the event.
 """
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import entrypoint, runtime
+from shared.app import entrypoint, runtime
 
 runtime.start("requests")
 

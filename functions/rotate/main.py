@@ -10,14 +10,14 @@ Trigger: the rotation topic (``ROTATION_TOPIC``, Eventarc
 - Secret Manager notifications (the managed secrets list this topic): ``SECRET_ROTATE``
   rotates that secret if it is managed; other event types are ignored.
 
-The workflows are shared.rotation and shared.sweep; this file only wires them to the event.
+The workflows are shared.workflows.rotation and shared.workflows.sweep; this file only wires them to the event.
 Deploy with ``--timeout=540s``: the test step is bounded by ROTATION_TEST_TIMEOUT_SECONDS.
 """
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import entrypoint, runtime
+from shared.app import entrypoint, runtime
 
 runtime.start("rotate")
 

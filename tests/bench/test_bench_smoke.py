@@ -51,7 +51,7 @@ def test_no_function_imports_a_client_library_it_never_calls(report: Report) -> 
     assert set(audits) == {"hello", "libraries", "on_push", "requests", "rotate"}
     assert {name: audit.unused for name, audit in audits.items()} == {name: [] for name in audits}
     assert "google.cloud.secretmanager" in audits["on_push"].libraries  # the audit does see imports
-    assert "shared.dataloop" in audits["rotate"].libraries  # the forced rotation reached Dataloop
+    assert "shared.adapters.dataloop" in audits["rotate"].libraries  # the forced rotation reached Dataloop
 
 
 def test_the_cold_start_floor_imports_exactly_the_client_libraries_on_push_does(report: Report) -> None:

@@ -24,7 +24,7 @@ import pytest
 from deploy import access, plan
 from deploy.deploy import main
 from deploy.settings import FUNCTIONS, DeploySettings, SettingsError, load, parse
-from shared.policy import AccessPolicy
+from shared.model.policy import AccessPolicy
 from tests.deploy import gcloud_cli
 
 pytestmark = pytest.mark.timeout(120)

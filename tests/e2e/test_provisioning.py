@@ -20,8 +20,8 @@ import pytest
 from localcloud.functions import REPO_ROOT
 from localcloud.pubsub import Collector
 from localcloud.stack import REPOSITORY, LocalCloud
-from shared.integrations import MANAGED_LABEL, Annotation
-from shared.secrets import SecretManager
+from shared.adapters.secrets import SecretManager
+from shared.model.integrations import MANAGED_LABEL, Annotation
 from tests.fixtures.localcloud import Provisioned, provision_request, wait_for_reply
 
 pytestmark = pytest.mark.e2e

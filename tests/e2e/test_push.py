@@ -15,8 +15,8 @@ import pytest
 
 from localcloud.pubsub import CollectedMessage, Collector
 from localcloud.stack import OTHER_REPOSITORY, LocalCloud, PushedImage
-from shared.keys import ServiceAccountKey
-from shared.secrets import SecretManager
+from shared.adapters.secrets import SecretManager
+from shared.model.keys import ServiceAccountKey
 from tests.fixtures.localcloud import Provisioned
 
 pytestmark = pytest.mark.e2e

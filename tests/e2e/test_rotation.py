@@ -18,7 +18,7 @@ import requests
 
 from localcloud.pubsub import Collector
 from localcloud.stack import REPOSITORY, LocalCloud
-from shared.secrets import SecretManager
+from shared.adapters.secrets import SecretManager
 from tests.e2e.test_push import verdict_for
 from tests.fixtures.localcloud import RESULT_TIMEOUT, Provisioned
 

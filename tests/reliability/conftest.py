@@ -2,7 +2,7 @@
 
 - The figures plugin's hooks are re-exported here (see ``figures.py`` for why it is a plugin).
 - Capture: while a module of these tests runs, every log record is formatted by the production formatter
-  (``shared.logs.CloudLoggingFormatter``, which masks) and kept, and every result message
+  (``shared.core.logs.CloudLoggingFormatter``, which masks) and kept, and every result message
   the code builds (``Outcome.to_message``: what is logged and what is published) is kept.
 - After each test, what that test wrote is scanned for secrets: by shape, and by the exact
   values the test's worlds handed out (harvested from its fixtures: Secret Manager payloads,
@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from shared import redaction
-from shared.logs import CloudLoggingFormatter
-from shared.results import Outcome
+from shared.core import redaction
+from shared.core.logs import CloudLoggingFormatter
+from shared.model.results import Outcome
 from tests.reliability.figures import (  # noqa: F401  (pytest finds hooks by name in a conftest)
     pytest_runtest_makereport,
     pytest_runtest_setup,

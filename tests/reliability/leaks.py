@@ -1,6 +1,6 @@
 """Finding secrets in what the system writes: the scanner behind the hygiene evidence.
 
-Two nets, independent of ``shared.redaction`` (a scanner that reused the redactor's own
+Two nets, independent of ``shared.core.redaction`` (a scanner that reused the redactor's own
 patterns could only ever agree with it):
 
 - **shapes**: a PEM private-key header, a ``private_key`` field with a value in (possibly

@@ -33,22 +33,22 @@ import pytest
 
 from localcloud.processes import free_port
 from localcloud.wsgi import Fault
-from shared.dataloop import DataloopClient
-from shared.entrypoint import handle_event
-from shared.errors import (
+from shared.adapters.dataloop import DataloopClient
+from shared.adapters.iam import ServiceAccounts
+from shared.adapters.registry import RegistryClient, RegistryCredential
+from shared.adapters.secrets import SecretManager
+from shared.app.entrypoint import handle_event
+from shared.core.errors import (
     Conflict,
     GarDataloopError,
     RegistryUnavailable,
     ServiceUnavailable,
     TransientError,
 )
-from shared.iam import ServiceAccounts
-from shared.integrations import IntegrationCatalog, SecretKeySource
-from shared.push import PushTester
-from shared.reference_test import ReferenceTest
-from shared.registry import RegistryClient, RegistryCredential
-from shared.results import Outcome, Status
-from shared.secrets import SecretManager
+from shared.model.integrations import IntegrationCatalog, SecretKeySource
+from shared.model.results import Outcome, Status
+from shared.workflows.push import PushTester
+from shared.workflows.reference_test import ReferenceTest
 from tests.fixtures.registry import TEST_PROJECT
 from tests.fixtures.rotation import EMAIL, SECRET_ID, Crashing, Stack
 from tests.reliability.figures import record

@@ -7,7 +7,7 @@ Three kinds of evidence:
    every one (and must not cry wolf on the ordinary lines the system writes: digests, key
    ids, emails, request ids, the word "password" in an explanation);
 2. **the production formatter masks each of them** -- the same planted lines, logged
-   through ``shared.logs.CloudLoggingFormatter``, come out clean;
+   through ``shared.core.logs.CloudLoggingFormatter``, come out clean;
 3. **the run leaks nothing** -- every reliability test is scanned after it ran (see the
    conftest), and the last test of the session scans every function log the run produced:
    the local cloud's functions (which served the whole e2e suite and the e2e tests here)
@@ -29,8 +29,8 @@ import pytest
 
 from localcloud.keyfiles import generate_key_file
 from localcloud.stack import LocalCloud
-from shared import logs
-from shared.redaction import register_secret
+from shared.core import logs
+from shared.core.redaction import register_secret
 from tests.reliability.conftest import harvest_local_cloud
 from tests.reliability.figures import record
 from tests.reliability.leaks import SecretScanner

@@ -3,12 +3,12 @@
 Every place that reads outside data is pointed at a tiny WSGI app that answers the worst it
 can: a 50 MB body (announced, or chunked without a length), a gzip bomb that inflates to
 50 MB, or JSON nested 10 000 levels deep. The peers are the ones this system talks to over
-HTTP with its own clients: a registry's token endpoint (``shared.registry``), Dataloop's
-gateway and its ``/token`` login (``shared.dataloop``). Each case asserts a *bounded error*
+HTTP with its own clients: a registry's token endpoint (``shared.adapters.registry``), Dataloop's
+gateway and its ``/token`` login (``shared.adapters.dataloop``). Each case asserts a *bounded error*
 (the project's own exception, with a message naming the peer), that it came *quickly*, and,
 with ``tracemalloc``, that the peak memory the call allocated stays far below what the peer
-sent. The inbound side (messages and requests) is bounded by ``shared.events`` and
-``shared.requests_schema``; the last tests push oversized and pathological bodies at a real
+sent. The inbound side (messages and requests) is bounded by ``shared.model.events`` and
+``shared.model.request``; the last tests push oversized and pathological bodies at a real
 functions-framework instance and check it answers and keeps serving.
 """
 
@@ -29,17 +29,17 @@ import pytest
 import requests
 
 from localcloud.wsgi import ServerThread
-from shared.dataloop import DataloopClient
-from shared.dataloop.auth import jwt_claims
-from shared.dataloop.errors import DataloopError, DataloopUnavailable
-from shared.entrypoint import handle_event
-from shared.errors import CredentialsRefused, RegistryUnavailable
-from shared.events import MAX_DATA_BYTES
-from shared.http import MAX_RESPONSE_BYTES
-from shared.images import RegistryImage
-from shared.push import PushTester
-from shared.reference_test import ReferenceTest
-from shared.registry import RegistryClient, RegistryCredential
+from shared.adapters.dataloop import DataloopClient
+from shared.adapters.dataloop.auth import jwt_claims
+from shared.adapters.dataloop.errors import DataloopError, DataloopUnavailable
+from shared.adapters.http import MAX_RESPONSE_BYTES
+from shared.adapters.registry import RegistryClient, RegistryCredential
+from shared.app.entrypoint import handle_event
+from shared.core.errors import CredentialsRefused, RegistryUnavailable
+from shared.model.events import MAX_DATA_BYTES
+from shared.model.images import RegistryImage
+from shared.workflows.push import PushTester
+from shared.workflows.reference_test import ReferenceTest
 from tests.reliability.figures import record
 from tests.unit.fakes import DIGEST, FakeDirectory, FakeKeys, FakeRegistry, FakeSink, integration, key_json
 

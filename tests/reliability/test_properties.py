@@ -1,9 +1,9 @@
 """Every decoder and validator, fed thousands of generated and mutated inputs (hypothesis).
 
-Four doors let outside data in: the CloudEvent envelope (``shared.events``), Artifact
-Registry's notification (``shared.images.GarNotification``), the provisioning request
-(``shared.requests_schema``) and the rotation topic's messages with Secret Manager's event
-attributes (``shared.rotation.messages``). For each, the properties are the same:
+Four doors let outside data in: the CloudEvent envelope (``shared.model.events``), Artifact
+Registry's notification (``shared.model.images.GarNotification``), the provisioning request
+(``shared.model.request``) and the rotation topic's messages with Secret Manager's event
+attributes (``shared.workflows.rotation.messages``). For each, the properties are the same:
 
 1. nothing but the project's own rejection ever escapes (no ``KeyError``, ``TypeError``,
    ``RecursionError`` ... that would make Pub/Sub redeliver a bad message until it is
@@ -13,7 +13,7 @@ attributes (``shared.rotation.messages``). For each, the properties are the same
 3. what is accepted is clean: no quote, space, control or shell character of an
    injection-looking input survives into a name the system acts on;
 4. the delivery outcome is right when the message goes through
-   :func:`shared.entrypoint.handle_event` with in-memory fakes: a permanently bad message
+   :func:`shared.app.entrypoint.handle_event` with in-memory fakes: a permanently bad message
    is *returned* (acknowledged) as one published ``rejected`` outcome, a transient failure
    *raises* (redelivery) and publishes nothing.
 
@@ -35,15 +35,19 @@ from cloudevents.http import CloudEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.entrypoint import handle_event
-from shared.errors import PermanentError, RejectedMessage, ServiceUnavailable, TransientError
-from shared.events import MAX_ATTRIBUTES, MAX_DATA_BYTES, MAX_JSON_DEPTH, PubSubMessage, from_cloud_event, parse_json
-from shared.images import GarNotification, RegistryImage
-from shared.provisioning import RequestHandler
-from shared.push import PushTester
-from shared.record import SecretRecord
-from shared.reference_test import ReferenceTest
-from shared.requests_schema import (
+from shared.app.entrypoint import handle_event
+from shared.core.errors import PermanentError, RejectedMessage, ServiceUnavailable, TransientError
+from shared.model.events import (
+    MAX_ATTRIBUTES,
+    MAX_DATA_BYTES,
+    MAX_JSON_DEPTH,
+    PubSubMessage,
+    from_cloud_event,
+    parse_json,
+)
+from shared.model.images import GarNotification, RegistryImage
+from shared.model.record import SecretRecord
+from shared.model.request import (
     MAX_REQUEST_BYTES,
     DeprovisionRequest,
     ImageTestRequest,
@@ -53,8 +57,11 @@ from shared.requests_schema import (
     StatusRequest,
     parse_request,
 )
-from shared.results import Outcome, Status
-from shared.rotation.messages import RotationMessages
+from shared.model.results import Outcome, Status
+from shared.workflows.provisioning import RequestHandler
+from shared.workflows.push import PushTester
+from shared.workflows.reference_test import ReferenceTest
+from shared.workflows.rotation.messages import RotationMessages
 from tests.fixtures.policy import AllowEverything
 from tests.reliability.figures import record
 from tests.unit.fakes import DIGEST, FakeDirectory, FakeKeys, FakeRegistry, FakeSink, integration, key_json

@@ -14,7 +14,7 @@ worlds of the wire suites); the last test makes Pub/Sub itself redeliver, throug
 local cloud's emulator and functions.
 
 What the evidence found, pinned by the assertions: a redelivered ``SECRET_ROTATE`` used to
-rotate a second time (it is forced); ``shared/rotation/messages.py`` now skips a notification
+rotate a second time (it is forced); ``shared/workflows/rotation/messages.py`` now skips a notification
 published before the secret's last rotation. A redelivered ``provision`` used to send Dataloop
 the same credentials once more (an idempotent PATCH, but with ``reloadServices=true``, which
 reloads the services pulling with the integration); the record now names the request that
@@ -37,18 +37,18 @@ import pytest
 from localcloud.pubsub import Collector
 from localcloud.stack import LocalCloud
 from localcloud.wsgi import Fault
-from shared.entrypoint import handle_event
-from shared.errors import TransientError
-from shared.events import PubSubMessage
-from shared.integrations import Annotation, IntegrationCatalog, SecretKeySource
-from shared.push import PushTester
-from shared.reference_test import ReferenceTest
-from shared.registry import RegistryClient
-from shared.results import Outcome, Status
-from shared.rotation import RotationMessages
-from shared.rotation.state import timestamp
-from shared.secrets import SecretManager
-from shared.sweep import PubSubFanOut, Sweep
+from shared.adapters.registry import RegistryClient
+from shared.adapters.secrets import SecretManager
+from shared.app.entrypoint import handle_event
+from shared.core.errors import TransientError
+from shared.model.events import PubSubMessage
+from shared.model.integrations import Annotation, IntegrationCatalog, SecretKeySource
+from shared.model.results import Outcome, Status
+from shared.workflows.push import PushTester
+from shared.workflows.reference_test import ReferenceTest
+from shared.workflows.rotation import RotationMessages
+from shared.workflows.rotation.state import timestamp
+from shared.workflows.sweep import PubSubFanOut, Sweep
 from tests.fixtures.localcloud import provision_request, wait_for_reply
 from tests.fixtures.provisioning import Cloud
 from tests.fixtures.registry import TEST_PROJECT

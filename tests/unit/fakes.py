@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.dataloop import ServiceStatus
-from shared.errors import Conflict, CredentialsRefused, ImageNotFound, PermanentError, RegistryUnavailable
-from shared.images import RegistryImage
-from shared.integrations import ManagedIntegration
-from shared.keys import ServiceAccountKey
-from shared.record import SecretRecord
-from shared.registry import ManifestRef, RegistryCredential
-from shared.results import Outcome
+from shared.adapters.dataloop import ServiceStatus
+from shared.adapters.registry import ManifestRef, RegistryCredential
+from shared.core.errors import Conflict, CredentialsRefused, ImageNotFound, PermanentError, RegistryUnavailable
+from shared.model.images import RegistryImage
+from shared.model.integrations import ManagedIntegration
+from shared.model.keys import ServiceAccountKey
+from shared.model.record import SecretRecord
+from shared.model.results import Outcome
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -193,7 +193,7 @@ class FakeLockSecrets:
 
 @dataclass
 class FakeServices:
-    """Dataloop services (shared.dataloop.Services): a runner image and runtime status entries per service.
+    """Dataloop services (shared.adapters.dataloop.Services): a runner image and runtime status entries per service.
 
     A restart adds ``restart_entry`` (a replica that runs, unless told otherwise; None: the
     pull never ends), stamped now. ``hook(method, service_id)`` is called at the start of every call, to pause or

@@ -1,6 +1,6 @@
 """In-memory Secret Manager, IAM, Dataloop and registry for the rotation's unit tests.
 
-They follow the adapters' contracts (shared/rotation/ports.py): a stale etag is a
+They follow the adapters' contracts (shared/workflows/rotation/ports.py): a stale etag is a
 ``Conflict``, reading a disabled version or an unknown secret a ``PermanentError`` with the
 adapter's code, the 11th key a ``key-limit`` refusal. Every fake counts its calls and can be
 told to fail the next call of a method (``fail_next``), which is how the tests simulate a
@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import (
+from shared.adapters.registry import ManifestRef, RegistryCredential
+from shared.core.errors import (
     Conflict,
     CredentialsRefused,
     ImageNotFound,
     PermanentError,
     RegistryUnavailable,
 )
-from shared.images import RegistryImage
-from shared.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
-from shared.keys import KeyInfo, ServiceAccountKey
-from shared.record import SecretRecord
-from shared.registry import ManifestRef, RegistryCredential
+from shared.model.images import RegistryImage
+from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
+from shared.model.keys import KeyInfo, ServiceAccountKey
+from shared.model.record import SecretRecord
 
 EMAIL = "puller@test-proj.iam.gserviceaccount.com"
 HOST = "us-central1-docker.pkg.dev"
@@ -365,7 +365,7 @@ class FakeRegistry(Faults):
 
     def check_host(self, host: str) -> None:
         """As the real client with no insecure hosts: GAR hosts only."""
-        from shared.images import location_of
+        from shared.model.images import location_of
 
         if location_of(host) is None:
             raise PermanentError(

@@ -1,10 +1,10 @@
-"""Pure parts of ``shared.artifact_registry``: the in-place policy edits."""
+"""Pure parts of ``shared.adapters.artifact_registry``: the in-place policy edits."""
 
 from __future__ import annotations
 
 from google.iam.v1 import policy_pb2
 
-from shared.artifact_registry import READER_ROLE, _add_reader, _remove_reader
+from shared.adapters.artifact_registry import READER_ROLE, _add_reader, _remove_reader
 
 SA = "serviceAccount:puller@proj-1.iam.gserviceaccount.com"
 

@@ -16,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.canary import CanaryTest
-from shared.canary_lock import (
+from shared.core.errors import TransientError
+from shared.model.integrations import MANAGED_LABEL
+from shared.model.lease import Lease
+from shared.workflows.canary import CanaryTest
+from shared.workflows.canary_lock import (
     LEASE,
     LOCK_LABEL,
     ORIGINAL,
@@ -25,9 +28,6 @@ from shared.canary_lock import (
     ensure_lock,
     lock_secret_id,
 )
-from shared.errors import TransientError
-from shared.integrations import MANAGED_LABEL
-from shared.lease import Lease
 from tests.unit.fakes import FakeLockSecrets, FakeServices
 
 SERVICE = "6543abcd"
@@ -176,7 +176,7 @@ def test_the_original_is_recorded_once_before_the_service_changes() -> None:
 
 
 def test_the_lease_is_released_when_the_test_breaks_off() -> None:
-    from shared.dataloop.errors import DataloopError
+    from shared.adapters.dataloop.errors import DataloopError
 
     secrets, services = world()
 

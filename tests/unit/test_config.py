@@ -1,7 +1,7 @@
 import pytest
 
-from shared.config import load_settings
-from shared.errors import ConfigError
+from shared.core.config import load_settings
+from shared.core.errors import ConfigError
 
 
 def test_defaults_need_only_the_project():

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.dataloop import (
+from shared.adapters.dataloop import (
     DataloopClient,
     DataloopConflict,
     DataloopError,
@@ -28,9 +28,9 @@ from shared.dataloop import (
     renew_at,
     runner_image,
 )
-from shared.dataloop.errors import error_from_response
-from shared.errors import PermanentError, TransientError
-from shared.redaction import MASK, redact_text
+from shared.adapters.dataloop.errors import error_from_response
+from shared.core.errors import PermanentError, TransientError
+from shared.core.redaction import MASK, redact_text
 
 KEY = '{"type": "service_account", "client_email": "a@p.iam.gserviceaccount.com", "private_key": "K"}'
 

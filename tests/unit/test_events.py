@@ -4,8 +4,8 @@ import json
 import pytest
 from cloudevents.http import CloudEvent
 
-from shared.errors import RejectedMessage
-from shared.events import MAX_DATA_BYTES, PubSubMessage, from_cloud_event
+from shared.core.errors import RejectedMessage
+from shared.model.events import MAX_DATA_BYTES, PubSubMessage, from_cloud_event
 
 PAYLOAD = {"action": "INSERT", "tag": "us-docker.pkg.dev/p/r/i:v1"}
 

@@ -1,4 +1,4 @@
-"""``shared.gcp_errors.translated``, as each Google adapter configures it.
+"""``shared.adapters.gcp_errors.translated``, as each Google adapter configures it.
 
 Every canonical status, over the transport the adapter really uses (IAM: gRPC; Secret
 Manager and Artifact Registry: REST, with Google's JSON error body), must come out as the
@@ -17,9 +17,9 @@ import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as gauth
 
-from shared import artifact_registry, iam, secrets
-from shared.errors import Conflict, GarDataloopError, PermanentError, ServiceUnavailable
-from shared.gcp_errors import api_status, translated
+from shared.adapters import artifact_registry, iam, secrets
+from shared.adapters.gcp_errors import api_status, translated
+from shared.core.errors import Conflict, GarDataloopError, PermanentError, ServiceUnavailable
 
 REPOSITORY = "projects/p/locations/us/repositories/r"
 EMAIL = "puller@p.iam.gserviceaccount.com"

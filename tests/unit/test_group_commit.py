@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from shared.group_commit import GroupCommit
+from shared.core.group_commit import GroupCommit
 
 
 class GatedCommit:

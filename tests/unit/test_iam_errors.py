@@ -1,4 +1,4 @@
-"""Pure parts of ``shared.iam``: account names and how IAM's refusals are recognised."""
+"""Pure parts of ``shared.adapters.iam``: account names and how IAM's refusals are recognised."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import pytest
 from google.api_core import exceptions
 from google.rpc import error_details_pb2
 
-from shared.iam import _is_key_limit, _is_org_policy, _key_file_bytes, _retryable, _retryable_create, account_name
+from shared.adapters.iam import (
+    _is_key_limit,
+    _is_org_policy,
+    _key_file_bytes,
+    _retryable,
+    _retryable_create,
+    account_name,
+)
 
 
 def test_account_name_carries_the_project_of_a_user_created_account() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from shared.errors import RejectedMessage
-from shared.images import GarNotification, RegistryImage, location_of, registry_host
+from shared.core.errors import RejectedMessage
+from shared.model.images import GarNotification, RegistryImage, location_of, registry_host
 
 HOST = "us-central1-docker.pkg.dev"
 DIGEST = "sha256:" + "0123456789abcdef" * 4

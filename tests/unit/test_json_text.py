@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import json_text
-from shared.errors import PermanentError
-from shared.integrations import Annotation
-from shared.json_text import MAX_DEPTH, TooDeep, loads, nesting_exceeds
-from shared.keys import ServiceAccountKey
-from shared.provisioning.records import read_last_test, retired_key_ids, rotation_holder
-from shared.record import SecretRecord
-from shared.rotation.state import RETIRED_KEYS, Lease, retired_keys
+from shared.core import json_text
+from shared.core.errors import PermanentError
+from shared.core.json_text import MAX_DEPTH, TooDeep, loads, nesting_exceeds
+from shared.model.integrations import Annotation
+from shared.model.keys import ServiceAccountKey
+from shared.model.record import SecretRecord
+from shared.workflows.provisioning.records import read_last_test, retired_key_ids, rotation_holder
+from shared.workflows.rotation.state import RETIRED_KEYS, Lease, retired_keys
 
 DEEP = '{"a":' * 10_000 + "1" + "}" * 10_000
 

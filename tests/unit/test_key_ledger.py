@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from shared import key_ledger
-from shared.errors import ServiceUnavailable
-from shared.integrations import Annotation
-from shared.keys import ServiceAccountKey
+from shared.core.errors import ServiceUnavailable
+from shared.model import key_ledger
+from shared.model.integrations import Annotation
+from shared.model.keys import ServiceAccountKey
 from tests.unit.fakes import key_json
 
 EMAIL = "dlgar-team-a@test-project.iam.gserviceaccount.com"

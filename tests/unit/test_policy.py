@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.events import PubSubMessage
-from shared.policy import DEFAULT_CREATED_ACCOUNT_PREFIX, AccessPolicy, NotAllowed, never_touched
-from shared.provisioning import RequestHandler
-from shared.requests_schema import parse_request
-from shared.results import Status
+from shared.core.errors import ConfigError
+from shared.model.events import PubSubMessage
+from shared.model.policy import DEFAULT_CREATED_ACCOUNT_PREFIX, AccessPolicy, NotAllowed, never_touched
+from shared.model.request import parse_request
+from shared.model.results import Status
+from shared.workflows.provisioning import RequestHandler
 
 PROJECT = "my-proj"
 OTHER = "other-proj"
@@ -279,7 +279,7 @@ def test_a_loopback_registry_host_is_rejected_unless_the_local_cloud_switch_is_o
 
 
 def test_loopback_hosts_are_recognised_in_every_spelling() -> None:
-    from shared.images import is_loopback_host
+    from shared.model.images import is_loopback_host
 
     for host in ("127.0.0.1:5000", "LOCALHOST:1", "127.1.2.3:80", "[::1]:5000", "localhost."):
         assert is_loopback_host(host), host

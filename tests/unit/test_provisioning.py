@@ -19,23 +19,23 @@ from typing import Any
 import pytest
 
 from shared import cli
-from shared.dataloop import IntegrationNameTaken
-from shared.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
-from shared.events import PubSubMessage
-from shared.integrations import MANAGED_LABEL, Annotation
-from shared.key_ledger import created_keys
-from shared.keys import KeyInfo, ServiceAccountKey
-from shared.policy import AccessPolicy, account_description
-from shared.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
-from shared.provisioning.provision import account_display_name
-from shared.provisioning.records import (
+from shared.adapters.dataloop import IntegrationNameTaken
+from shared.core.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
+from shared.model.events import PubSubMessage
+from shared.model.integrations import MANAGED_LABEL, Annotation
+from shared.model.key_ledger import created_keys
+from shared.model.keys import KeyInfo, ServiceAccountKey
+from shared.model.policy import AccessPolicy, account_description
+from shared.model.record import SecretRecord, parse_timestamp, timestamp
+from shared.model.request import RotateRequest, parse_request
+from shared.model.results import Outcome, Status
+from shared.workflows.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
+from shared.workflows.provisioning.provision import account_display_name
+from shared.workflows.provisioning.records import (
     GRANTS_MADE,
 )
-from shared.record import SecretRecord, parse_timestamp, timestamp
-from shared.reference_test import ReferenceTest
-from shared.requests_schema import RotateRequest, parse_request
-from shared.results import Outcome, Status
-from shared.status import StatusReport
+from shared.workflows.reference_test import ReferenceTest
+from shared.workflows.status import StatusReport
 from tests.fixtures.policy import AllowEverything
 from tests.unit.fakes import FakeRegistry, challenge_of, key_json
 
@@ -827,7 +827,7 @@ ROTATE_FUNCTION = f"dataloop-gar-rotate@{PROJECT}.iam.gserviceaccount.com"
 
 
 def deprovision_with_policy(world: World, name: str = "team-a") -> Outcome:
-    from shared.policy import AccessPolicy
+    from shared.model.policy import AccessPolicy
 
     policy = AccessPolicy(org_ids=frozenset(["org-1"]), deployment_accounts=frozenset([ROTATE_FUNCTION]))
     request = parse_request({"version": 1, "action": "deprovision", "name": name})
@@ -1019,7 +1019,7 @@ def test_a_named_canary_service_gets_its_lock_secret_before_activation_and_keeps
 
 
 def test_deprovision_holds_the_rotation_lease_while_it_removes_keys(world: World) -> None:
-    from shared.lease import Lease
+    from shared.model.lease import Lease
 
     assert world.provision().status is Status.OK
     seen: list[str | None] = []

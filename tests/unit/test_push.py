@@ -6,12 +6,12 @@ import logging
 
 import pytest
 
-from shared import entrypoint
-from shared.errors import RegistryUnavailable
-from shared.events import PubSubMessage
-from shared.push import PushTester
-from shared.reference_test import ReferenceTest
-from shared.results import Status
+from shared.app import entrypoint
+from shared.core.errors import RegistryUnavailable
+from shared.model.events import PubSubMessage
+from shared.model.results import Status
+from shared.workflows.push import PushTester
+from shared.workflows.reference_test import ReferenceTest
 from tests.unit.fakes import (
     DIGEST,
     FakeDirectory,
@@ -187,7 +187,7 @@ class FakeCanary:
         self.runs: list[tuple[str, str]] = []
 
     def run(self, service_id: str, image: str):
-        from shared.reference_test import Verdict
+        from shared.workflows.reference_test import Verdict
 
         self.runs.append((service_id, image))
         return Verdict(

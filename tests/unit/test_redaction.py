@@ -3,8 +3,8 @@ import io
 import json
 import logging
 
-from shared import logs
-from shared.redaction import MASK, _registry, redact, redact_text, register_secret
+from shared.core import logs
+from shared.core.redaction import MASK, _registry, redact, redact_text, register_secret
 from tests.unit.fakes import key_json
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nabc\n-----END PRIVATE KEY-----\n"

@@ -2,7 +2,7 @@
 
 The wire tests show the client works with a real registry; these pin down the cases a
 real registry will not produce on demand (a realm that moves, a 200 without digest, OAuth
-error bodies, Basic challenges) and the retry/timeout policy of ``shared.http``.
+error bodies, Basic challenges) and the retry/timeout policy of ``shared.adapters.http``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from shared.errors import CredentialsRefused, DigestMismatch, ImageNotFound, PermanentError, RegistryUnavailable
-from shared.http import CappedRetry, TimeoutHTTPAdapter, build_retry, build_session
-from shared.images import RegistryImage
-from shared.redaction import redact_text
-from shared.registry import (
+from shared.adapters.http import CappedRetry, TimeoutHTTPAdapter, build_retry, build_session
+from shared.adapters.registry import (
     MANIFEST_ACCEPT,
     Challenge,
     ManifestRef,
@@ -29,6 +26,9 @@ from shared.registry import (
     RegistryCredential,
     parse_challenges,
 )
+from shared.core.errors import CredentialsRefused, DigestMismatch, ImageNotFound, PermanentError, RegistryUnavailable
+from shared.core.redaction import redact_text
+from shared.model.images import RegistryImage
 
 HOST = "europe-west1-docker.pkg.dev"
 REALM = f"https://{HOST}/v2/token"
@@ -384,7 +384,7 @@ def test_connection_errors_are_transient(credential: RegistryCredential):
         client_over(Unreachable()).resolve(IMAGE, credential)
 
 
-# -- shared.http ------------------------------------------------------------------------------------------
+# -- shared.adapters.http ------------------------------------------------------------------------------------------
 
 
 def test_retry_policy_retries_reads_not_writes_and_caps_retry_after():

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.images import RegistryImage
-from shared.requests_schema import (
+from shared.model.images import RegistryImage
+from shared.model.request import (
     MAX_REQUEST_BYTES,
     DeprovisionRequest,
     ImageTestRequest,

@@ -1,4 +1,4 @@
-"""The key rotation (shared.rotation), the sweep (shared.sweep) and the rotation topic's messages,
+"""The key rotation (shared.workflows.rotation), the sweep (shared.workflows.sweep) and the rotation topic's messages,
 against in-memory fakes: every step, every crash point, every safety rule."""
 
 from __future__ import annotations
@@ -11,22 +11,22 @@ from datetime import timedelta
 
 import pytest
 
-from shared.dataloop import DataloopNotFound, DataloopUnavailable
-from shared.errors import (
+from shared.adapters.dataloop import DataloopNotFound, DataloopUnavailable
+from shared.core.errors import (
     PermanentError,
     RegistryUnavailable,
     RejectedMessage,
     ServiceUnavailable,
     TransientError,
 )
-from shared.events import PubSubMessage
-from shared.integrations import Annotation
-from shared.key_ledger import created_keys
-from shared.keys import ServiceAccountKey
-from shared.results import Status
-from shared.rotation import KeyProbe, KeyRotation, RotationMessages
-from shared.rotation.probe import PROBE_IMAGE, probe_target
-from shared.rotation.state import (
+from shared.model.events import PubSubMessage
+from shared.model.integrations import Annotation
+from shared.model.key_ledger import created_keys
+from shared.model.keys import ServiceAccountKey
+from shared.model.results import Status
+from shared.workflows.rotation import KeyProbe, KeyRotation, RotationMessages
+from shared.workflows.rotation.probe import PROBE_IMAGE, probe_target
+from shared.workflows.rotation.state import (
     RETIRED_KEYS,
     Lease,
     due_at,
@@ -35,7 +35,7 @@ from shared.rotation.state import (
     retired_keys,
     timestamp,
 )
-from shared.sweep import PubSubFanOut, Sweep
+from shared.workflows.sweep import PubSubFanOut, Sweep
 from tests.fixtures.policy import allowing_records
 from tests.unit.rotation_fakes import (
     DIGEST,
@@ -571,7 +571,7 @@ def test_a_resumed_rollback_keeps_the_pending_key_when_dataloop_refuses_the_curr
 
 
 def test_the_probe_prefers_the_canary_image_and_falls_back_to_a_probe_name() -> None:
-    from shared.integrations import ManagedIntegration
+    from shared.model.integrations import ManagedIntegration
 
     secrets = FakeSecrets()
     secrets.put("s", integration_annotations(**{Annotation.CANARY_IMAGE: f"{HOST}/proj/images/canary:v1"}))
@@ -842,7 +842,7 @@ def test_orphan_deletions_are_logged_with_ids_only(world: World, caplog: pytest.
     world.provision()
     orphan = world.accounts.add()
     world.secrets.touch(SECRET_ID, **{Annotation.CREATED_KEYS: orphan.key_id})
-    caplog.set_level(logging.INFO, logger="shared.rotation.workflow")
+    caplog.set_level(logging.INFO, logger="shared.workflows.rotation.workflow")
 
     world.rotate()
 
@@ -945,13 +945,13 @@ class Recorder:
     calls: list[tuple[str, dict[str, object]]]
 
     def rotate(self, secret_id: str, **options: object):  # type: ignore[no-untyped-def]
-        from shared.results import Outcome
+        from shared.model.results import Outcome
 
         self.calls.append((secret_id, options))
         return Outcome("rotation", Status.OK, "rotated")
 
     def run(self, **options: object):  # type: ignore[no-untyped-def]
-        from shared.results import Outcome
+        from shared.model.results import Outcome
 
         self.calls.append(("sweep", options))
         return Outcome("rotation-sweep", Status.OK, "swept")
@@ -1070,7 +1070,7 @@ ROTATE_FUNCTION = "dataloop-gar-rotate@proj-123.iam.gserviceaccount.com"
 
 
 def policy_world() -> World:
-    from shared.policy import AccessPolicy
+    from shared.model.policy import AccessPolicy
 
     policy = AccessPolicy(
         org_ids=frozenset(["org-1"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from shared.runtime import _Once
+from shared.app.runtime import _Once
 
 
 def test_concurrent_first_callers_share_one_built_adapter() -> None:
@@ -37,7 +37,7 @@ def test_cache_clear_builds_afresh() -> None:
 
 
 def test_reset_forgets_every_built_adapter() -> None:
-    from shared import runtime
+    from shared.app import runtime
 
     builders = [v for v in vars(runtime).values() if isinstance(v, _Once)]
     assert len(builders) >= 10  # every builder of the module is one

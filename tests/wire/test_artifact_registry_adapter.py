@@ -1,4 +1,4 @@
-"""``shared.artifact_registry.RepositoryAccess`` against the local Artifact Registry (REST).
+"""``shared.adapters.artifact_registry.RepositoryAccess`` against the local Artifact Registry (REST).
 
 The repository policy belongs to its administrators as much as to us: a grant or revoke
 must change one member of one binding and nothing else, must not write when there is
@@ -17,8 +17,8 @@ import pytest
 from localcloud.artifactregistry import CONCURRENT_CHANGE, ArtifactRegistryStandIn
 from localcloud.iam import IamStandIn
 from localcloud.wsgi import Fault
-from shared.artifact_registry import READER_ROLE, RepositoryAccess
-from shared.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.adapters.artifact_registry import READER_ROLE, RepositoryAccess
+from shared.core.errors import PermanentError, ServiceUnavailable, TransientError
 
 pytestmark = pytest.mark.wire
 

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.canary import CanaryTest
-from shared.canary_lock import LEASE, ORIGINAL, CanaryLock, ensure_lock, lock_secret_id
-from shared.dataloop import gar_options, runner_image
-from shared.errors import TransientError
-from shared.lease import Lease
-from shared.secrets import SecretManager
+from shared.adapters.dataloop import gar_options, runner_image
+from shared.adapters.secrets import SecretManager
+from shared.core.errors import TransientError
+from shared.model.lease import Lease
+from shared.workflows.canary import CanaryTest
+from shared.workflows.canary_lock import LEASE, ORIGINAL, CanaryLock, ensure_lock, lock_secret_id
 from tests.fixtures.secretmanager import PROJECT_ID
 
 pytestmark = pytest.mark.wire

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from localcloud.wsgi import Fault, ServerThread
-from shared.dataloop import (
+from shared.adapters.dataloop import (
     DataloopClient,
     DataloopConflict,
     DataloopForbidden,
@@ -26,7 +26,7 @@ from shared.dataloop import (
     IntegrationNameTaken,
     gar_options,
 )
-from shared.errors import PermanentError, TransientError
+from shared.core.errors import PermanentError, TransientError
 from tests.fixtures.dataloop import BOT_EMAIL, DataloopSandbox
 
 pytestmark = pytest.mark.wire

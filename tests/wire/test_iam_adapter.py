@@ -1,4 +1,4 @@
-"""``shared.iam.ServiceAccounts`` against the local IAM, through the real gRPC client.
+"""``shared.adapters.iam.ServiceAccounts`` against the local IAM, through the real gRPC client.
 
 What rotation and provisioning rely on: accounts are ensured idempotently, a created key
 is a usable key file whose id is IAM's, listing shows only user-managed keys, deletes are
@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from localcloud.iam import IamStandIn
-from shared.errors import PermanentError, ServiceUnavailable, TransientError
-from shared.iam import ServiceAccounts
+from shared.adapters.iam import ServiceAccounts
+from shared.core.errors import PermanentError, ServiceUnavailable, TransientError
 
 pytestmark = pytest.mark.wire
 

@@ -31,14 +31,14 @@ import grpc
 import pytest
 
 from localcloud.wsgi import Fault
-from shared import runtime
-from shared.artifact_registry import READER_ROLE
-from shared.config import reset_settings
-from shared.errors import ServiceUnavailable, TransientError
-from shared.integrations import MANAGED_LABEL, Annotation
-from shared.policy import account_description
-from shared.provisioning.provision import account_display_name
-from shared.results import Status
+from shared.adapters.artifact_registry import READER_ROLE
+from shared.app import runtime
+from shared.core.config import reset_settings
+from shared.core.errors import ServiceUnavailable, TransientError
+from shared.model.integrations import MANAGED_LABEL, Annotation
+from shared.model.policy import account_description
+from shared.model.results import Status
+from shared.workflows.provisioning.provision import account_display_name
 from tests.fixtures.provisioning import (
     ACCOUNT_ID,
     EMAIL,
@@ -568,7 +568,7 @@ def push_body(payload: dict[str, Any], message_id: str = "1") -> dict[str, Any]:
 def test_the_function_provisions_and_rotates_through_the_real_rotation_workflow(
     cloud: Cloud, function_env: dict[str, str], pubsub: Any
 ) -> None:
-    """The entry point wired by runtime; ``rotate`` goes to runtime.key_rotation() (shared/rotation)."""
+    """The entry point wired by runtime; ``rotate`` goes to runtime.key_rotation() (shared/workflows/rotation)."""
     replies = pubsub.collector(function_env["RESULTS_TOPIC"])
     function = load_function()
 
@@ -710,7 +710,7 @@ def test_a_request_outside_the_policy_makes_no_call_to_any_service(
 
 
 def test_a_hand_made_dataloop_integration_of_the_name_is_not_taken_unless_adopted(cloud: Cloud) -> None:
-    from shared.dataloop import gar_options as options_for
+    from shared.adapters.dataloop import gar_options as options_for
     from tests.unit.rotation_fakes import key_file
 
     hand_made = cloud.dataloop_client.integrations(cloud.dataloop.org_id).create(

@@ -20,7 +20,8 @@ import requests
 from localcloud.registry import LocalRegistry
 from localcloud.registry_auth import TOKEN_PATH, RegistryTokenEndpoint, TokenSigningKey
 from localcloud.wsgi import Fault, ServerThread
-from shared.errors import (
+from shared.adapters.registry import MANIFEST_ACCEPT, RegistryClient, RegistryCredential
+from shared.core.errors import (
     CredentialsRefused,
     DigestMismatch,
     ImageNotFound,
@@ -28,8 +29,7 @@ from shared.errors import (
     RegistryUnavailable,
     TransientError,
 )
-from shared.images import RegistryImage
-from shared.registry import MANIFEST_ACCEPT, RegistryClient, RegistryCredential
+from shared.model.images import RegistryImage
 from tests.fixtures.registry import (
     REGISTRY_ISSUER,
     REGISTRY_SERVICE,
@@ -504,8 +504,8 @@ def test_a_recorded_challenge_never_sends_the_key_file_to_another_host(
 def test_a_record_whose_registry_host_was_edited_is_not_rotated_or_probed(
     local_registry: RegistryStack,
 ) -> None:
-    from shared.integrations import ManagedIntegration
-    from shared.record import SecretRecord
+    from shared.model.integrations import ManagedIntegration
+    from shared.model.record import SecretRecord
 
     for edited in ("evil.example", f"evil.example\\@{local_registry.host}", "us-central1-docker.pkg.dev:8443"):
         record = SecretRecord(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ServiceUnavailable
-from shared.results import Outcome, PubSubResultSink, Status
+from shared.core.errors import ServiceUnavailable
+from shared.model.results import Outcome, PubSubResultSink, Status
 from tests.fixtures.pubsub import PubSubSandbox
 
 pytestmark = pytest.mark.wire

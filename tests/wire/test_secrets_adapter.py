@@ -1,4 +1,4 @@
-"""shared.secrets / shared.integrations through the real client to the Secret Manager stand-in."""
+"""shared.adapters.secrets / shared.model.integrations through the real client to the Secret Manager stand-in."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from localcloud.wsgi import Fault
-from shared.errors import PermanentError, ServiceUnavailable
-from shared.images import RegistryImage
-from shared.integrations import MANAGED_LABEL, Annotation, IntegrationCatalog, SecretKeySource
-from shared.secrets import SecretManager
+from shared.adapters.secrets import SecretManager
+from shared.core.errors import PermanentError, ServiceUnavailable
+from shared.model.images import RegistryImage
+from shared.model.integrations import MANAGED_LABEL, Annotation, IntegrationCatalog, SecretKeySource
 from tests.unit.fakes import key_json
 
 pytestmark = pytest.mark.wire
@@ -151,7 +151,7 @@ def test_disabled_version_is_a_permanent_failed_precondition(secretmanager, adap
 
 
 def test_write_operations_round_trip_with_etag_guard(secretmanager, adapter):
-    from shared.errors import Conflict
+    from shared.core.errors import Conflict
 
     record = adapter.create_secret(
         "dataloop-gar-w", labels={"managed-by": "dataloop-gar"}, annotations={Annotation.REGISTRY_HOST: HOST}

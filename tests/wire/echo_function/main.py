@@ -1,7 +1,7 @@
 """A throwaway Cloud Function for the wire tests: records each CloudEvent it receives.
 
 It writes one JSON line per delivery to ``$ECHO_RECORD_FILE`` (the CloudEvent attributes,
-the raw data, and the message as :mod:`shared.events` decodes it), logs one structured
+the raw data, and the message as :mod:`shared.model.events` decodes it), logs one structured
 line to stdout, and fails with an exception when the message carries the attribute
 ``echo_fail=true`` so tests can watch a 500 being redelivered.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import functions_framework
 
-from shared.events import from_cloud_event  # proves PYTHONPATH includes the repo root
+from shared.model.events import from_cloud_event  # proves PYTHONPATH includes the repo root
 
 RECORD_FILE = os.environ["ECHO_RECORD_FILE"]
 

@@ -1,0 +1,1 @@
+"""What every layer may use: errors, configuration, logging, redaction, JSON limits."""

@@ -1,0 +1,133 @@
+"""What happens when Artifact Registry says an image was pushed (the ``on_push`` workflow).
+
+INSERT with a digest is tested by digest; INSERT with only a tag is resolved by tag;
+DELETE is recorded and nothing else; signature/attestation tags are skipped; an image no
+managed integration covers is acknowledged as uncovered. Every path ends in one Outcome.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from shared.model.events import PubSubMessage
+from shared.model.images import GarNotification, RegistryImage
+from shared.model.integrations import ManagedIntegration
+from shared.model.record import CURRENT
+from shared.model.results import Outcome, Status
+from shared.ports import IntegrationDirectory, KeySource
+from shared.workflows.reference_test import ReferenceTest, Verdict
+
+if TYPE_CHECKING:  # the platform tier is imported only where a canary is configured
+    from shared.workflows.canary import CanaryTest
+
+KIND = "reference-test"
+
+
+class PushTester:
+    """Turns one GAR notification into one reference-test outcome."""
+
+    def __init__(
+        self,
+        directory: IntegrationDirectory,
+        keys: KeySource,
+        reference_test: ReferenceTest,
+        *,
+        skip_tag_patterns: Sequence[str] = ("*.sig", "*.att", "*.sbom"),
+        canary: Callable[[], CanaryTest] | None = None,
+    ) -> None:
+        self._directory = directory
+        self._keys = keys
+        self._test = reference_test
+        self._skip = tuple(skip_tag_patterns)
+        self._canary = canary  # built on first use: no Dataloop client unless a canary is configured
+
+    def handle(self, message: PubSubMessage) -> Outcome:
+        """Decide and test.
+
+        Raises:
+            RejectedMessage: the notification is malformed.
+            TransientError: Secret Manager or the registry is unavailable; redeliver.
+        """
+        started = time.perf_counter()
+        notification = GarNotification.from_json(message.json())
+        image = notification.image
+        subject: dict[str, Any] = {"image": str(image), "action": notification.action}
+
+        if not notification.is_insert:
+            return Outcome(KIND, Status.IGNORED, f"{image} was deleted; nothing to test", subject=subject)
+        if image.tag and any(fnmatch.fnmatchcase(image.tag, p) for p in self._skip):
+            return Outcome(
+                KIND,
+                Status.SKIPPED,
+                f"tag {image.tag!r} is a signature/attestation artifact (SKIP_TAG_PATTERNS)",
+                subject=subject,
+            )
+
+        integrations = self._directory.covering(image)
+        if not integrations:
+            return Outcome(
+                KIND,
+                Status.UNCOVERED,
+                f"no managed integration covers {image.host}/{image.repository_scope}",
+                subject=subject,
+            )
+
+        tiers = {i.name: self._test_tiers(i, image) for i in integrations}
+        verdicts = {name: _overall(found) for name, found in tiers.items()}
+        failed = {name: v for name, v in verdicts.items() if not v.passed}
+        subject["integrations"] = sorted(verdicts)
+        details = {name: _details(found) for name, found in tiers.items()}
+        durations = {f"{name}.{v.tier}": v.duration_ms for name, found in tiers.items() for v in found}
+        durations["total"] = (time.perf_counter() - started) * 1000
+        if failed:
+            first = next(iter(failed.values()))
+            reason = "; ".join(f"{name}: {v.reason}" for name, v in failed.items())
+            return Outcome(
+                KIND, Status.FAILED, reason, code=first.code, subject=subject, details=details, durations_ms=durations
+            )
+        reason = "; ".join(f"{name}: {v.reason}" for name, v in verdicts.items())
+        return Outcome(KIND, Status.PASSED, reason, subject=subject, details=details, durations_ms=durations)
+
+    def _test_tiers(self, integration: ManagedIntegration, image: RegistryImage) -> list[Verdict]:
+        """Registry tier always; the platform tier too when it passed and a canary is configured."""
+        verdict = self._test_one(integration, image)
+        if not verdict.passed or not integration.canary_service or self._canary is None:
+            return [verdict]
+        pinned = image.with_digest(verdict.digest) if verdict.digest else image
+        reference = f"{pinned.host}/{pinned.name}@{pinned.digest}" if pinned.digest else str(pinned)
+        return [verdict, self._canary().run(integration.canary_service, reference)]
+
+    def _test_one(self, integration: ManagedIntegration, image: RegistryImage) -> Verdict:
+        verdict = self._test.registry_tier(image, self._keys.key(integration), challenge=integration.registry_challenge)
+        if verdict.passed or verdict.code != "credentials-refused":
+            return verdict
+        # The catalog may be up to a TTL old: after a rotation, ``current`` may have moved to
+        # a new key while the old one is already gone. Look again before crying wolf.
+        self._directory.refresh()
+        fresh = next((i for i in self._directory.covering(image) if i.secret_id == integration.secret_id), None)
+        if fresh is None or fresh.version_aliases.get(CURRENT) == integration.version_aliases.get(CURRENT):
+            return verdict
+        return self._test.registry_tier(image, self._keys.key(fresh), challenge=fresh.registry_challenge)
+
+
+def _overall(verdicts: list[Verdict]) -> Verdict:
+    """The first failing tier, or the last tier when all passed."""
+    return next((v for v in verdicts if not v.passed), verdicts[-1])
+
+
+def _details(verdicts: list[Verdict]) -> dict[str, object]:
+    registry = verdicts[0]
+    details: dict[str, object] = {
+        "passed": all(v.passed for v in verdicts),
+        "tier": registry.tier,
+        "reason": registry.reason,
+        "code": registry.code,
+        "digest": registry.digest,
+        "key_id": registry.key_id,
+    }
+    for extra in verdicts[1:]:
+        details[extra.tier] = {"passed": extra.passed, "reason": extra.reason, "code": extra.code}
+    return details

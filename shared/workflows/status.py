@@ -1,0 +1,147 @@
+"""``status``: what an operator needs to know about an integration, from its record alone.
+
+Everything comes from the managed secret's metadata (labels, annotations, aliases), so a
+status request costs one or two Secret Manager reads, never reads a key, and never calls
+IAM or Dataloop: key age is the time since ``rotated-at``; the next rotation is
+``rotated-at`` plus the rotation period; the last test is the ``last-test`` annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.model.integrations import SECRET_PREFIX, Annotation
+from shared.model.record import CURRENT, PREVIOUS, SecretRecord, parse_timestamp, timestamp
+from shared.model.request import StatusRequest
+from shared.model.results import Outcome, Status
+from shared.workflows.provisioning.ports import SecretStore
+from shared.workflows.provisioning.records import (
+    DEPROVISIONED_AT,
+    PROVISIONED_AT,
+    is_active,
+    now_utc,
+    read_last_test,
+    read_record,
+    records_integration,
+    rotation_holder,
+)
+from shared.workflows.provisioning.steps import Steps
+
+#: Every secret provisioning wrote, complete or not (``name:`` matches a substring of the id).
+RECORD_FILTER = f"name:{SECRET_PREFIX}"
+
+
+@dataclass(frozen=True)
+class IntegrationStatus:
+    """One integration's state as the reply reports it (JSON-ready, no key material)."""
+
+    name: str
+    secret_id: str
+    state: str  # active | incomplete | deprovisioned
+    org_id: str | None
+    dataloop_integration_id: str | None
+    service_account: str | None
+    registry_host: str | None
+    repositories: list[str]
+    current_version: int | None
+    previous_version: int | None
+    rotated_at: str | None
+    key_age_days: float | None
+    rotation_period_days: float
+    next_rotation: str | None
+    rotate_notification_at: str | None  # when Secret Manager will next send SECRET_ROTATE
+    rotation_overdue: bool
+    rotation_in_progress: str | None
+    last_test: dict[str, Any] | None
+    provisioned_at: str | None
+
+    @classmethod
+    def from_record(cls, record: SecretRecord, now: datetime, default_period_days: float) -> IntegrationStatus:
+        notes = record.annotations
+        rotated_at = parse_timestamp(notes.get(Annotation.ROTATED_AT))
+        period = _period_days(notes.get(Annotation.ROTATION_PERIOD), default_period_days)
+        next_rotation = rotated_at + timedelta(days=period) if rotated_at else None
+        if is_active(record):
+            state = "active"
+        elif notes.get(DEPROVISIONED_AT):
+            state = "deprovisioned"
+        else:
+            state = "incomplete"
+        return cls(
+            name=notes.get(Annotation.INTEGRATION_NAME) or record.secret_id.removeprefix(SECRET_PREFIX),
+            secret_id=record.secret_id,
+            state=state,
+            org_id=notes.get(Annotation.ORG),
+            dataloop_integration_id=notes.get(Annotation.INTEGRATION_ID),
+            service_account=notes.get(Annotation.SERVICE_ACCOUNT),
+            registry_host=notes.get(Annotation.REGISTRY_HOST),
+            repositories=[r for r in notes.get(Annotation.REPOSITORIES, "").split(",") if r],
+            current_version=record.version_aliases.get(CURRENT),
+            previous_version=record.version_aliases.get(PREVIOUS),
+            rotated_at=timestamp(rotated_at) if rotated_at else None,
+            key_age_days=round((now - rotated_at).total_seconds() / 86400, 3) if rotated_at else None,
+            rotation_period_days=period,
+            next_rotation=timestamp(next_rotation) if next_rotation else None,
+            rotate_notification_at=record.next_rotation_time,
+            rotation_overdue=bool(state == "active" and next_rotation and next_rotation < now),
+            rotation_in_progress=rotation_holder(record, now),
+            last_test=read_last_test(record),
+            provisioned_at=notes.get(PROVISIONED_AT),
+        )
+
+    def summary(self) -> str:
+        if self.state != "active":
+            return f"{self.name}: {self.state}"
+        age = f"key {self.key_age_days:.1f} days old" if self.key_age_days is not None else "key age unknown"
+        test = self.last_test or {}
+        tested = ("last test passed" if test.get("passed") else "last test FAILED") if test else "never tested"
+        due = " (rotation overdue)" if self.rotation_overdue else ""
+        return f"{self.name}: {age}, next rotation {self.next_rotation or 'unknown'}{due}, {tested}"
+
+
+def _period_days(raw: str | None, default: float) -> float:
+    """The ``rotation-period`` annotation (seconds) in days; the default when absent or not positive."""
+    try:
+        seconds = float(raw) if raw else 0.0
+    except ValueError:
+        seconds = 0.0
+    return round(seconds / 86400, 4) if seconds > 0 else default
+
+
+class StatusReport:
+    """Answers ``status`` requests."""
+
+    def __init__(
+        self, secrets: SecretStore, *, default_rotation_period_days: float, clock: Callable[[], datetime] = now_utc
+    ) -> None:
+        self._secrets = secrets
+        self._default_period = default_rotation_period_days
+        self._clock = clock
+
+    def status(self, request: StatusRequest) -> Outcome:
+        steps = Steps(request.action, request.name, request.request_id)
+        now = self._clock()
+        with steps.step("read"):
+            if request.name:
+                record = read_record(self._secrets, SECRET_PREFIX + request.name)
+                records = [record] if record is not None and records_integration(record, request.name) else []
+            else:
+                records = [
+                    r
+                    for r in self._secrets.list_secrets(RECORD_FILTER)
+                    if r.secret_id.startswith(SECRET_PREFIX) and r.annotations.get(Annotation.INTEGRATION_NAME)
+                ]
+        if request.name and not records:
+            return steps.outcome(
+                Status.FAILED, f"no integration named {request.name} is provisioned", code="integration-not-found"
+            )
+        found = sorted(
+            (IntegrationStatus.from_record(r, now, self._default_period) for r in records), key=lambda s: s.name
+        )
+        reason = "; ".join(s.summary() for s in found) if found else "no integrations are provisioned"
+        if not request.name:
+            reason = f"{len(found)} integration(s)" + (f": {reason}" if found else "")
+        return steps.outcome(Status.OK, reason, details={"integrations": [asdict(s) for s in found]})

@@ -1,0 +1,169 @@
+"""The scheduled sweep: find the integrations whose rotation is due and fan out one message each.
+
+Cloud Scheduler publishes ``{"kind": "sweep"}`` on the rotation topic (hourly or daily;
+the period of each integration decides, not the schedule). One sweep must not rotate a
+thousand integrations in one loop inside one 540 s function: it lists the managed
+secrets with ONE filtered ``list`` call (paged by the client; no per-secret reads, since
+labels, annotations and aliases come with the listing) and publishes one
+``{"kind": "rotate", "integration": SECRET_ID}`` per due integration on the same topic,
+so the rotations run in parallel function instances.
+
+Due means ``rotated-at`` + period ≤ now (period from the ``rotation-period`` annotation,
+else the default), or never rotated, or an interrupted rotation (``pending`` exists).
+A secret whose lease is live is being rotated right now and is left out. A duplicate
+message is harmless: the rotation re-checks due-ness and takes the lease with an etag.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shared.core.errors import PermanentError, ServiceUnavailable
+from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
+from shared.model.record import SecretRecord
+from shared.model.results import Outcome, Status
+from shared.workflows.rotation.state import Lease, is_due
+
+KIND = "rotation-sweep"
+#: Lists in the result are cut at this length (counts are always complete).
+MAX_LISTED = 200
+
+
+class SecretLister(Protocol):
+    def list_secrets(self, filter: str = "") -> list[SecretRecord]:
+        """Every secret matching ``filter``, all pages."""
+
+
+class FanOut(Protocol):
+    def publish(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """Publish every message; how many were published. Raises TransientError if any failed."""
+
+
+def rotate_message(secret_id: str) -> dict[str, Any]:
+    """The fan-out message for one integration (what ``functions/rotate`` accepts as ``rotate``)."""
+    return {"kind": "rotate", "integration": secret_id}
+
+
+class PubSubFanOut:
+    """Publishes JSON messages on the rotation topic with one reused ``PublisherClient``.
+
+    All messages are handed to the client first (it batches them), then every future is
+    awaited, so a sweep never reports messages as sent that Pub/Sub did not accept.
+    """
+
+    def __init__(self, topic_path: str, *, publisher: Any = None, timeout: float = 60.0) -> None:
+        self.topic_path = topic_path
+        self.timeout = timeout
+        self._publisher = publisher
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        if self._publisher is None:
+            with self._lock:
+                if self._publisher is None:
+                    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
+
+                    self._publisher = pubsub_v1.PublisherClient()
+        return self._publisher
+
+    def publish(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """Publish every message and wait for all; raises ServiceUnavailable naming the failures."""
+        if not messages:
+            return 0
+        client = self._client()
+        futures = []
+        for message in messages:
+            data = json.dumps(message, separators=(",", ":")).encode()
+            attributes = {k: str(v) for k, v in message.items() if k in ("kind", "integration")}
+            futures.append((message, client.publish(self.topic_path, data, **attributes)))
+        deadline = time.monotonic() + self.timeout
+        failed: list[tuple[Mapping[str, Any], BaseException]] = []
+        for message, future in futures:
+            try:
+                future.result(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:
+                failed.append((message, exc))
+        if failed:
+            first = failed[0][1]
+            raise ServiceUnavailable(
+                f"{len(failed)} of {len(messages)} rotation messages could not be published on {self.topic_path} "
+                f"(first: {type(first).__name__}: {first}); the sweep is redelivered and publishes again"
+            )
+        return len(futures)
+
+
+class Sweep:
+    """Finds due integrations and fans out their rotations."""
+
+    def __init__(
+        self,
+        secrets: SecretLister,
+        fanout: FanOut,
+        *,
+        default_period_seconds: float = 30 * 86400.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._secrets = secrets
+        self._fanout = fanout
+        self.default_period_seconds = default_period_seconds
+        self._clock = clock
+
+    def run(self, *, dry_run: bool = False, request_id: str | None = None) -> Outcome:
+        """One sweep; ``dry_run`` lists what is due and publishes nothing.
+
+        Raises:
+            TransientError: Secret Manager or Pub/Sub unavailable; the sweep is redelivered
+                (the rotations it already fanned out are then skipped as not due, or as in
+                progress, so nothing rotates twice).
+        """
+        started = time.perf_counter()
+        now = self._clock()
+        records = self._secrets.list_secrets(MANAGED_FILTER)
+        due: list[str] = []
+        busy: list[str] = []
+        invalid: dict[str, str] = {}
+        for record in records:
+            try:
+                ManagedIntegration.from_secret(record)
+            except PermanentError as exc:
+                invalid[record.secret_id] = exc.reason
+                continue
+            if not is_due(record, now, self.default_period_seconds):
+                continue
+            lease = Lease.from_annotations(record.annotations)
+            if lease is not None and lease.live(now):
+                busy.append(record.secret_id)
+            else:
+                due.append(record.secret_id)
+        published = 0 if dry_run else self._fanout.publish([rotate_message(s) for s in due])
+        verb = "would publish" if dry_run else "published"
+        reason = (
+            f"{len(due)} of {len(records)} managed integrations due; {verb} {len(due)} rotation messages"
+            + (f"; {len(busy)} already rotating" if busy else "")
+            + (f"; {len(invalid)} malformed, left out" if invalid else "")
+        )
+        details: dict[str, Any] = {
+            "managed": len(records),
+            "due_count": len(due),
+            "published": published,
+            "dry_run": dry_run,
+            "due": due[:MAX_LISTED],
+        }
+        if busy:
+            details["in_progress"] = busy[:MAX_LISTED]
+        if invalid:
+            details["invalid"] = dict(list(invalid.items())[:MAX_LISTED])
+        return Outcome(
+            KIND,
+            Status.SKIPPED if dry_run else Status.OK,
+            reason,
+            code="dry-run" if dry_run else None,
+            details=details,
+            durations_ms={"total": (time.perf_counter() - started) * 1000},
+            request_id=request_id,
+        )
