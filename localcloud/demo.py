@@ -397,7 +397,7 @@ class Demo:
         return answer.status_code, _error_message(answer)
 
     def _restart_canary(self) -> str:
-        from shared.adapters.dataloop import DataloopClient
+        from shared.adapters.dataloop.client import DataloopClient
 
         cloud = self._cloud
         service_id = cloud.seed.canary_service_id

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.model.record import CURRENT
 
 if TYPE_CHECKING:
-    from shared.adapters.registry import ManifestRef
-    from shared.model.images import RegistryImage
+    from shared.model.images import ManifestRef, RegistryImage
     from shared.model.integrations import ManagedIntegration
     from shared.model.keys import RegistryCredential, ServiceAccountKey
     from shared.model.results import Outcome

@@ -11,8 +11,9 @@ import threading
 import functions_framework
 
 from bench import baseline
+from shared.adapters.pubsub import PubSubResultSink
 from shared.core.config import settings
-from shared.model.results import Outcome, PubSubResultSink, Status
+from shared.model.results import Outcome, Status
 
 _tokens: dict[str, str] = {}
 _lock = threading.Lock()

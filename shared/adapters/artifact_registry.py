@@ -20,12 +20,12 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.gcp_errors import api_message, translated
 from shared.adapters.google_clients import LazyClient, rest_client_kwargs
 from shared.core.errors import ServiceUnavailable, TransientError
+from shared.model.images import RepositoryInfo
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +33,6 @@ READER_ROLE = "roles/artifactregistry.reader"
 #: Conditional bindings are only returned whole (and only kept on write) at policy version 3.
 POLICY_VERSION = 3
 _REPOSITORY_PATH = re.compile(r"projects/[^/]+/locations/[^/]+/repositories/[^/]+")
-
-
-@dataclass(frozen=True)
-class RepositoryInfo:
-    """What provisioning checks about a repository before granting on it."""
-
-    name: str
-    format: str
-    mode: str
-    description: str
 
 
 def _translated(action: str, resource: str) -> AbstractContextManager[None]:
@@ -115,10 +105,6 @@ class RepositoryAccess:
         return gretry.Retry(
             predicate=gretry.if_transient_error, initial=0.2, maximum=2.0, multiplier=2.0, timeout=self.timeout * 3
         )
-
-    @staticmethod
-    def repository_path(project: str, location: str, repository: str) -> str:
-        return f"projects/{project}/locations/{location}/repositories/{repository}"
 
     # -- repositories ------------------------------------------------------------------
     def get_repository(self, repository_path: str) -> RepositoryInfo:

@@ -37,7 +37,7 @@ from shared.core.errors import (
 )
 from shared.core.redaction import redact_text, register_secret
 from shared.model.images import CONFUSING_CHARACTERS as _CONFUSING
-from shared.model.images import RegistryImage, checked_registry_host, location_of
+from shared.model.images import ManifestRef, RegistryImage, checked_registry_host, location_of
 from shared.model.keys import RegistryCredential
 
 logger = logging.getLogger(__name__)
@@ -67,14 +67,6 @@ USERNAMES = ("_json_key", "_json_key_base64", "oauth2accesstoken")
 
 
 # -- the registry's answers ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ManifestRef:
-    """What the registry holds for an image reference: the manifest's digest and type."""
-
-    digest: str
-    media_type: str | None
 
 
 @dataclass(frozen=True)

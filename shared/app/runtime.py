@@ -17,19 +17,19 @@ from shared.core.config import Settings, settings
 
 if TYPE_CHECKING:  # the builders import these lazily: a cold start pays only for what it uses
     from shared.adapters.artifact_registry import RepositoryAccess
-    from shared.adapters.dataloop import DataloopClient
+    from shared.adapters.catalog import IntegrationCatalog, SecretKeySource
+    from shared.adapters.dataloop.client import DataloopClient
     from shared.adapters.iam import ServiceAccounts
+    from shared.adapters.pubsub import PubSubFanOut, PubSubResultSink
     from shared.adapters.registry import RegistryClient
     from shared.adapters.secrets import SecretManager
-    from shared.model.integrations import IntegrationCatalog, SecretKeySource
     from shared.model.policy import AccessPolicy
-    from shared.model.results import PubSubResultSink
     from shared.workflows.canary import CanaryTest
     from shared.workflows.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
     from shared.workflows.push import PushTester
     from shared.workflows.rotation import KeyRotation, RotationMessages
     from shared.workflows.status import StatusReport
-    from shared.workflows.sweep import PubSubFanOut, Sweep
+    from shared.workflows.sweep import Sweep
 
 logger = logging.getLogger("dataloop_gar")
 
@@ -99,7 +99,7 @@ def secret_manager() -> SecretManager:
 
 @_Once
 def catalog() -> IntegrationCatalog:
-    from shared.model.integrations import IntegrationCatalog
+    from shared.adapters.catalog import IntegrationCatalog
 
     def invalid(secret_id: str, reason: str) -> None:
         logs.log(logger, logging.WARNING, f"ignoring managed secret {secret_id}: {reason}", secret_id=secret_id)
@@ -109,7 +109,7 @@ def catalog() -> IntegrationCatalog:
 
 @_Once
 def key_source() -> SecretKeySource:
-    from shared.model.integrations import SecretKeySource
+    from shared.adapters.catalog import SecretKeySource
 
     return SecretKeySource(secret_manager())
 
@@ -128,7 +128,7 @@ def registry() -> RegistryClient:
 
 @_Once
 def results() -> PubSubResultSink:
-    from shared.model.results import PubSubResultSink
+    from shared.adapters.pubsub import PubSubResultSink
 
     return PubSubResultSink(settings().results_topic_path)
 
@@ -185,7 +185,7 @@ def dataloop() -> DataloopClient:
     for a bot user. Its content is registered with the redactor and never logged.
     """
 
-    from shared.adapters.dataloop import DataloopClient
+    from shared.adapters.dataloop.client import DataloopClient
     from shared.core import json_text
     from shared.core.errors import PermanentError
     from shared.core.redaction import register_secret
@@ -248,7 +248,7 @@ def key_rotation() -> KeyRotation:
 @_Once
 def rotation_publisher() -> PubSubFanOut:
     """Publishes the sweep's fan-out on the rotation topic (one PublisherClient per instance)."""
-    from shared.workflows.sweep import PubSubFanOut
+    from shared.adapters.pubsub import PubSubFanOut
 
     return PubSubFanOut(settings().rotation_topic_path)
 

@@ -207,3 +207,26 @@ class GarNotification:
                 )
             return cls(action, by_tag.with_digest(by_digest.digest))  # type: ignore[arg-type]
         return cls(action, by_digest or by_tag)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ManifestRef:
+    """What the registry holds for an image reference: the manifest's digest and type."""
+
+    digest: str
+    media_type: str | None
+
+
+@dataclass(frozen=True)
+class RepositoryInfo:
+    """What provisioning checks about a repository before granting on it."""
+
+    name: str
+    format: str
+    mode: str
+    description: str
+
+
+def repository_path(project: str, location: str, repository: str) -> str:
+    """An Artifact Registry repository's resource name, the one its IAM policy is set on."""
+    return f"projects/{project}/locations/{location}/repositories/{repository}"

@@ -98,7 +98,7 @@ class CanaryTest:
     def _record_original(self, held: Held, service_id: str) -> tuple[Held, str | None]:
         """No run before this one recorded the original, and this run holds the lease: the
         service is on its own image now, not on some other run's test image."""
-        from shared.adapters.dataloop import runner_image
+        from shared.model.dataloop import runner_image
 
         original = runner_image(self._services.get(service_id))
         return (held, None) if original is None else (self._lock.record_original(held, original), original)

@@ -16,14 +16,12 @@ message is harmless: the rotation re-checks due-ness and takes the lease with an
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared.core.errors import PermanentError, ServiceUnavailable
+from shared.core.errors import PermanentError
 from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
 from shared.model.record import SecretRecord
 from shared.model.results import Outcome, Status
@@ -47,54 +45,6 @@ class FanOut(Protocol):
 def rotate_message(secret_id: str) -> dict[str, Any]:
     """The fan-out message for one integration (what ``functions/rotate`` accepts as ``rotate``)."""
     return {"kind": "rotate", "integration": secret_id}
-
-
-class PubSubFanOut:
-    """Publishes JSON messages on the rotation topic with one reused ``PublisherClient``.
-
-    All messages are handed to the client first (it batches them), then every future is
-    awaited, so a sweep never reports messages as sent that Pub/Sub did not accept.
-    """
-
-    def __init__(self, topic_path: str, *, publisher: Any = None, timeout: float = 60.0) -> None:
-        self.topic_path = topic_path
-        self.timeout = timeout
-        self._publisher = publisher
-        self._lock = threading.Lock()
-
-    def _client(self) -> Any:
-        if self._publisher is None:
-            with self._lock:
-                if self._publisher is None:
-                    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
-
-                    self._publisher = pubsub_v1.PublisherClient()
-        return self._publisher
-
-    def publish(self, messages: Sequence[Mapping[str, Any]]) -> int:
-        """Publish every message and wait for all; raises ServiceUnavailable naming the failures."""
-        if not messages:
-            return 0
-        client = self._client()
-        futures = []
-        for message in messages:
-            data = json.dumps(message, separators=(",", ":")).encode()
-            attributes = {k: str(v) for k, v in message.items() if k in ("kind", "integration")}
-            futures.append((message, client.publish(self.topic_path, data, **attributes)))
-        deadline = time.monotonic() + self.timeout
-        failed: list[tuple[Mapping[str, Any], BaseException]] = []
-        for message, future in futures:
-            try:
-                future.result(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception as exc:
-                failed.append((message, exc))
-        if failed:
-            first = failed[0][1]
-            raise ServiceUnavailable(
-                f"{len(failed)} of {len(messages)} rotation messages could not be published on {self.topic_path} "
-                f"(first: {type(first).__name__}: {first}); the sweep is redelivered and publishes again"
-            )
-        return len(futures)
 
 
 class Sweep:

@@ -33,7 +33,8 @@ import pytest
 
 from localcloud.processes import free_port
 from localcloud.wsgi import Fault
-from shared.adapters.dataloop import DataloopClient
+from shared.adapters.catalog import IntegrationCatalog, SecretKeySource
+from shared.adapters.dataloop.client import DataloopClient
 from shared.adapters.iam import ServiceAccounts
 from shared.adapters.registry import RegistryClient, RegistryCredential
 from shared.adapters.secrets import SecretManager
@@ -45,7 +46,6 @@ from shared.core.errors import (
     ServiceUnavailable,
     TransientError,
 )
-from shared.model.integrations import IntegrationCatalog, SecretKeySource
 from shared.model.results import Outcome, Status
 from shared.workflows.push import PushTester
 from shared.workflows.reference_test import ReferenceTest

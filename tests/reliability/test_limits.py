@@ -29,13 +29,13 @@ import pytest
 import requests
 
 from localcloud.wsgi import ServerThread
-from shared.adapters.dataloop import DataloopClient
 from shared.adapters.dataloop.auth import jwt_claims
-from shared.adapters.dataloop.errors import DataloopError, DataloopUnavailable
+from shared.adapters.dataloop.client import DataloopClient
 from shared.adapters.http import MAX_RESPONSE_BYTES
 from shared.adapters.registry import RegistryClient, RegistryCredential
 from shared.app.entrypoint import handle_event
 from shared.core.errors import CredentialsRefused, RegistryUnavailable
+from shared.model.dataloop import DataloopError, DataloopUnavailable
 from shared.model.events import MAX_DATA_BYTES
 from shared.model.images import RegistryImage
 from shared.workflows.push import PushTester

@@ -37,18 +37,20 @@ import pytest
 from localcloud.pubsub import Collector
 from localcloud.stack import LocalCloud
 from localcloud.wsgi import Fault
+from shared.adapters.catalog import IntegrationCatalog, SecretKeySource
+from shared.adapters.pubsub import PubSubFanOut
 from shared.adapters.registry import RegistryClient
 from shared.adapters.secrets import SecretManager
 from shared.app.entrypoint import handle_event
 from shared.core.errors import TransientError
 from shared.model.events import PubSubMessage
-from shared.model.integrations import Annotation, IntegrationCatalog, SecretKeySource
+from shared.model.integrations import Annotation
 from shared.model.results import Outcome, Status
 from shared.workflows.push import PushTester
 from shared.workflows.reference_test import ReferenceTest
 from shared.workflows.rotation import RotationMessages
 from shared.workflows.rotation.state import timestamp
-from shared.workflows.sweep import PubSubFanOut, Sweep
+from shared.workflows.sweep import Sweep
 from tests.fixtures.localcloud import provision_request, wait_for_reply
 from tests.fixtures.provisioning import Cloud
 from tests.fixtures.registry import TEST_PROJECT

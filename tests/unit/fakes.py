@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.adapters.dataloop import ServiceStatus
-from shared.adapters.registry import ManifestRef, RegistryCredential
+from shared.adapters.dataloop.services import ServiceStatus
 from shared.core.errors import Conflict, CredentialsRefused, ImageNotFound, PermanentError, RegistryUnavailable
-from shared.model.images import RegistryImage
+from shared.model.images import ManifestRef, RegistryImage
 from shared.model.integrations import ManagedIntegration
-from shared.model.keys import ServiceAccountKey
+from shared.model.keys import RegistryCredential, ServiceAccountKey
 from shared.model.record import SecretRecord
 from shared.model.results import Outcome
 

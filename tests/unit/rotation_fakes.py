@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.registry import ManifestRef, RegistryCredential
 from shared.core.errors import (
     Conflict,
     CredentialsRefused,
@@ -26,9 +25,9 @@ from shared.core.errors import (
     PermanentError,
     RegistryUnavailable,
 )
-from shared.model.images import RegistryImage
+from shared.model.images import ManifestRef, RegistryImage
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
-from shared.model.keys import KeyInfo, ServiceAccountKey
+from shared.model.keys import KeyInfo, RegistryCredential, ServiceAccountKey
 from shared.model.record import SecretRecord
 
 EMAIL = "puller@test-proj.iam.gserviceaccount.com"

@@ -176,7 +176,7 @@ def test_the_original_is_recorded_once_before_the_service_changes() -> None:
 
 
 def test_the_lease_is_released_when_the_test_breaks_off() -> None:
-    from shared.adapters.dataloop.errors import DataloopError
+    from shared.model.dataloop import DataloopError
 
     secrets, services = world()
 

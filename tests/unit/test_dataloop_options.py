@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 import requests
 
-from shared.adapters.dataloop import (
-    DataloopClient,
+from shared.adapters.dataloop.auth import jwt_claims, renew_at
+from shared.adapters.dataloop.client import DataloopClient, gate_origin
+from shared.adapters.dataloop.errors import error_from_response
+from shared.adapters.dataloop.services import ServiceStatus
+from shared.core.errors import PermanentError, TransientError
+from shared.core.redaction import MASK, redact_text
+from shared.model.dataloop import (
     DataloopConflict,
     DataloopError,
     DataloopForbidden,
@@ -20,17 +25,10 @@ from shared.adapters.dataloop import (
     DataloopUnauthorized,
     DataloopUnavailable,
     Integration,
-    ServiceStatus,
     gar_options,
-    gate_origin,
-    jwt_claims,
     registry_host_for,
-    renew_at,
     runner_image,
 )
-from shared.adapters.dataloop.errors import error_from_response
-from shared.core.errors import PermanentError, TransientError
-from shared.core.redaction import MASK, redact_text
 
 KEY = '{"type": "service_account", "client_email": "a@p.iam.gserviceaccount.com", "private_key": "K"}'
 

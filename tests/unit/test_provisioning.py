@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from shared import cli
-from shared.adapters.dataloop import IntegrationNameTaken
 from shared.core.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
+from shared.model.dataloop import IntegrationNameTaken
 from shared.model.events import PubSubMessage
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.key_ledger import created_keys

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.adapters.dataloop import DataloopNotFound, DataloopUnavailable
+from shared.adapters.pubsub import PubSubFanOut
 from shared.core.errors import (
     PermanentError,
     RegistryUnavailable,
@@ -19,6 +19,7 @@ from shared.core.errors import (
     ServiceUnavailable,
     TransientError,
 )
+from shared.model.dataloop import DataloopNotFound, DataloopUnavailable
 from shared.model.events import PubSubMessage
 from shared.model.integrations import Annotation
 from shared.model.key_ledger import created_keys
@@ -35,7 +36,7 @@ from shared.workflows.rotation.state import (
     retired_keys,
     timestamp,
 )
-from shared.workflows.sweep import PubSubFanOut, Sweep
+from shared.workflows.sweep import Sweep
 from tests.fixtures.policy import allowing_records
 from tests.unit.rotation_fakes import (
     DIGEST,

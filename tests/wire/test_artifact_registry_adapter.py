@@ -19,6 +19,7 @@ from localcloud.iam import IamStandIn
 from localcloud.wsgi import Fault
 from shared.adapters.artifact_registry import READER_ROLE, RepositoryAccess
 from shared.core.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.model.images import repository_path
 
 pytestmark = pytest.mark.wire
 
@@ -60,14 +61,14 @@ def bindings(artifact_registry: ArtifactRegistryStandIn, repository: str) -> lis
 
 
 def test_get_repository_reports_a_docker_repository(access: RepositoryAccess, repository: str) -> None:
-    found = access.get_repository(access.repository_path(PROJECT, LOCATION, "images"))
+    found = access.get_repository(repository_path(PROJECT, LOCATION, "images"))
 
     assert (found.name, found.format, found.mode) == (repository, "DOCKER", "STANDARD_REPOSITORY")
 
 
 def test_a_repository_in_another_location_is_not_found(access: RepositoryAccess, repository: str) -> None:
     with pytest.raises(PermanentError) as caught:
-        access.get_repository(access.repository_path(PROJECT, "europe-west1", "images"))
+        access.get_repository(repository_path(PROJECT, "europe-west1", "images"))
 
     assert caught.value.code == "repository-not-found"
     assert "repository not found (check the location and id)" in caught.value.reason
@@ -222,7 +223,7 @@ def test_a_member_iam_does_not_know_yet_is_transient(access: RepositoryAccess, r
 
 def test_granting_on_a_missing_repository_is_not_found(iam: IamStandIn, access: RepositoryAccess) -> None:
     with pytest.raises(PermanentError) as caught:
-        access.grant_reader(access.repository_path(PROJECT, LOCATION, "missing"), account(iam, "dlgar-puller"))
+        access.grant_reader(repository_path(PROJECT, LOCATION, "missing"), account(iam, "dlgar-puller"))
 
     assert caught.value.code == "repository-not-found"
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.adapters.dataloop import gar_options, runner_image
 from shared.adapters.secrets import SecretManager
 from shared.core.errors import TransientError
+from shared.model.dataloop import gar_options, runner_image
 from shared.model.lease import Lease
 from shared.workflows.canary import CanaryTest
 from shared.workflows.canary_lock import LEASE, ORIGINAL, CanaryLock, ensure_lock, lock_secret_id

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import pytest
 
 from localcloud.wsgi import Fault, ServerThread
-from shared.adapters.dataloop import (
-    DataloopClient,
+from shared.adapters.dataloop.client import DataloopClient
+from shared.core.errors import PermanentError, TransientError
+from shared.model.dataloop import (
     DataloopConflict,
     DataloopForbidden,
     DataloopNotFound,
@@ -26,7 +27,6 @@ from shared.adapters.dataloop import (
     IntegrationNameTaken,
     gar_options,
 )
-from shared.core.errors import PermanentError, TransientError
 from tests.fixtures.dataloop import BOT_EMAIL, DataloopSandbox
 
 pytestmark = pytest.mark.wire

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.pubsub import PubSubResultSink
 from shared.core.errors import ServiceUnavailable
-from shared.model.results import Outcome, PubSubResultSink, Status
+from shared.model.results import Outcome, Status
 from tests.fixtures.pubsub import PubSubSandbox
 
 pytestmark = pytest.mark.wire

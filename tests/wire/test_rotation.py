@@ -30,17 +30,17 @@ import pytest
 from deploy.access import function_grants
 from deploy.settings import DeploySettings
 from localcloud.wsgi import Fault
-from shared.adapters.dataloop import DataloopUnavailable
+from shared.adapters.pubsub import PubSubFanOut
 from shared.adapters.registry import RegistryClient, RegistryCredential
 from shared.adapters.secrets import SecretManager
 from shared.app import runtime
 from shared.core.config import reset_settings
 from shared.core.errors import GarDataloopError, RegistryUnavailable, ServiceUnavailable
+from shared.model.dataloop import DataloopUnavailable
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.policy import AccessPolicy
 from shared.model.results import Outcome, Status
 from shared.workflows.rotation.state import timestamp
-from shared.workflows.sweep import PubSubFanOut
 from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY
 from tests.fixtures.rotation import EMAIL, SECRET_ID, TOPIC, Crash, Stack
 from tests.fixtures.secretmanager import SecretManagerHandle, deployed_access, make_client

@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from localcloud.wsgi import Fault
+from shared.adapters.catalog import IntegrationCatalog, SecretKeySource
 from shared.adapters.secrets import SecretManager
 from shared.core.errors import PermanentError, ServiceUnavailable
 from shared.model.images import RegistryImage
-from shared.model.integrations import MANAGED_LABEL, Annotation, IntegrationCatalog, SecretKeySource
+from shared.model.integrations import MANAGED_LABEL, Annotation
 from tests.unit.fakes import key_json
 
 pytestmark = pytest.mark.wire

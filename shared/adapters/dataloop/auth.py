@@ -22,17 +22,12 @@ from typing import Any, Protocol
 
 import requests
 
-from shared.adapters.dataloop.errors import (
-    DataloopError,
-    DataloopRejected,
-    DataloopUnauthorized,
-    error_from_response,
-    unreachable,
-)
+from shared.adapters.dataloop.errors import error_from_response, unreachable
 from shared.adapters.http import json_body
 from shared.core.json_text import loads
 from shared.core.logs import log
 from shared.core.redaction import register_secret
+from shared.model.dataloop import DataloopError, DataloopRejected, DataloopUnauthorized
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from shared.adapters.dataloop.auth import DEFAULT_REFRESH_MARGIN_SECONDS, ApiKey, BotLogin, Credentials
-from shared.adapters.dataloop.errors import DataloopError, error_from_response, unreachable
+from shared.adapters.dataloop.errors import error_from_response, unreachable
 from shared.adapters.dataloop.integrations import Integrations
 from shared.adapters.dataloop.services import Services
 from shared.adapters.http import Timeout, TimeoutHTTPAdapter, build_retry, build_session, json_body
+from shared.model.dataloop import DataloopError
 
 logger = logging.getLogger(__name__)
 

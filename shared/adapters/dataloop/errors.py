@@ -12,81 +12,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.core.errors import GarDataloopError, PermanentError, ServiceUnavailable
 from shared.core.json_text import loads
 from shared.core.redaction import redact_text
+from shared.model.dataloop import (
+    DataloopConflict,
+    DataloopError,
+    DataloopForbidden,
+    DataloopNotFound,
+    DataloopRejected,
+    DataloopUnauthorized,
+    DataloopUnavailable,
+)
 
 if TYPE_CHECKING:
     import requests
 
 _MAX_MESSAGE = 300
-
-
-class DataloopError(GarDataloopError):
-    """A Dataloop call failed; ``status`` is None when no HTTP answer arrived."""
-
-    code = "dataloop-error"
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        message: str | None = None,
-        request_id: str | None = None,
-        method: str | None = None,
-        path: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(redact_text(reason), code=code)
-        self.status = status
-        self.message = message
-        self.request_id = request_id
-        self.method = method
-        self.path = path
-
-
-class DataloopRejected(DataloopError, PermanentError):
-    """Dataloop answered 4xx: the same request will be refused again."""
-
-    code = "dataloop-rejected"
-
-
-class DataloopUnauthorized(DataloopRejected):
-    """401: the API key or the bot user's password/JWT was not accepted."""
-
-    code = "dataloop-unauthorized"
-
-
-class DataloopForbidden(DataloopRejected):
-    """403: authenticated, but the user lacks the role (integrations need org Admin/Owner)."""
-
-    code = "dataloop-forbidden"
-
-
-class DataloopNotFound(DataloopRejected):
-    """404: the organization, integration or service id does not exist (for this user)."""
-
-    code = "dataloop-not-found"
-
-
-class DataloopConflict(DataloopRejected):
-    """409: the request clashes with existing state (e.g. a duplicate integration name)."""
-
-    code = "dataloop-conflict"
-
-
-class IntegrationNameTaken(DataloopRejected):
-    """An integration of the requested name exists that this system did not create (or was
-    not told to adopt): updating it would overwrite someone else's registry credentials."""
-
-    code = "integration-name-taken"
-
-
-class DataloopUnavailable(DataloopError, ServiceUnavailable):
-    """Dataloop was unreachable, rate limiting (429) or failing (5xx) after our retries."""
-
-    code = "dataloop-unavailable"
 
 
 _BY_STATUS: dict[int, type[DataloopRejected]] = {

@@ -9,156 +9,28 @@ never returns options, so what we sent is checked where it matters: at the pull.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared.adapters.dataloop.errors import (
+from shared.core.logs import log
+from shared.model.dataloop import (
+    GCP,
+    PRIVATE_REGISTRY,
     DataloopConflict,
     DataloopError,
     DataloopNotFound,
     DataloopUnavailable,
+    Integration,
     IntegrationNameTaken,
 )
-from shared.core import json_text
-from shared.core.logs import log
-from shared.core.redaction import register_secret
-from shared.model.images import checked_registry_host, registry_host
 
 if TYPE_CHECKING:
     from shared.adapters.dataloop.client import DataloopClient
 
 logger = logging.getLogger(__name__)
-
-PRIVATE_REGISTRY = "private-registry"
-GCP = "gcp"
-#: GAR's docker login user for a key file (DESIGN.md 2.3).
-JSON_KEY_USER = "_json_key"
-
-_BARE_LOCATION = re.compile(r"[a-z]+(?:-[a-z]+[0-9]*)*")
-
-
-def _b64(text: str) -> str:
-    """Standard base64 of UTF-8, as dtlpy's ``IntegrationUtils.encode``."""
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def registry_host_for(location_or_host: str) -> str:
-    """The ``auths`` key for a GAR location: a host as given, a bare location made a host.
-
-    dtlpy 1.126 turns ``us-central1`` into ``us-central1-docker.pkg.dev``; we accept that
-    spelling too. Any other value must pass :func:`shared.model.images.checked_registry_host`
-    (a GAR host, or a loopback one of the local cloud): no scheme, path, userinfo or port.
-
-    Raises:
-        ValueError: not a registry host.
-    """
-    value = (location_or_host or "").strip()
-    if not value:
-        raise ValueError("registry host is empty; expected e.g. us-central1-docker.pkg.dev")
-    if "." not in value and ":" not in value and value != "localhost" and _BARE_LOCATION.fullmatch(value):
-        return registry_host(value)
-    # The host Dataloop's kubelets will send this key to: held to the registry client's check.
-    return checked_registry_host(value)
-
-
-def gar_options(key_json_text: str, registry_host: str, email: str | None = None) -> dict[str, Any]:
-    """The integration ``options`` for a GAR service-account key, exactly as dtlpy builds them.
-
-    ``key_json_text`` is used verbatim (never re-serialised): the registry compares the
-    password it receives with the key it issued. Every form of the secret is registered
-    for redaction before it is returned.
-
-    Raises:
-        ValueError: the key is not a service-account key file, or the host is not a host.
-            The message never contains the key.
-    """
-    if not key_json_text or not key_json_text.strip():
-        raise ValueError("service-account key is empty")
-    register_secret(key_json_text)
-    try:
-        key = json_text.loads(key_json_text)
-    except ValueError:
-        raise ValueError("service-account key is not valid JSON") from None
-    if not isinstance(key, dict):
-        raise ValueError("service-account key must be a JSON object (a key file)")
-    missing = [name for name in ("client_email", "private_key") if not key.get(name)]
-    if missing:
-        raise ValueError(f"service-account key file lacks {', '.join(missing)}")
-    host = registry_host_for(registry_host)
-    auth = _b64(f"{JSON_KEY_USER}:{key_json_text}")
-    entry: dict[str, str] = {"username": JSON_KEY_USER, "password": key_json_text, "auth": auth}
-    if email:
-        entry["email"] = email
-    docker_config = json.dumps({"auths": {host: entry}})
-    password = _b64(docker_config)
-    for secret in (auth, docker_config, password):
-        register_secret(secret)
-    return {"name": JSON_KEY_USER, "spec": {"password": password}}
-
-
-def _metadata(value: Any) -> dict[str, Any]:
-    """Metadata as a dict: Dataloop sends a dict but answers with a list of ``{name, value}``."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, list):
-        return {item["name"]: item.get("value") for item in value if isinstance(item, Mapping) and "name" in item}
-    return {}
-
-
-def _id_of(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True)
-class Integration:
-    """An integration as Dataloop describes it (never with its credentials)."""
-
-    id: str
-    name: str
-    type: str
-    org: str | None = None
-    created_at: str | None = None
-    creator: str | None = None
-    updated_at: str | None = None
-    url: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def provider(self) -> str | None:
-        value = self.metadata.get("provider")
-        return value if isinstance(value, str) else None
-
-    @classmethod
-    def from_json(cls, data: Any) -> Integration:
-        """Read one integration; older answers spell ``createdBy``/``updateAt`` (dtlpy reads those).
-
-        Raises:
-            DataloopError: the answer is not an integration (no id).
-        """
-        if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
-            raise DataloopError("Dataloop answered with something that is not an integration (no id)")
-        creator = data.get("creator", data.get("createdBy"))
-        return cls(
-            id=data["id"],
-            name=str(data.get("name") or ""),
-            type=str(data.get("type") or ""),
-            org=_id_of(data.get("org", data.get("orgId"))),
-            created_at=data.get("createdAt"),
-            creator=creator if isinstance(creator, str) else _id_of(creator),
-            updated_at=data.get("updatedAt", data.get("updateAt")),
-            url=data.get("url"),
-            metadata=_metadata(data.get("metadata")),
-        )
-
 
 _ensure_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _ensure_guard = threading.Lock()

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared.adapters.dataloop.errors import DataloopError
+from shared.model.dataloop import DataloopError
 
 if TYPE_CHECKING:
     from shared.adapters.dataloop.client import DataloopClient
@@ -95,13 +95,6 @@ class ServiceStatus:
         # Oldest first; entries without a time keep their place at the start.
         entries.sort(key=lambda e: (e.when is not None, e.when.timestamp() if e.when else 0.0))
         return cls(service_id, tuple(entries), dict(data) if isinstance(data, Mapping) else {})
-
-
-def runner_image(service: Mapping[str, Any]) -> str | None:
-    """The image a service's replicas run (``runtime.runnerImage``)."""
-    runtime = service.get("runtime")
-    image = runtime.get("runnerImage") if isinstance(runtime, Mapping) else None
-    return image if isinstance(image, str) and image else None
 
 
 class Services:

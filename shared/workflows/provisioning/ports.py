@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from shared.adapters.artifact_registry import RepositoryInfo
-    from shared.adapters.dataloop import Integration
+    from shared.model.dataloop import Integration
+    from shared.model.images import RepositoryInfo
     from shared.model.keys import KeyInfo, ServiceAccountKey
     from shared.model.record import SecretRecord
     from shared.model.results import Outcome

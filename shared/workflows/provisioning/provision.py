@@ -43,10 +43,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.dataloop import IntegrationNameTaken, gar_options
 from shared.core.errors import Conflict, GarDataloopError, PermanentError, TransientError
 from shared.core.logs import log
 from shared.model import key_ledger
+from shared.model.dataloop import IntegrationNameTaken, gar_options
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.key_ledger import with_created_key
 from shared.model.keys import ServiceAccountKey

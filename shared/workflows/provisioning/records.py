@@ -13,10 +13,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.artifact_registry import RepositoryAccess
 from shared.core import json_text
 from shared.core.errors import PermanentError, TransientError
-from shared.model.images import location_of
+from shared.model.images import location_of, repository_path
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.model.lease import Lease
 from shared.model.record import SecretRecord, retired_keys, update_record
@@ -124,7 +123,7 @@ def repository_paths(scopes: list[str] | tuple[str, ...], location: str) -> dict
     paths = {}
     for scope in scopes:
         project, _, repository = scope.partition("/")
-        paths[scope] = RepositoryAccess.repository_path(project, location, repository)
+        paths[scope] = repository_path(project, location, repository)
     return paths
 
 

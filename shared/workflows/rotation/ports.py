@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from shared.adapters.registry import ManifestRef
-    from shared.model.images import RegistryImage
+    from shared.model.images import ManifestRef, RegistryImage
     from shared.model.keys import KeyInfo, RegistryCredential, ServiceAccountKey
     from shared.model.record import SecretRecord
 

@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.dataloop.integrations import gar_options, registry_host_for
 from shared.core import logs
 from shared.core.errors import GarDataloopError, PermanentError, RegistryUnavailable, TransientError
 from shared.model import key_ledger
+from shared.model.dataloop import gar_options, registry_host_for
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
 from shared.model.key_ledger import with_created_key
 from shared.model.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
