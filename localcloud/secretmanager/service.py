@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -31,12 +31,17 @@ from localcloud.secretmanager.filter import FilterFields, ListFilter
 from localcloud.secretmanager.model import STATES, Notification, Rotation, Secret, Version
 from localcloud.secretmanager.validation import (
     ALIAS,
-    MAX_ALIASES,
     MAX_PAYLOAD_BYTES,
-    MAX_ROTATION_SPAN,
-    MIN_ROTATION_LEAD,
-    MIN_ROTATION_PERIOD,
     SECRET_ID,
+    check_aliases,
+    check_etag,
+    check_rotation,
+    read_aliases,
+    read_expiration,
+    read_replication,
+    read_rotation,
+    read_string_map,
+    read_topics,
     validate_annotations,
     validate_labels,
     validate_topics,
@@ -458,122 +463,6 @@ class SecretManagerStandIn:
                     "secret manager stand-in: publishing %s to %s failed", event.event_type, event.topic, exc_info=True
                 )
 
-    # -- request parsing -----------------------------------------------------------------
-    def _replication(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        replication = body.get("replication")
-        if not isinstance(replication, dict) or not replication:
-            raise invalid(
-                "Secret.replication is required: set either replication.automatic or replication.userManaged."
-            )
-        automatic = replication.get("automatic")
-        user_managed = pick(replication, "userManaged", "user_managed")
-        if (automatic is not None) == (user_managed is not None):
-            raise invalid("Exactly one of replication.automatic and replication.userManaged must be set.")
-        if automatic is not None:
-            return {"automatic": {}}
-        replicas = user_managed.get("replicas") if isinstance(user_managed, dict) else None
-        if not replicas or not all(isinstance(r, dict) and r.get("location") for r in replicas):
-            raise invalid("replication.userManaged.replicas must name at least one location.")
-        return {"userManaged": {"replicas": [{"location": r["location"]} for r in replicas]}}
-
-    @staticmethod
-    def _string_map(body: Mapping[str, Any], camel: str, snake: str) -> dict[str, str]:
-        value = pick(body, camel, snake)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise invalid(f"Invalid value at 'secret.{snake}': expected a map.")
-        return dict(value)
-
-    @staticmethod
-    def _topics(body: Mapping[str, Any]) -> list[str]:
-        topics = body.get("topics") or []
-        if not isinstance(topics, list) or not all(
-            isinstance(t, dict) and isinstance(t.get("name"), str) for t in topics
-        ):
-            raise invalid("Invalid value at 'secret.topics': expected a list of {\"name\": ...}.")
-        return [t["name"] for t in topics]
-
-    @staticmethod
-    def _aliases(body: Mapping[str, Any]) -> dict[str, int]:
-        raw = pick(body, "versionAliases", "version_aliases") or {}
-        if not isinstance(raw, dict):
-            raise invalid("Invalid value at 'secret.version_aliases': expected a map.")
-        aliases: dict[str, int] = {}
-        for alias, number in raw.items():
-            try:
-                aliases[alias] = int(number)
-            except (TypeError, ValueError):
-                raise invalid(f"Invalid value at 'secret.version_aliases[{alias}]': expected an int64.") from None
-        return aliases
-
-    @staticmethod
-    def _rotation(body: Mapping[str, Any]) -> Rotation:
-        raw = body.get("rotation") or {}
-        if not isinstance(raw, dict):
-            raise invalid("Invalid value at 'secret.rotation': expected an object.")
-        next_time = pick(raw, "nextRotationTime", "next_rotation_time")
-        period = pick(raw, "rotationPeriod", "rotation_period")
-        return Rotation(
-            next_time=parse_timestamp(next_time, "secret.rotation.next_rotation_time") if next_time else None,
-            period=parse_duration(period, "secret.rotation.rotation_period") if period else None,
-        )
-
-    def _expiration(self, body: Mapping[str, Any], now: datetime) -> datetime | None:
-        expire = pick(body, "expireTime", "expire_time")
-        ttl = body.get("ttl")
-        if expire and ttl:
-            raise invalid("Only one of secret.expire_time and secret.ttl may be set.")
-        if ttl:
-            span = parse_duration(ttl, "secret.ttl")
-            if span <= timedelta(0):
-                raise invalid("secret.ttl must be positive.")
-            return now + span
-        if expire:
-            stamp = parse_timestamp(expire, "secret.expire_time")
-            if stamp <= now:
-                raise invalid("secret.expire_time must be in the future.")
-            return stamp
-        return None
-
-    def _check_aliases(self, secret: Secret, aliases: Mapping[str, int]) -> None:
-        if len(aliases) > MAX_ALIASES:
-            raise invalid(f"A secret may have at most {MAX_ALIASES} version aliases; got {len(aliases)}.")
-        for alias, number in aliases.items():
-            if not ALIAS.match(alias) or alias in ("latest", "NEW"):
-                raise invalid(
-                    f"Version alias [{alias}] must start with a letter, be at most 63 letters, digits, '-' or '_', "
-                    "and must not be 'latest' or 'NEW'."
-                )
-            version = secret.versions.get(number)
-            if version is None:
-                raise invalid(f"Version alias [{alias}] refers to version [{number}], which does not exist.")
-            if version.state == "DESTROYED":
-                raise invalid(f"Version alias [{alias}] refers to version [{number}], which is destroyed.")
-
-    def _check_rotation(self, rotation: Rotation, topics: list[str], now: datetime, *, new_time: bool) -> None:
-        if not rotation.is_set:
-            return
-        if not topics:
-            raise invalid("A secret with a rotation policy must have at least one topic (Secret.topics).")
-        if rotation.period is not None:
-            if rotation.next_time is None:
-                raise invalid("rotation.next_rotation_time must be set when rotation.rotation_period is set.")
-            if rotation.period.microseconds:
-                raise invalid("rotation.rotation_period must be a whole number of seconds.")
-            if not (MIN_ROTATION_PERIOD <= rotation.period <= MAX_ROTATION_SPAN):
-                raise invalid("rotation.rotation_period must be at least 3600s and at most 3153600000s.")
-        if new_time and rotation.next_time is not None:
-            if rotation.next_time < now + MIN_ROTATION_LEAD:
-                raise invalid("rotation.next_rotation_time must be at least 300s (5 min) in the future.")
-            if rotation.next_time > now + MAX_ROTATION_SPAN:
-                raise invalid("rotation.next_rotation_time must be at most 3153600000s (100 years) in the future.")
-
-    @staticmethod
-    def _check_etag(given: str | None, current: str, what: str) -> None:
-        if given and given != current:
-            raise precondition(f"The etag provided in the request does not match the current etag of the {what}.")
-
     # -- secrets -------------------------------------------------------------------------
     def create_secret(self, call: _Call) -> dict[str, Any]:
         secret_id = call.query.get("secretId", "")
@@ -585,16 +474,16 @@ class SecretManagerStandIn:
             )
         body = call.body
         now = self.clock()
-        replication = self._replication(body)
-        labels = self._string_map(body, "labels", "labels")
-        annotations = self._string_map(body, "annotations", "annotations")
-        topics = self._topics(body)
-        aliases = self._aliases(body)
-        rotation = self._rotation(body)
+        replication = read_replication(body)
+        labels = read_string_map(body, "labels", "labels")
+        annotations = read_string_map(body, "annotations", "annotations")
+        topics = read_topics(body)
+        aliases = read_aliases(body)
+        rotation = read_rotation(body)
         validate_labels(labels)
         validate_annotations(annotations)
         validate_topics(topics)
-        self._check_rotation(rotation, topics, now, new_time=True)
+        check_rotation(rotation, topics, now, new_time=True)
         destroy_ttl = pick(body, "versionDestroyTtl", "version_destroy_ttl")
         with self._lock:
             key = (self._canonical(call.project), secret_id)
@@ -611,10 +500,10 @@ class SecretManagerStandIn:
                 annotations=annotations,
                 topics=topics,
                 rotation=rotation,
-                expire_time=self._expiration(body, now),
+                expire_time=read_expiration(body, now),
                 version_destroy_ttl=parse_duration(destroy_ttl, "secret.version_destroy_ttl") if destroy_ttl else None,
             )
-            self._check_aliases(secret, aliases)
+            check_aliases(secret, aliases)
             self._secrets[key] = secret
             events = self._topic_configured(secret) + self._secret_events(secret, "SECRET_CREATE", now)
             result = self._secret_json(secret, call.project)
@@ -700,22 +589,22 @@ class SecretManagerStandIn:
         now = self.clock()
         with self._lock:
             secret = self._lookup(call.project, call.params["secret"])
-            self._check_etag(body.get("etag"), secret.etag, "secret")
+            check_etag(body.get("etag"), secret.etag, "secret")
             labels, annotations = dict(secret.labels), dict(secret.annotations)
             aliases, topics = dict(secret.version_aliases), list(secret.topics)
             rotation = Rotation(secret.rotation.next_time, secret.rotation.period)
             expire_time, destroy_ttl = secret.expire_time, secret.version_destroy_ttl
-            requested = self._rotation(body)
+            requested = read_rotation(body)
             new_time = False
             for path in paths:
                 if path == "labels":
-                    labels = self._string_map(body, "labels", "labels")
+                    labels = read_string_map(body, "labels", "labels")
                 elif path == "annotations":
-                    annotations = self._string_map(body, "annotations", "annotations")
+                    annotations = read_string_map(body, "annotations", "annotations")
                 elif path == "version_aliases":
-                    aliases = self._aliases(body)
+                    aliases = read_aliases(body)
                 elif path == "topics":
-                    topics = self._topics(body)
+                    topics = read_topics(body)
                 elif path == "rotation":
                     rotation, new_time = requested, True
                 elif path == "rotation.next_rotation_time":
@@ -723,15 +612,15 @@ class SecretManagerStandIn:
                 elif path == "rotation.rotation_period":
                     rotation.period = requested.period
                 elif path in ("expire_time", "ttl"):
-                    expire_time = self._expiration(body, now)
+                    expire_time = read_expiration(body, now)
                 elif path == "version_destroy_ttl":
                     ttl = pick(body, "versionDestroyTtl", "version_destroy_ttl")
                     destroy_ttl = parse_duration(ttl, "secret.version_destroy_ttl") if ttl else None
             validate_labels(labels)
             validate_annotations(annotations)
             validate_topics(topics)
-            self._check_aliases(secret, aliases)
-            self._check_rotation(rotation, topics, now, new_time=new_time)
+            check_aliases(secret, aliases)
+            check_rotation(rotation, topics, now, new_time=new_time)
             secret.labels, secret.annotations, secret.topics = labels, annotations, topics
             secret.version_aliases, secret.rotation = aliases, rotation
             secret.expire_time, secret.version_destroy_ttl = expire_time, destroy_ttl
@@ -746,7 +635,7 @@ class SecretManagerStandIn:
         now = self.clock()
         with self._lock:
             secret = self._lookup(call.project, call.params["secret"])
-            self._check_etag(call.query.get("etag"), secret.etag, "secret")
+            check_etag(call.query.get("etag"), secret.etag, "secret")
             del self._secrets[(secret.project, secret.secret_id)]
             events = self._secret_events(secret, "SECRET_DELETE", now, {"deleteType": "REQUESTED"})
         self._dispatch(events)
@@ -864,7 +753,7 @@ class SecretManagerStandIn:
             secret = self._lookup(call.project, call.params["secret"])
             version = self._resolve(call, secret, aliases=False)
             name = f"{self._secret_name(secret, call.project)}/versions/{version.number}"
-            self._check_etag(call.body.get("etag"), version.etag, "secret version")
+            check_etag(call.body.get("etag"), version.etag, "secret version")
             if version.state == "DESTROYED":
                 raise precondition(f"Secret Version [{name}] is in DESTROYED state.")
             if target == "DESTROYED":
