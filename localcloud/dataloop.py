@@ -71,8 +71,12 @@ def _object_id() -> str:
     return secrets.token_hex(12)
 
 
-class ApiError(Exception):
-    """An error answer: ``status`` with a JSON ``{"message": ...}`` body."""
+class DataloopApiError(Exception):
+    """An error answer: ``status`` with a JSON ``{"message": ...}`` body.
+
+    Not a :class:`~localcloud.google_errors.GoogleApiError`: Dataloop's gateway answers in
+    its own shape, with no canonical code, so Google's error body would misrepresent it.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -346,7 +350,7 @@ class DataloopGateway:
                 principal = self._authenticate(request)
                 body = getattr(self, f"_on_{endpoint}")(request, principal, **args)
             status = 200
-        except ApiError as exc:
+        except DataloopApiError as exc:
             status, body = exc.status, {"message": exc.message}
         except MethodNotAllowed:
             status, body = 405, {"message": "Method Not Allowed"}
@@ -387,7 +391,7 @@ class DataloopGateway:
                 ok = principal is not None and principal.password is not None and principal.password == password
                 self.grants.append((grant, ok))
             if not ok or not isinstance(username, str):
-                raise ApiError(401, "Wrong email or password.")
+                raise DataloopApiError(401, "Wrong email or password.")
             answer = self._issue(username)
             refresh = secrets.token_urlsafe(32)
             with self._lock:
@@ -400,49 +404,51 @@ class DataloopGateway:
                 ok = owner is not None and expiry > time.time()
                 self.grants.append((grant, ok))
             if not ok:
-                raise ApiError(401, "Unknown or expired refresh token.")
+                raise DataloopApiError(401, "Unknown or expired refresh token.")
             return self._issue(owner)  # type: ignore[arg-type]
-        raise ApiError(400, "type must be 'user_credentials' or 'refresh_token'")
+        raise DataloopApiError(400, "type must be 'user_credentials' or 'refresh_token'")
 
     def _authenticate(self, request: Request) -> Principal:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "Missing authorization token")
+            raise DataloopApiError(401, "Missing authorization token")
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["exp", "email"]})
         except jwt.ExpiredSignatureError:
-            raise ApiError(401, "jwt expired") from None
+            raise DataloopApiError(401, "jwt expired") from None
         except jwt.InvalidTokenError:
-            raise ApiError(401, "invalid token") from None
+            raise DataloopApiError(401, "invalid token") from None
         with self._lock:
             if token in self._revoked_keys:
-                raise ApiError(401, "API key revoked")
+                raise DataloopApiError(401, "API key revoked")
             if claims.get("typ") == "id" and claims.get("iat", 0) < self._not_before.get(claims["email"], 0):
-                raise ApiError(401, "token revoked")
+                raise DataloopApiError(401, "token revoked")
             principal = self._principals.get(claims["email"])
         if principal is None:
-            raise ApiError(401, "unknown user")
+            raise DataloopApiError(401, "unknown user")
         return principal
 
     def _org_role(self, principal: Principal, org: str, *, write: bool) -> None:
         with self._lock:
             if org not in self._orgs:
-                raise ApiError(404, f"Organization not found: {org}")
+                raise DataloopApiError(404, f"Organization not found: {org}")
             role = principal.roles.get(org)
         if role is None:
-            raise ApiError(403, "Forbidden: not a member of this organization")
+            raise DataloopApiError(403, "Forbidden: not a member of this organization")
         if write and role not in ADMIN_ROLES:
-            raise ApiError(403, f"Forbidden: role '{role}' may not manage integrations; org Admin or Owner required")
+            raise DataloopApiError(
+                403, f"Forbidden: role '{role}' may not manage integrations; org Admin or Owner required"
+            )
 
     @staticmethod
     def _json(request: Request) -> dict[str, Any]:
         try:
             body = json.loads(request.get_data() or b"null")
         except ValueError:
-            raise ApiError(400, "Invalid JSON body") from None
+            raise DataloopApiError(400, "Invalid JSON body") from None
         if not isinstance(body, dict):
-            raise ApiError(400, "Request body must be a JSON object")
+            raise DataloopApiError(400, "Request body must be a JSON object")
         return body
 
     # -- integrations -------------------------------------------------------------------
@@ -459,14 +465,14 @@ class DataloopGateway:
         body = self._json(request)
         kind, name, options = body.get("type"), body.get("name"), body.get("options")
         if not isinstance(kind, str) or not kind:
-            raise ApiError(400, "type is required")
+            raise DataloopApiError(400, "type is required")
         if not isinstance(name, str) or not name.strip():
-            raise ApiError(400, "name is required")
+            raise DataloopApiError(400, "name is required")
         if not isinstance(options, dict):
-            raise ApiError(400, "options must be an object")
+            raise DataloopApiError(400, "options must be an object")
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
-            raise ApiError(400, "metadata must be an object")
+            raise DataloopApiError(400, "metadata must be an object")
         if kind == "private-registry":
             self._check_registry_options(options)
         now = _now_iso()
@@ -486,7 +492,7 @@ class DataloopGateway:
             if not self.allow_duplicate_names and any(
                 i["public"]["org"] == org and i["public"]["name"] == name for i in self._integrations.values()
             ):
-                raise ApiError(409, f"Integration with name '{name}' already exists")
+                raise DataloopApiError(409, f"Integration with name '{name}' already exists")
             self._integrations[integration_id] = {"public": public, "options": options}
         return public
 
@@ -494,24 +500,24 @@ class DataloopGateway:
         body = self._json(request)
         integration_id = body.get("integrationId")
         if not isinstance(integration_id, str) or not integration_id:
-            raise ApiError(400, "integrationId is required")
+            raise DataloopApiError(400, "integrationId is required")
         credentials, name = body.get("credentials"), body.get("name")
         if credentials is None and name is None:
-            raise ApiError(400, "nothing to update: give credentials and/or name")
+            raise DataloopApiError(400, "nothing to update: give credentials and/or name")
         with self._lock:
             stored = self._integrations.get(integration_id)
             if stored is None or stored["public"]["org"] != org:
-                raise ApiError(404, f"Integration not found: {integration_id}")
+                raise DataloopApiError(404, f"Integration not found: {integration_id}")
             kind = stored["public"]["type"]
         if credentials is not None:
             if not isinstance(credentials, dict) or not isinstance(credentials.get("options"), dict):
-                raise ApiError(400, "credentials.options must be an object")
+                raise DataloopApiError(400, "credentials.options must be an object")
             if credentials.get("type") != kind:
-                raise ApiError(400, f"credentials.type must be '{kind}'")
+                raise DataloopApiError(400, f"credentials.type must be '{kind}'")
             if kind == "private-registry":
                 self._check_registry_options(credentials["options"])
         if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ApiError(400, "name must be a non-empty string")
+            raise DataloopApiError(400, "name must be a non-empty string")
         with self._lock:
             if credentials is not None:
                 stored["options"] = credentials["options"]
@@ -526,24 +532,24 @@ class DataloopGateway:
         """Refuse registry options no kubelet could use (checked where the platform would fail later)."""
         spec = options.get("spec")
         if not isinstance(options.get("name"), str) or not isinstance(spec, dict):
-            raise ApiError(400, "private-registry options need 'name' and 'spec'")
+            raise DataloopApiError(400, "private-registry options need 'name' and 'spec'")
         password = spec.get("password")
         if isinstance(password, str):
             try:
                 config = json.loads(base64.b64decode(password, validate=True))
             except (ValueError, binascii.Error):
-                raise ApiError(400, "spec.password must be a base64 docker config") from None
+                raise DataloopApiError(400, "spec.password must be a base64 docker config") from None
             if not isinstance(config, dict) or not isinstance(config.get("auths"), dict) or not config["auths"]:
-                raise ApiError(400, "docker config must have a non-empty 'auths' object")
+                raise DataloopApiError(400, "docker config must have a non-empty 'auths' object")
         elif not {"accessKeyId", "secretAccessKey"} <= set(spec):  # ECR's shape
-            raise ApiError(400, "spec.password is required")
+            raise DataloopApiError(400, "spec.password is required")
 
     def _on_integration(self, request: Request, principal: Principal, org: str, iid: str) -> Any:
         self._org_role(principal, org, write=request.method == "DELETE")
         with self._lock:
             stored = self._integrations.get(iid)
             if stored is None or stored["public"]["org"] != org:
-                raise ApiError(404, f"Integration not found: {iid}")
+                raise DataloopApiError(404, f"Integration not found: {iid}")
             if request.method == "DELETE":
                 del self._integrations[iid]
                 return None
@@ -554,9 +560,9 @@ class DataloopGateway:
         with self._lock:
             service = self._services.get(sid)
             if service is None:
-                raise ApiError(404, f"Service not found: {sid}")
+                raise DataloopApiError(404, f"Service not found: {sid}")
             if service["orgId"] not in principal.roles:
-                raise ApiError(403, "Forbidden: no access to this service's project")
+                raise DataloopApiError(403, "Forbidden: no access to this service's project")
             return service
 
     def _on_service(self, request: Request, principal: Principal, sid: str) -> dict[str, Any]:
@@ -566,10 +572,10 @@ class DataloopGateway:
                 return json.loads(json.dumps(service))
         body = self._json(request)
         if body.get("id") not in (None, sid):
-            raise ApiError(400, "id in body does not match the path")
+            raise DataloopApiError(400, "id in body does not match the path")
         runtime = body.get("runtime")
         if not isinstance(runtime, dict) or not isinstance(runtime.get("runnerImage", ""), str):
-            raise ApiError(400, "runtime must be an object with a string runnerImage")
+            raise DataloopApiError(400, "runtime must be an object with a string runnerImage")
         with self._lock:
             kept = {k: service[k] for k in ("id", "orgId", "createdAt")}
             service.clear()

@@ -45,10 +45,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import load_pem_x509_certificate
 from google.cloud.iam_admin_v1.types import iam as iam_types
-from google.protobuf import any_pb2, empty_pb2, message, timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.protobuf import empty_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
 
+from localcloud.google_errors import GoogleApiError
 from localcloud.keyfiles import generate_key_file, service_account_email
 
 SERVICE = "google.iam.admin.v1.IAM"
@@ -64,24 +64,6 @@ _ACCOUNT_NAME = re.compile(r"projects/(?P<project>[^/]+)/serviceAccounts/(?P<acc
 _KEY_NAME = re.compile(r"projects/(?P<project>[^/]+)/serviceAccounts/(?P<account>[^/]+)/keys/(?P<key>[^/]+)")
 
 KeyType = iam_types.ListServiceAccountKeysRequest.KeyType
-
-
-class IamError(Exception):
-    """An RPC failure as IAM reports it: a status code, a message, optional rich details."""
-
-    def __init__(self, code: grpc.StatusCode, message_text: str, details: list[message.Message] | None = None) -> None:
-        super().__init__(message_text)
-        self.code = code
-        self.message = message_text
-        self.details = details or []
-
-    def to_status(self) -> grpc.Status:
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
-        for detail in self.details:
-            packed = any_pb2.Any()
-            packed.Pack(detail)
-            status.details.append(packed)
-        return rpc_status.to_status(status)
 
 
 @dataclass
@@ -261,18 +243,22 @@ class IamState:
         self, project_id: str, account_id: str, display_name: str = "", description: str = ""
     ) -> ServiceAccountRecord:
         if not 6 <= len(account_id) <= 30:
-            raise IamError(
+            raise GoogleApiError.from_grpc(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f'The account ID "{account_id}" does not have a length between 6 and 30.',
             )
         if _ACCOUNT_ID.fullmatch(account_id) is None:
-            raise IamError(grpc.StatusCode.INVALID_ARGUMENT, f"{account_id} does not match [a-z][a-z\\d\\-]*[a-z\\d].")
+            raise GoogleApiError.from_grpc(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{account_id} does not match [a-z][a-z\\d\\-]*[a-z\\d]."
+            )
         if len(display_name.encode()) > 100 or len(description.encode()) > 256:
-            raise IamError(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")  # unconfirmed
+            raise GoogleApiError.from_grpc(
+                grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument."
+            )  # unconfirmed
         email = service_account_email(account_id, project_id)
         with self._lock:
             if email in self._accounts:
-                raise IamError(
+                raise GoogleApiError.from_grpc(
                     grpc.StatusCode.ALREADY_EXISTS,
                     f"Service account {account_id} already exists within project projects/{project_id}.",
                     [error_details_pb2.ResourceInfo(resource_name=f"projects/{project_id}/serviceAccounts/{email}")],
@@ -322,7 +308,7 @@ class IamState:
             if self.key_creation_disabled:
                 description = "Key creation is not allowed on this service account."
                 encoded = account.email.replace("@", "%40")
-                raise IamError(
+                raise GoogleApiError.from_grpc(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     description,
                     [
@@ -344,14 +330,18 @@ class IamState:
             ]
             if len(live) >= USER_MANAGED_KEY_LIMIT:
                 if self.key_limit_status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    raise IamError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Maximum number of keys on account reached.")
-                raise IamError(grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.")
+                    raise GoogleApiError.from_grpc(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "Maximum number of keys on account reached."
+                    )
+                raise GoogleApiError.from_grpc(grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.")
             email, project_id, client_id = account.email, account.project_id, account.unique_id
         # RSA generation takes ~50-100 ms: do it outside the lock.
         key_file = generate_key_file(email, project_id=project_id, client_id=client_id)
         with self._lock:
             if email not in self._accounts:  # deleted while the key was being generated
-                raise IamError(grpc.StatusCode.NOT_FOUND, f"Not found; Gaia id not found for email {email}")
+                raise GoogleApiError.from_grpc(
+                    grpc.StatusCode.NOT_FOUND, f"Not found; Gaia id not found for email {email}"
+                )
             created = self.now()
             record = KeyRecord(
                 email=email,
@@ -368,7 +358,9 @@ class IamState:
 
     def list_keys(self, name: str, key_types: list[int]) -> list[KeyRecord]:
         if KeyType.KEY_TYPE_UNSPECIFIED in key_types or len(set(key_types)) != len(key_types):
-            raise IamError(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")  # unconfirmed
+            raise GoogleApiError.from_grpc(
+                grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument."
+            )  # unconfirmed
         wanted = set(key_types) or {KeyType.USER_MANAGED, KeyType.SYSTEM_MANAGED}
         with self._lock:
             account = self._account_for_keys(name)
@@ -404,7 +396,7 @@ class IamState:
     def _account_for(self, name: str, permission: str) -> ServiceAccountRecord:
         match = _ACCOUNT_NAME.fullmatch(name)
         if match is None:
-            raise IamError(
+            raise GoogleApiError.from_grpc(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 'The name should be in the form "projects/{project_id}/serviceAccounts/{account}".',
             )
@@ -412,39 +404,43 @@ class IamState:
         if found is None:
             if match["project"] == "-":
                 # Documented: with the "-" wildcard a missing account reads as 403, not 404.
-                raise IamError(
+                raise GoogleApiError.from_grpc(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"Permission {permission} is required to perform this operation on service account {name}.",
                 )
-            raise IamError(grpc.StatusCode.NOT_FOUND, "Unknown service account")
+            raise GoogleApiError.from_grpc(grpc.StatusCode.NOT_FOUND, "Unknown service account")
         return found
 
     def _account_for_keys(self, name: str) -> ServiceAccountRecord:
         match = _ACCOUNT_NAME.fullmatch(name)
         if match is None:
-            raise IamError(
+            raise GoogleApiError.from_grpc(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 'The name should be in the form "projects/{project_id}/serviceAccounts/{account}".',
             )
         found = self._find_account(match["project"], match["account"])
         if found is None:
-            raise IamError(grpc.StatusCode.NOT_FOUND, f"Not found; Gaia id not found for email {match['account']}")
+            raise GoogleApiError.from_grpc(
+                grpc.StatusCode.NOT_FOUND, f"Not found; Gaia id not found for email {match['account']}"
+            )
         return found
 
     def _key_for(self, name: str, *, user_managed: bool = False) -> KeyRecord:
         match = _KEY_NAME.fullmatch(name)
         if match is None:
-            raise IamError(
+            raise GoogleApiError.from_grpc(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 'The name should be in the form "projects/{project_id}/serviceAccounts/{account}/keys/{key}".',
             )
         account = self._account_for_keys(f"projects/{match['project']}/serviceAccounts/{match['account']}")
         key = self._keys.get(match["key"])
         if key is None or key.deleted or key.email != account.email:
-            raise IamError(grpc.StatusCode.NOT_FOUND, f"Service account key {match['key']} does not exist.")
+            raise GoogleApiError.from_grpc(
+                grpc.StatusCode.NOT_FOUND, f"Service account key {match['key']} does not exist."
+            )
         if user_managed and key.key_type != KeyType.USER_MANAGED:
             # unconfirmed: IAM refuses to change Google-managed keys; the exact answer is not documented.
-            raise IamError(grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.")
+            raise GoogleApiError.from_grpc(grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.")
         return key
 
     def _add_system_key(self, account: ServiceAccountRecord) -> None:
@@ -535,7 +531,7 @@ class IamServicer:
     def CreateServiceAccount(self, request: iam_types.CreateServiceAccountRequest) -> iam_types.ServiceAccount:
         match = _PROJECT_NAME.fullmatch(request.name)
         if match is None:
-            raise IamError(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")
+            raise GoogleApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")
         wanted = request.service_account
         account = self.state.create_service_account(
             match["project"], request.account_id, wanted.display_name, wanted.description
@@ -550,7 +546,7 @@ class IamServicer:
     ) -> iam_types.ListServiceAccountsResponse:
         match = _PROJECT_NAME.fullmatch(request.name)
         if match is None:
-            raise IamError(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")
+            raise GoogleApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")
         accounts = self.state.list_service_accounts(match["project"])
         page_size = min(request.page_size or 20, 100)
         start = int(request.page_token) if request.page_token.isdigit() else 0
@@ -576,12 +572,14 @@ class IamServicer:
     def CreateServiceAccountKey(self, request: iam_types.CreateServiceAccountKeyRequest) -> iam_types.ServiceAccountKey:
         key_type = request.private_key_type or iam_types.ServiceAccountPrivateKeyType.TYPE_GOOGLE_CREDENTIALS_FILE
         if key_type != iam_types.ServiceAccountPrivateKeyType.TYPE_GOOGLE_CREDENTIALS_FILE:
-            raise IamError(grpc.StatusCode.UNIMPLEMENTED, "the local IAM mints Google credentials files only")
+            raise GoogleApiError.from_grpc(
+                grpc.StatusCode.UNIMPLEMENTED, "the local IAM mints Google credentials files only"
+            )
         if request.key_algorithm not in (
             iam_types.ServiceAccountKeyAlgorithm.KEY_ALG_UNSPECIFIED,
             iam_types.ServiceAccountKeyAlgorithm.KEY_ALG_RSA_2048,
         ):
-            raise IamError(grpc.StatusCode.UNIMPLEMENTED, "the local IAM mints RSA 2048 keys only")
+            raise GoogleApiError.from_grpc(grpc.StatusCode.UNIMPLEMENTED, "the local IAM mints RSA 2048 keys only")
         key, json_text = self.state.create_key(request.name)
         created = _key_message(key)
         created.private_key_type = key_type  # type: ignore[assignment]  # proto-plus types enum members as int
@@ -681,7 +679,7 @@ class IamServicer:
                 context.abort(fault.code, fault.message)
             try:
                 return call(request)
-            except IamError as error:
+            except GoogleApiError as error:
                 context.abort_with_status(error.to_status())
 
         return handle

@@ -59,7 +59,7 @@ from localcloud.pubsub import (
 )
 from localcloud.registry import LocalRegistry, build_oci_layout, delete_manifest, push_image
 from localcloud.registry_auth import TOKEN_PATH, RegistryTokenEndpoint, TokenSigningKey
-from localcloud.secretmanager import SecretManagerStandIn
+from localcloud.secretmanager.service import SecretManagerStandIn
 from localcloud.wsgi import Instrumented, ServerThread
 from shared.model.images import RegistryImage
 from shared.model.policy import AccessPolicy

@@ -22,7 +22,8 @@ from google.api_core import exceptions as gexc
 
 from deploy.access import function_grants
 from deploy.settings import DeploySettings
-from localcloud.secretmanager import CREATE_PERMISSION, LIST_PERMISSION, CallerAccess, crc32c
+from localcloud.secretmanager.access import CREATE_PERMISSION, LIST_PERMISSION, CallerAccess
+from localcloud.secretmanager.wire import crc32c
 from localcloud.wsgi import Fault
 from tests.fixtures.secretmanager import (
     PROJECT_ID,
