@@ -3,7 +3,7 @@
 An integration is organization-scoped. For a private registry its ``options`` carry a
 base64 docker config (``spec.password``) whose ``auths`` key must equal the image's
 registry host *exactly*: a kubelet presents only credentials filed under the host it
-pulls from, and any other key is a silent ``ImagePullBackOff`` (DESIGN.md 2.6). Dataloop
+pulls from, and any other key is a silent ``ImagePullBackOff`` (docs/external-apis.md §5.3). Dataloop
 never returns options, so what we sent is checked where it matters: at the pull.
 """
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 PRIVATE_REGISTRY = "private-registry"
 GCP = "gcp"
-#: GAR's docker login user for a key file (DESIGN.md 2.3).
+#: GAR's docker login user for a key file (docs/external-apis.md §2.2).
 JSON_KEY_USER = "_json_key"
 
 _BARE_LOCATION = re.compile(r"[a-z]+(?:-[a-z]+[0-9]*)*")
@@ -209,7 +209,7 @@ class Integrations:
     ) -> Integration:
         """Replace an integration's credentials (``reloadServices`` makes running services pick them up).
 
-        The id travels in the body, not the path (DESIGN.md 2.6).
+        The id travels in the body, not the path (docs/external-apis.md §5.2).
         """
         body: dict[str, Any] = {
             "integrationId": integration_id,
