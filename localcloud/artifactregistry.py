@@ -1,7 +1,7 @@
 """A local Artifact Registry API: repositories and their IAM policies, over REST.
 
 Provisioning grants a service account read access to one repository, and the local
-registry's token endpoint asks who may pull (DESIGN.md 3.4), so the part of Artifact
+registry's token endpoint asks who may pull (docs/external-apis.md §1.4, §7.2), so the part of Artifact
 Registry this project needs is the repository IAM policy: ``getIamPolicy``,
 ``setIamPolicy`` (optimistic concurrency on ``etag``: a stale etag is ``409 ABORTED``) and
 ``testIamPermissions``, plus repository create/get/list/delete. It speaks the v1 REST

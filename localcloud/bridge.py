@@ -2,7 +2,7 @@
 
 On Google, a push to a Docker-format GAR repository makes Artifact Registry publish
 ``{"action": "INSERT", "digest": "HOST/PROJECT/REPO/IMAGE@sha256:…", "tag": "HOST/…:TAG"}``
-on the project's ``gcr`` topic, and ``on_push`` is triggered by that (DESIGN.md 2.1). The
+on the project's ``gcr`` topic, and ``on_push`` is triggered by that (docs/external-apis.md §1.1). The
 local registry (CNCF distribution) has no Pub/Sub, but it POSTs an *envelope* of events
 (``application/vnd.docker.distribution.events.v1+json``, ``{"events": [...]}``) to a
 configured URL. This bridge is that URL: it keeps the events GAR would report and

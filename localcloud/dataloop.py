@@ -1,6 +1,6 @@
 """A stand-in for Dataloop's gateway: token login, registry integrations, services that pull.
 
-It speaks the wire format the dtlpy SDK speaks (DESIGN.md 2.6):
+It speaks the wire format the dtlpy SDK speaks (docs/external-apis.md §5):
 
 * ``POST /token?default`` (no ``/api/v1``) takes ``user_credentials`` or ``refresh_token``
   grants and issues short-lived JWTs with ``exp``, signed with a local secret;

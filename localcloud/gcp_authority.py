@@ -5,7 +5,7 @@ Basic auth with a pull token only when the key is a live key of a live, enabled 
 account (one IAM has finished propagating) and the account holds a reader role on the
 repository or its project. :class:`GcpAuthority` asks the local IAM and Artifact
 Registry stand-ins exactly those questions, so a rotated-away, disabled, deleted or
-too-new key fails at the registry the way it would on Google (DESIGN.md 2.4, 3.4).
+too-new key fails at the registry the way it would on Google (docs/external-apis.md §2.4, §3.4).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ for ``google.iam.admin.v1.IAM`` that the real client reaches through
 only proto-plus types for this API (no generated servicer), so the methods are
 registered as generic handlers using the types' own ``serialize``/``deserialize``.
 
-What it reproduces, because the rotation protocol (DESIGN.md 3.2) depends on it:
+What it reproduces, because the rotation protocol depends on it (docs/external-apis.md §3):
 
 - key files are real RSA 2048 keys in Google's key-file JSON (``localcloud.keyfiles``),
   returned once, as raw bytes, in ``private_key_data``;

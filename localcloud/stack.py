@@ -2,7 +2,7 @@
 
 :class:`LocalCloud` composes the building blocks in ``localcloud/`` into what Google and
 Dataloop provide in production, so the functions run *unchanged*, configured only by the
-endpoints in their environment (DESIGN.md 3.4):
+endpoints in their environment (docs/external-apis.md §7):
 
 * Secret Manager (REST), IAM (gRPC) and Artifact Registry (REST) stand-ins, and the
   Dataloop gateway stand-in, served in this process on free ``127.0.0.1`` ports;

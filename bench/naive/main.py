@@ -1,7 +1,7 @@
 """The naive reference test: secret, token and HEAD for every single event.
 
 What a first implementation would do: nothing is remembered between events except the
-clients themselves, so each push costs three remote calls (DESIGN.md 2.3, 2.5).
+clients themselves, so each push costs three remote calls (docs/external-apis.md §2.2, §2.3, §4.3).
 """
 
 import functions_framework

@@ -1,7 +1,7 @@
 """A local Secret Manager (REST v1) for the real ``google-cloud-secret-manager`` client.
 
 Google ships no Secret Manager emulator, yet the secret *is* this system's database
-(DESIGN.md 3.1): labels find managed integrations, annotations hold their state and the
+(docs/external-apis.md §4.1, §4.2): labels find managed integrations, annotations hold their state and the
 rotation lease, version aliases mark ``current``/``previous``/``pending`` keys, and the
 secret's etag guards every write. So the stand-in reproduces the service's documented
 contract rather than a convenient approximation of it, because the project's adapter is

@@ -1,4 +1,4 @@
-"""Service accounts and their keys (DESIGN.md 2.4), through google-cloud-iam's ``IAMClient``.
+"""Service accounts and their keys (docs/external-apis.md §3), through google-cloud-iam's ``IAMClient``.
 
 ``IAMClient`` speaks only gRPC, so this adapter does too; against the local cloud it is
 given an insecure channel, so the tests run the very code production runs. API errors are

@@ -1,4 +1,4 @@
-"""Secret Manager, the system's only database (DESIGN.md 3.1), through google-cloud-secret-manager.
+"""Secret Manager, the system's only database (docs/external-apis.md §4.1), through google-cloud-secret-manager.
 
 Always the REST transport: it is what the local stand-in speaks, so the code path the
 tests exercise is the one production runs, and it spares a function the gRPC channel

@@ -3,7 +3,7 @@
 These are the shapes the workflows reason about (an integration found by name, a name
 taken by someone else, the docker config a kubelet will read); the adapter in
 ``shared.adapters.dataloop`` turns Dataloop's HTTP answers into them. Built from what
-the dtlpy SDK sends and reads (docs/external-apis.md).
+the dtlpy SDK sends and reads (docs/external-apis.md §5).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class DataloopUnavailable(DataloopError, ServiceUnavailable):
 
 PRIVATE_REGISTRY = "private-registry"
 GCP = "gcp"
-#: GAR's docker login user for a key file (DESIGN.md 2.3).
+#: GAR's docker login user for a key file (docs/external-apis.md §2.2).
 JSON_KEY_USER = "_json_key"
 
 _BARE_LOCATION = re.compile(r"[a-z]+(?:-[a-z]+[0-9]*)*")

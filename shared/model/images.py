@@ -2,7 +2,7 @@
 
 GAR names a Docker image ``HOST/PROJECT/REPOSITORY/IMAGE`` where IMAGE may itself have
 several path components, followed by ``:TAG`` and/or ``@sha256:…``. Notifications on the
-``gcr`` topic carry such strings in ``digest`` and/or ``tag`` (DESIGN.md 2.1).
+``gcr`` topic carry such strings in ``digest`` and/or ``tag`` (docs/external-apis.md §1.1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Managed integrations: one Secret Manager secret per Dataloop registry integration.
 
-The secret is the record (DESIGN.md 3.1): labels make managed secrets listable with one
+The secret is the record (docs/external-apis.md §4.1): labels make managed secrets listable with one
 filtered call; annotations say which Dataloop integration the secret feeds and which
 registry host and repositories it covers; version aliases say which key is ``current``.
 """

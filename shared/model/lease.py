@@ -1,6 +1,6 @@
 """A lease: which run may write a secret's state, and until when, in one annotation.
 
-Secret Manager is the only database (DESIGN.md 3.1), so mutual exclusion between
+Secret Manager is the only database (docs/external-apis.md §4.1, §4.2), so mutual exclusion between
 function instances is an annotation ``{"holder", "expires"}`` written with the secret's
 etag: of two runs that read the same etag, only one write succeeds, and the loser reads
 again and finds the winner's lease. A lease expires by itself, so a run that dies while

@@ -47,7 +47,7 @@ SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
-#: Secret Manager's limits on a rotation period (DESIGN.md 2.5), in days.
+#: Bounds on a rotation period, in days: the minimum is Secret Manager's (docs/external-apis.md §4.4), the 10-year cap ours.
 MIN_ROTATION_DAYS = 1 / 24
 MAX_ROTATION_DAYS = 3650.0
 

@@ -1,7 +1,7 @@
 """The platform tier of the reference test: let Dataloop itself pull the image.
 
 The registry tier proves the key works; only Dataloop can prove that Dataloop matches the
-image's host to the integration and pulls with it (DESIGN.md 3.3). Dataloop has no "test
+image's host to the integration and pulls with it (docs/external-apis.md §5.3, §5.4). Dataloop has no "test
 integration" endpoint, so a canary service is pointed at ``image@digest``, restarted, and
 watched until it runs or reports an image-pull error. Its original runner image is put
 back in every case (pass, failure, timeout, error), because a canary left on a test image

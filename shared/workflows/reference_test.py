@@ -1,6 +1,6 @@
 """The reference test: can the credentials Dataloop holds really pull this image?
 
-Registry tier (DESIGN.md 3.3): with the integration's ``current`` key, exactly as Dataloop
+Registry tier (docs/external-apis.md §2.2, §2.3): with the integration's ``current`` key, exactly as Dataloop
 presents it (``_json_key`` Basic auth to the registry's token endpoint), take a pull token
 and HEAD the manifest. Passing means 200 and, when asked by digest, the same digest.
 """

@@ -10,7 +10,7 @@ Runs only when pointed at them; otherwise it is skipped, saying which variables 
     DATALOOP_GAR_LIVE_KEEP=1      optional: leave the deployment up afterwards (debugging)
 
 It needs gcloud logged in (``gcloud auth login`` and ``gcloud auth application-default
-login``) with the deployer's roles, and ``skopeo``. The steps are the issue's: deploy,
+login``) with the deployer's roles, and ``skopeo``. The steps are a full cycle: deploy,
 provision a throwaway integration, push an image, wait for the reference-test result,
 rotate, deprovision, tear down. Every step goes through the same entry points a person
 uses (deploy/deploy.py and ``python -m shared.cli``).

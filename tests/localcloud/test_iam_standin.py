@@ -1,6 +1,6 @@
 """The local IAM answers the real ``IAMClient`` (gRPC) the way Google's IAM does.
 
-Rotation depends on these behaviours (DESIGN.md 2.4, 3.2): the key file arrives once as
+Rotation depends on these behaviours (docs/external-apis.md §3.1-§3.4): the key file arrives once as
 raw JSON bytes, the key id in its name is the file's ``private_key_id``, listing must be
 filtered to user-managed keys, the 10-key limit and the key-creation org policy fail
 with FAILED_PRECONDITION, and a fresh key is not usable until IAM has propagated it.

@@ -1,6 +1,6 @@
 """Conformance of the local Secret Manager, driven through the real generated REST client.
 
-These tests pin the behaviours the project relies on (DESIGN.md 2.5, 3.1) to what the real
+These tests pin the behaviours the project relies on (docs/external-apis.md §4) to what the real
 service documents, so that code passing against the stand-in passes against Google. One
 fact worth knowing when reading them: the REST transport picks the exception class from the
 HTTP status only, so the canonical status (ALREADY_EXISTS, FAILED_PRECONDITION, ...) is read
@@ -301,7 +301,7 @@ def test_a_no_op_update_still_renews_the_etag(secretmanager: SecretManagerHandle
 
 
 def test_a_stale_etag_fails_the_update_with_failed_precondition(secretmanager: SecretManagerHandle) -> None:
-    """The lease protocol (DESIGN.md 3.2) rests on this: the loser of a race must fail, not overwrite."""
+    """The lease protocol (docs/external-apis.md §4.2) rests on this: the loser of a race must fail, not overwrite."""
     sm = secretmanager
     created = create(sm, "race", annotations={"lease": ""})
     update(sm, {"name": created.name, "annotations": {"lease": "run-1"}, "etag": created.etag}, "annotations")

@@ -59,7 +59,7 @@ from tests.reliability.figures import record
 from tests.unit.fakes import FakeSink
 from tests.unit.rotation_fakes import FakePublisher
 
-SEED = 8  # the issue number: any fixed seed makes the shuffle reproducible
+SEED = 8  # any fixed seed makes the shuffle reproducible
 IAM_WRITES = frozenset(
     {
         "CreateServiceAccount",

@@ -80,11 +80,11 @@ def test_the_layer_check_sees_a_workflow_reaching_for_an_adapter(tmp_path: Path)
     sample = tmp_path / "sample.py"
     sample.write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from shared.adapters.registry import X\n"
-        "from shared import logs\n"
+        "from shared import legacy\n"
     )
     found = imported_modules(sample)
-    assert found == {"typing", "shared.adapters.registry", "shared.logs"}
-    assert {layer(m) for m in found if layer(m)} - MAY_IMPORT["workflows"] == {"adapters", "logs"}
+    assert found == {"typing", "shared.adapters.registry", "shared.legacy"}
+    assert {layer(m) for m in found if layer(m)} - MAY_IMPORT["workflows"] == {"adapters", "legacy"}
 
 
 @pytest.mark.parametrize("folder", ["shared", "functions"])

@@ -843,8 +843,8 @@ def readers(world: World, repository: str) -> set[str]:
 
 def test_deprovision_keeps_the_account_and_grants_another_integration_still_uses(world: World) -> None:
     assert world.provision().status is Status.OK  # team-a: creates the account, images + models
-    shared = world.provision(name="team-b", repositories=["images"], service_account={"email": EMAIL})
-    assert shared.status is Status.OK, shared.reason
+    team_b = world.provision(name="team-b", repositories=["images"], service_account={"email": EMAIL})
+    assert team_b.status is Status.OK, team_b.reason
 
     outcome = deprovision_with_policy(world)
 

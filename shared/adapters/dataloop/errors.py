@@ -1,7 +1,7 @@
 """What a failed Dataloop call means, and what a person should do about it.
 
 The gateway answers errors as JSON with a ``message`` and tags every answer with an
-``x-request-id`` header (DESIGN.md 2.6); Dataloop support asks for that id, so every
+``x-request-id`` header (docs/external-apis.md §5.5); Dataloop support asks for that id, so every
 error carries it. Whether a failure is worth retrying is decided here, once: a 4xx is
 *permanent* (retrying the same request cannot help), while a 5xx, a 429 or an unreachable
 gateway that our retries could not outlast is *transient*, so the entry point raises and

@@ -3,7 +3,7 @@
 An integration is organization-scoped. For a private registry its ``options`` carry a
 base64 docker config (``spec.password``) whose ``auths`` key must equal the image's
 registry host *exactly*: a kubelet presents only credentials filed under the host it
-pulls from, and any other key is a silent ``ImagePullBackOff`` (DESIGN.md 2.6). Dataloop
+pulls from, and any other key is a silent ``ImagePullBackOff`` (docs/external-apis.md §5.3). Dataloop
 never returns options, so what we sent is checked where it matters: at the pull.
 """
 
@@ -81,7 +81,7 @@ class Integrations:
     ) -> Integration:
         """Replace an integration's credentials (``reloadServices`` makes running services pick them up).
 
-        The id travels in the body, not the path (DESIGN.md 2.6).
+        The id travels in the body, not the path (docs/external-apis.md §5.2).
         """
         body: dict[str, Any] = {
             "integrationId": integration_id,

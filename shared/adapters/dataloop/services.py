@@ -3,7 +3,7 @@
 Dataloop has no "test this integration" endpoint. The way to learn whether the platform
 can pull an image is to point a (canary) service at it, restart it, and watch the
 service's ``runtimeStatus`` entries: ``status`` true once a replica runs, or false with a
-kubelet reason such as ``ErrImagePull`` / ``ImagePullBackOff`` (DESIGN.md 2.6, 3.3).
+kubelet reason such as ``ErrImagePull`` / ``ImagePullBackOff`` (docs/external-apis.md §5.4).
 """
 
 from __future__ import annotations

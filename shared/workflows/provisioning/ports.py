@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class SecretStore(Protocol):
-    """Secret Manager: the managed secret is the integration's record (DESIGN.md 3.1)."""
+    """Secret Manager: the managed secret is the integration's record (docs/external-apis.md §4.1)."""
 
     def list_secrets(self, filter: str = "") -> list[SecretRecord]: ...
     def get_secret(self, secret_id: str) -> SecretRecord: ...

@@ -1,7 +1,7 @@
 """Provisioning's reference test: can the integration's key pull the image, as Dataloop would?
 
 A key made moments ago may be refused for a minute or more while IAM propagates it
-(DESIGN.md 2.4), so right after provisioning the check is *patient*: it retries refused
+(docs/external-apis.md §3.4), so right after provisioning the check is *patient*: it retries refused
 credentials (and an unreachable registry) with bounded, growing waits until a deadline.
 An operator's ``test`` request is not patient: it reports what is true now. Either way the
 verdict is recorded on the secret (``last-test``), which the ``status`` action reports.

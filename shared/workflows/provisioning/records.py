@@ -1,4 +1,4 @@
-"""Reading and writing the managed secret that records an integration (DESIGN.md 3.1).
+"""Reading and writing the managed secret that records an integration (docs/external-apis.md §4.1).
 
 Every workflow here starts by reading that record and ends by writing it, and two writers
 may meet (a provisioning request and a rotation, or a redelivered request and itself).

@@ -1,7 +1,7 @@
 """The rotation's *test* step: does a new key pull from the registry yet?
 
 A new service-account key is refused by GAR's token endpoint for 60 s or more while IAM
-propagates it (DESIGN.md 2.4), and Dataloop must never be handed a key that does not work.
+propagates it (docs/external-apis.md §3.4), and Dataloop must never be handed a key that does not work.
 So the key is tried exactly as a kubelet presents it (``_json_key`` Basic auth to the
 token endpoint, then ``HEAD`` a manifest) until it works, with backoff, up to a deadline
 that keeps the function inside its 540 s timeout.

@@ -1,6 +1,6 @@
 """What a managed secret says about its rotation: aliases, the lease, retired keys, due-ness.
 
-The secret is the only database (DESIGN.md 3.1), so everything a resumed or concurrent
+The secret is the only database (docs/external-apis.md §4.1), so everything a resumed or concurrent
 run must know lives on it, and every change goes through one etag-guarded update:
 
 - version aliases ``current``, ``previous`` and (during a rotation) ``pending``;

@@ -1,8 +1,8 @@
-"""Zero-downtime rotation of an integration's service-account key (DESIGN.md 3.2).
+"""Zero-downtime rotation of an integration's service-account key (docs/external-apis.md §8.1).
 
 Modelled on the four resumable steps of AWS Secrets Manager's rotation functions and on
 the crash-rollback of Vault's GCP secrets engine, with one deliberate deviation from
-DESIGN.md 3.2: the order is **create → test → set → finish**, not create → set → test.
+AWS's order (docs/external-apis.md §8.1): ours is **create → test → set → finish**, not create → set → test.
 A new key does not work for 60 s or more while IAM propagates it, and the rule that wins
 is "the key Dataloop holds is valid at every instant": so the key is proven at the
 registry *before* Dataloop is given it, and a key that never works is rolled back without
