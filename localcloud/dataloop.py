@@ -403,9 +403,9 @@ class DataloopGateway:
                 owner, expiry = self._refresh_tokens.get(token, (None, 0.0)) if isinstance(token, str) else (None, 0.0)
                 ok = owner is not None and expiry > time.time()
                 self.grants.append((grant, ok))
-            if not ok:
+            if not ok or owner is None:
                 raise DataloopApiError(401, "Unknown or expired refresh token.")
-            return self._issue(owner)  # type: ignore[arg-type]
+            return self._issue(owner)
         raise DataloopApiError(400, "type must be 'user_credentials' or 'refresh_token'")
 
     def _authenticate(self, request: Request) -> Principal:

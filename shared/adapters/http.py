@@ -95,8 +95,8 @@ class CappedRetry(Retry):
 
     def new(self, **kwargs: Any) -> CappedRetry:
         retry = super().new(**kwargs)
-        retry.retry_after_cap = self.retry_after_cap  # type: ignore[attr-defined]
-        return retry  # type: ignore[return-value]
+        retry.retry_after_cap = self.retry_after_cap
+        return retry
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.retry_after_cap)
@@ -116,11 +116,24 @@ class TimeoutHTTPAdapter(HTTPAdapter):
         self.max_body_bytes = max_body_bytes
         super().__init__(**kwargs)
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.timeout
-        response = super().send(request, **kwargs)
-        if not kwargs.get("stream"):
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        response = super().send(
+            request,
+            stream=stream,
+            timeout=self.timeout if timeout is None else timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+        if not stream:
             read_bounded(response, self.max_body_bytes)
         return response
 

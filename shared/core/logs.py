@@ -72,15 +72,19 @@ class CloudLoggingFormatter(logging.Formatter):
 _configured = False
 
 
+class _ConfiguredHandler(logging.StreamHandler):
+    """The handler :func:`configure` installs, told apart from anyone else's so that
+    configuring twice replaces ours and leaves theirs."""
+
+
 def configure(level: str = "INFO", project: str | None = None, stream: Any = None) -> None:
     """Route the root logger to stdout as masked JSON lines (idempotent)."""
     global _configured
     root = logging.getLogger()
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = _ConfiguredHandler(stream or sys.stdout)
     handler.setFormatter(CloudLoggingFormatter(project))
-    for old in [h for h in root.handlers if getattr(h, "_gar_dataloop", False)]:
+    for old in [h for h in root.handlers if isinstance(h, _ConfiguredHandler)]:
         root.removeHandler(old)
-    handler._gar_dataloop = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     # Client libraries log request details at DEBUG; keep them quiet unless asked.

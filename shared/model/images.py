@@ -200,13 +200,16 @@ class GarNotification:
             raise RejectedMessage(f"GAR notification digest {digest_ref!r} has no @sha256:… part")
         if by_tag and not by_tag.tag and not by_tag.digest:
             raise RejectedMessage(f"GAR notification tag {tag_ref!r} has no :TAG part")
-        if by_digest and by_tag:
+        if by_digest and by_digest.digest and by_tag:
             if (by_digest.host, by_digest.name) != (by_tag.host, by_tag.name):
                 raise RejectedMessage(
                     f"GAR notification digest and tag name different images: {digest_ref!r} vs {tag_ref!r}"
                 )
-            return cls(action, by_tag.with_digest(by_digest.digest))  # type: ignore[arg-type]
-        return cls(action, by_digest or by_tag)  # type: ignore[arg-type]
+            return cls(action, by_tag.with_digest(by_digest.digest))
+        image = by_digest or by_tag
+        if image is None:  # unreachable: one of the two references was given and parsed
+            raise RejectedMessage("GAR notification has neither 'digest' nor 'tag'")
+        return cls(action, image)
 
 
 @dataclass(frozen=True)

@@ -446,12 +446,12 @@ def parse_request(data: bytes | str | Mapping[str, Any]) -> Request:
         values = members(ACTIONS[action], body, "", problems)
         _cross_check(action, values, problems)
 
-    if problems.lines:
+    if problems.lines or action is None:  # no action always comes with a problem line
         lines = problems.lines
         if len(lines) > MAX_REPORTED_ERRORS:
             lines = [*lines[:MAX_REPORTED_ERRORS], f"... and {len(lines) - MAX_REPORTED_ERRORS} more problems"]
         raise InvalidRequest(lines, action=action, request_id=request_id)
-    return _build(action, values, request_id)  # type: ignore[arg-type]
+    return _build(action, values, request_id)
 
 
 def _cross_check(action: str, values: dict[str, Any], problems: _Problems) -> None:
