@@ -108,17 +108,16 @@ class RegistryCredential:
         """``_json_key`` credentials from a service-account key file, as Dataloop stores them.
 
         Raises:
-            PermanentError: the text is not a service-account key file (code ``invalid-key-file``).
+            PermanentError: the text is not a service-account key file (code ``bad-key``,
+                as wherever else a key file is read: one parser, one answer).
         """
-        register_secret(key_json_text)
-        _parse_key_file(key_json_text)
+        ServiceAccountKey.from_json(key_json_text, source="the key file")
         return cls("_json_key", key_json_text)
 
     @classmethod
     def from_key_file_base64(cls, key_json_text: str) -> RegistryCredential:
         """``_json_key_base64`` credentials: the same key, base64-encoded, as some tools send it."""
-        register_secret(key_json_text)
-        _parse_key_file(key_json_text)
+        ServiceAccountKey.from_json(key_json_text, source="the key file")
         return cls("_json_key_base64", base64.b64encode(key_json_text.encode()).decode())
 
     @classmethod
@@ -167,20 +166,3 @@ class RegistryCredential:
         except ValueError:
             return None
         return document if isinstance(document, dict) else None
-
-
-def _parse_key_file(text: str) -> dict[str, Any]:
-    # Never chain the JSON error: it carries the document, which is the key.
-    try:
-        document = json_text.loads(text)
-    except (TypeError, ValueError):
-        document = None
-    if not isinstance(document, dict):
-        raise PermanentError("the key file is not a JSON object", code="invalid-key-file")
-    missing = [k for k in ("client_email", "private_key") if not isinstance(document.get(k), str)]
-    if missing or document.get("type", "service_account") != "service_account":
-        raise PermanentError(
-            f"the key file is not a service-account key (missing or wrong: {', '.join(missing) or 'type'})",
-            code="invalid-key-file",
-        )
-    return document

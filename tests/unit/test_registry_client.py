@@ -175,7 +175,7 @@ def test_base64_credentials_still_say_whose_key_they_are():
 def test_a_broken_key_file_is_a_permanent_error_that_does_not_quote_it(text: str):
     with pytest.raises(PermanentError) as info:
         RegistryCredential.from_key_file(text)
-    assert info.value.code == "invalid-key-file"
+    assert info.value.code == "bad-key"
     assert "MIIEvQ" not in str(info.value) and info.value.__cause__ is None
 
 
