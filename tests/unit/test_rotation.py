@@ -25,8 +25,8 @@ from shared.model.integrations import Annotation
 from shared.model.key_ledger import created_keys
 from shared.model.keys import ServiceAccountKey
 from shared.model.results import Status
-from shared.workflows.rotation import KeyProbe, KeyRotation, RotationMessages
-from shared.workflows.rotation.probe import PROBE_IMAGE, probe_target
+from shared.workflows.rotation.messages import RotationMessages
+from shared.workflows.rotation.probe import PROBE_IMAGE, KeyProbe, probe_target
 from shared.workflows.rotation.state import (
     RETIRED_KEYS,
     Lease,
@@ -36,6 +36,7 @@ from shared.workflows.rotation.state import (
     retired_keys,
     timestamp,
 )
+from shared.workflows.rotation.workflow import KeyRotation
 from shared.workflows.sweep import Sweep
 from tests.fixtures.policy import allowing_records
 from tests.unit.rotation_fakes import (

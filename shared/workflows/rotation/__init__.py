@@ -6,9 +6,3 @@
 - :mod:`shared.workflows.rotation.messages` — what arrives on the rotation topic and where it goes;
 - :mod:`shared.workflows.sweep` (beside this package) — the scheduled fan-out.
 """
-
-from shared.workflows.rotation.messages import RotationMessages
-from shared.workflows.rotation.probe import KeyProbe, ProbeResult
-from shared.workflows.rotation.workflow import KIND, KeyRotation, LeaseLost, StepReport
-
-__all__ = ["KIND", "KeyProbe", "KeyRotation", "LeaseLost", "ProbeResult", "RotationMessages", "StepReport"]
