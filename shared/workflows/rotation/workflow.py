@@ -45,31 +45,28 @@ old and new key *ids* (never key material).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared.core import logs
-from shared.core.errors import GarDataloopError, PermanentError, RegistryUnavailable, TransientError
+from shared.core.errors import PermanentError, RegistryUnavailable, TransientError
 from shared.model import key_ledger
 from shared.model.dataloop import registry_host_for
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
 from shared.model.key_ledger import with_created_key
-from shared.model.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
+from shared.model.keys import USER_MANAGED_KEY_LIMIT
 from shared.model.policy import AccessPolicy, NotAllowed
 from shared.model.record import SecretRecord
 from shared.model.results import Outcome, Status
-from shared.workflows.rotation import lease
+from shared.workflows.rotation import cleanup, lease
 from shared.workflows.rotation.ports import DataloopPort, KeyAccounts, SecretStore
 from shared.workflows.rotation.probe import KeyProbe, probe_target
-from shared.workflows.rotation.report import StepReport, logger, outcome, report
-from shared.workflows.rotation.run import Run, Services, read_key
+from shared.workflows.rotation.report import StepReport, outcome, report
+from shared.workflows.rotation.rollback import rollback
+from shared.workflows.rotation.run import Run, Services
 from shared.workflows.rotation.state import (
     CURRENT,
-    KEY_ALIASES,
     PENDING,
     PREVIOUS,
     Lease,
@@ -299,7 +296,7 @@ class KeyRotation:
                     code="bad-key",
                 )
         except PermanentError as exc:
-            done = self._rollback_step(run, pending_version, None)
+            done = rollback(run, pending_version, None)
             return report(run, Status.FAILED, f"{exc.reason}; {done}", code=exc.code)
         run.new_key_id = pending_key.key_id
 
@@ -315,7 +312,7 @@ class KeyRotation:
             if not result.passed:
                 step.outcome = "failed"
         if not result.passed:
-            done = self._rollback_step(run, pending_version, pending_key)
+            done = rollback(run, pending_version, pending_key)
             return report(
                 run,
                 Status.FAILED,
@@ -336,7 +333,7 @@ class KeyRotation:
             else:
                 step.note = f"Dataloop integration {integration.integration_id} holds key {pending_key.key_id}"
         if refused is not None:
-            done = self._rollback_step(run, pending_version, pending_key)
+            done = rollback(run, pending_version, pending_key)
             return report(
                 run,
                 Status.FAILED,
@@ -346,7 +343,7 @@ class KeyRotation:
 
         with run.step("finish") as step:
             self._finish(run, current_version, pending_version)
-            self._retire_expired(run)
+            cleanup.retire_expired(run)
             step.note = self._finish_note(run)
         return report(
             run,
@@ -355,36 +352,19 @@ class KeyRotation:
             + (" (resumed an interrupted rotation)" if run.resumed else ""),
         )
 
-    def _rollback_step(self, run: Run, version: int, key: ServiceAccountKey | None) -> str:
-        with run.step("rollback") as step:
-            step.note = self._rollback(run, version, key, restore=run.resumed)
-            if step.note.startswith("kept"):
-                step.outcome = "failed"
-        return step.note
-
     def _create(self, run: Run, step: StepReport) -> int:
-        keys, orphans, note = self._orphans(run)
-        for orphan in orphans:
-            run.delete_key(orphan.key_id)
-            run.orphans_deleted.append(orphan.key_id)
-        if orphans:
-            logs.log(
-                logger,
-                logging.INFO,
-                f"deleted {len(orphans)} orphan key(s) of {run.account}",
-                secret_id=run.secret_id,
-                key_ids=[k.key_id for k in orphans],
-            )
-        self._disable_strays(run)
-        remaining = len(keys) - len(orphans)
+        found = cleanup.census(run)
+        cleanup.delete_orphans(run, found)
+        cleanup.disable_strays(run)
+        remaining = found.remaining
         if remaining + 1 >= USER_MANAGED_KEY_LIMIT:
             raise PermanentError(
                 f"service account {run.account} has {remaining} user-managed keys; one more would bring it to "
-                f"the limit of {USER_MANAGED_KEY_LIMIT}, so no key was created. {note}Delete keys this system does "
-                f"not manage (gcloud iam service-accounts keys list --iam-account={run.account} --managed-by=user)",
+                f"the limit of {USER_MANAGED_KEY_LIMIT}, so no key was created. {found.note}Delete keys this system "
+                f"does not manage (gcloud iam service-accounts keys list --iam-account={run.account} --managed-by=user)",
                 code="key-limit",
             )
-        live = {k.key_id for k in keys} - set(run.orphans_deleted)
+        live = {k.key_id for k in found.keys} - set(run.orphans_deleted)
 
         def record_created(key_id: str) -> None:
             lease.write(run, lambda annotations, _: annotations.update(with_created_key(annotations, key_id, live)))
@@ -402,59 +382,6 @@ class KeyRotation:
             f"; deleted orphan keys {', '.join(run.orphans_deleted)}" if run.orphans_deleted else ""
         )
         return version
-
-    def _orphans(self, run: Run) -> tuple[list[KeyInfo], list[KeyInfo], str]:
-        """The account's keys, those that are orphans, and a note when the search was cut short.
-
-        Conservative: when the key of an aliased version cannot be read, nothing counts as
-        an orphan, since that key might be the unreadable one.
-        """
-        keys = list(self._accounts.list_keys(run.account))
-        if not key_ledger.created_keys(run.record.annotations):
-            return keys, [], ""
-        recorded = self._recorded_key_ids(run.record, run)
-        if recorded is None:
-            return keys, [], "Orphan keys were not looked for: a version's key could not be read. "
-        candidates = set(key_ledger.unstored(run.record.annotations, [k.key_id for k in keys], recorded))
-        if not candidates:
-            return keys, [], ""
-        shared = self._key_ids_of_other_secrets(run)
-        if shared is None:
-            return keys, [], "Orphan keys were not deleted: another integration of the account could not be read. "
-        return keys, [k for k in keys if k.key_id in candidates and k.key_id not in shared], ""
-
-    def _recorded_key_ids(self, record: SecretRecord, run: Run | None = None) -> set[str] | None:
-        """Key ids a secret records (aliased versions and retired keys); None if one is unreadable."""
-        found = {r.key_id for r in retired_keys(record.annotations).values() if r.key_id}
-        for alias in KEY_ALIASES:
-            version = record.version_aliases.get(alias)
-            if version is None:
-                continue
-            try:
-                key = run.key(version) if run is not None else read_key(self._secrets, record.secret_id, version)
-            except PermanentError:
-                return None
-            found.add(key.key_id)
-        return found
-
-    def _key_ids_of_other_secrets(self, run: Run) -> set[str] | None:
-        found: set[str] = set()
-        for record in self._secrets.list_secrets(MANAGED_FILTER):
-            if record.secret_id == run.secret_id or record.annotations.get(Annotation.SERVICE_ACCOUNT) != run.account:
-                continue
-            ids = self._recorded_key_ids(record)
-            if ids is None:
-                return None
-            found |= ids
-        return found
-
-    def _disable_strays(self, run: Run) -> None:
-        """Disable enabled versions no alias names and no retired entry waits for (a crashed create)."""
-        keep = set(run.aliases.values()) | set(run.retired)
-        for version, state in sorted(self._secrets.list_versions(run.secret_id).items()):
-            if state == "ENABLED" and version not in keep:
-                self._secrets.set_version_state(run.secret_id, version, "disable")
-                run.strays_disabled.append(version)
 
     def _finish(self, run: Run, current_version: int, pending_version: int) -> None:
         now = self._clock()
@@ -489,61 +416,6 @@ class KeyRotation:
 
         lease.write(run, promote, aliases_changed=True)
         run.retired = retired_keys(run.record.annotations)
-
-    def _retire_expired(self, run: Run) -> None:
-        """Delete the keys whose grace period is over and disable their versions.
-
-        Best effort: the rotation itself is done, so a failure here is noted and the
-        entry stays in ``retired-keys`` for the next run rather than failing the run.
-        """
-        now = self._clock()
-        for version, entry in sorted(run.retired.items()):
-            if version in run.aliases.values() or not entry.expired(now, self.grace_period_seconds):
-                continue
-            try:
-                if entry.key_id:
-                    run.delete_key(entry.key_id)
-                    run.retired_deleted.append(entry.key_id)
-                with contextlib.suppress(PermanentError):  # destroyed or gone: nothing left to disable
-                    self._secrets.set_version_state(run.secret_id, version, "disable")
-            except GarDataloopError as exc:
-                run.notes.append(f"retired version {version} kept for the next run: {exc.reason}")
-                continue
-            del run.retired[version]
-            run.retired_changed = True
-
-    def _rollback(self, run: Run, version: int, key: ServiceAccountKey | None, *, restore: bool) -> str:
-        """Undo a pending key; returns what was done, for the report.
-
-        When an earlier run may have reached *set* (this run resumed), Dataloop gets the
-        current key back first; if that is refused, the pending key is kept, because
-        Dataloop may be holding it.
-        """
-        if restore:
-            current = run.key(run.aliases[CURRENT])
-            try:
-                run.give_dataloop(current)
-            except PermanentError as exc:
-                return (
-                    f"kept the pending version {version}: an earlier run may have given it to Dataloop, and "
-                    f"Dataloop refused the current key back ({exc.reason})"
-                )
-
-        def drop_pending(annotations: dict[str, str], aliases: dict[str, int]) -> None:
-            if aliases.get(PENDING) == version:
-                del aliases[PENDING]
-
-        # Alias first: a crash after it leaves a stray version and an orphan key, which the
-        # next create removes; the other order could leave `pending` naming a dead key.
-        lease.write(run, drop_pending, aliases_changed=True)
-        if key is not None and key.client_email == run.account:
-            run.delete_key(key.key_id)
-        with contextlib.suppress(PermanentError):
-            self._secrets.set_version_state(run.secret_id, version, "disable")
-        deleted = f"key {key.key_id} deleted" if key is not None else "its key left to the next orphan cleanup"
-        return f"rolled back version {version}: {deleted}, version disabled, " + (
-            "Dataloop given the current key again" if restore else "Dataloop was never touched"
-        )
 
     # -- helpers ------------------------------------------------------------------------------
     def _read(self, secret_id: str) -> SecretRecord:
@@ -603,17 +475,17 @@ class KeyRotation:
         if pending is not None:
             plan.append(f"resume: version {pending} is pending from an earlier run")
         else:
-            keys, found, note = self._orphans(run)
-            orphans = [k.key_id for k in found]
+            found = cleanup.census(run)
+            orphans = [k.key_id for k in found.orphans]
             if orphans:
                 plan.append(f"delete orphan keys {', '.join(orphans)}")
-            remaining = len(keys) - len(found)
+            remaining = found.remaining
             if remaining + 1 >= USER_MANAGED_KEY_LIMIT:
                 plan.append(f"fail: {remaining} keys, one more would reach the limit of {USER_MANAGED_KEY_LIMIT}")
             else:
                 plan.append(f"create a key for {run.account} ({remaining} user-managed keys now) as a pending version")
-            if note:
-                plan.append(note.strip())
+            if found.note:
+                plan.append(found.note.strip())
         image, why = probe_target(run.integration)
         plan.append(f"test it at the registry with {why} {image}, for up to {self.test_timeout_seconds:g} s")
         plan.append(
