@@ -655,6 +655,19 @@ def test_the_key_limit_is_refused_before_creating_a_key(world: World) -> None:
     assert Annotation.ROTATION_LEASE not in world.annotations()
 
 
+@pytest.mark.parametrize("theirs", [7, 8])
+def test_a_dry_run_foresees_the_key_limit_exactly_as_the_run_meets_it(world: World, theirs: int) -> None:
+    for _ in range(theirs):
+        world.accounts.add(at=world.clock() - timedelta(days=100))
+    world.provision()
+
+    plan = " | ".join(world.rotate(dry_run=True).details["plan"])
+    outcome = world.rotate()
+
+    assert ("fail: " in plan) is (outcome.code == "key-limit")
+    assert ("create a key" in plan) is (outcome.status is Status.OK)
+
+
 def test_orphans_are_cleaned_first_so_the_limit_is_not_reached(world: World) -> None:
     world.provision()
     orphans = [world.accounts.add().key_id for _ in range(8)]

@@ -356,10 +356,9 @@ class KeyRotation:
         found = cleanup.census(run)
         cleanup.delete_orphans(run, found)
         cleanup.disable_strays(run)
-        remaining = found.remaining
-        if remaining + 1 >= USER_MANAGED_KEY_LIMIT:
+        if found.full:
             raise PermanentError(
-                f"service account {run.account} has {remaining} user-managed keys; one more would bring it to "
+                f"service account {run.account} has {found.remaining} user-managed keys; one more would bring it to "
                 f"the limit of {USER_MANAGED_KEY_LIMIT}, so no key was created. {found.note}Delete keys this system "
                 f"does not manage (gcloud iam service-accounts keys list --iam-account={run.account} --managed-by=user)",
                 code="key-limit",
@@ -479,11 +478,12 @@ class KeyRotation:
             orphans = [k.key_id for k in found.orphans]
             if orphans:
                 plan.append(f"delete orphan keys {', '.join(orphans)}")
-            remaining = found.remaining
-            if remaining + 1 >= USER_MANAGED_KEY_LIMIT:
-                plan.append(f"fail: {remaining} keys, one more would reach the limit of {USER_MANAGED_KEY_LIMIT}")
+            if found.full:
+                plan.append(f"fail: {found.remaining} keys, one more would reach the limit of {USER_MANAGED_KEY_LIMIT}")
             else:
-                plan.append(f"create a key for {run.account} ({remaining} user-managed keys now) as a pending version")
+                plan.append(
+                    f"create a key for {run.account} ({found.remaining} user-managed keys now) as a pending version"
+                )
             if found.note:
                 plan.append(found.note.strip())
         image, why = probe_target(run.integration)
