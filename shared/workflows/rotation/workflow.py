@@ -50,19 +50,17 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared.core.errors import PermanentError, RegistryUnavailable, TransientError
-from shared.model import key_ledger
+from shared.core.errors import PermanentError
 from shared.model.dataloop import registry_host_for
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
-from shared.model.key_ledger import with_created_key
 from shared.model.keys import USER_MANAGED_KEY_LIMIT
 from shared.model.policy import AccessPolicy, NotAllowed
 from shared.model.record import SecretRecord
 from shared.model.results import Outcome, Status
-from shared.workflows.rotation import cleanup, lease
+from shared.workflows.rotation import cleanup, lease, steps
 from shared.workflows.rotation.ports import DataloopPort, KeyAccounts, SecretStore
 from shared.workflows.rotation.probe import KeyProbe, probe_target
-from shared.workflows.rotation.report import StepReport, outcome, report
+from shared.workflows.rotation.report import outcome, report
 from shared.workflows.rotation.rollback import rollback
 from shared.workflows.rotation.run import Run, Services
 from shared.workflows.rotation.state import (
@@ -70,17 +68,11 @@ from shared.workflows.rotation.state import (
     PENDING,
     PREVIOUS,
     Lease,
-    RetiredKey,
     due_at,
     is_due,
-    parse_timestamp,
     retired_keys,
     timestamp,
 )
-
-#: The test step stops this long before the lease expires, so no one can take over mid-write.
-LEASE_MARGIN_SECONDS = 30.0
-MIN_TEST_SECONDS = 1.0
 
 
 def _utcnow() -> datetime:
@@ -275,146 +267,23 @@ class KeyRotation:
 
     # -- the steps ----------------------------------------------------------------------------
     def _rotate(self, run: Run) -> Outcome:
-        aliases = run.aliases
-        current_version = aliases[CURRENT]
-        current_key = run.key(current_version)
-        run.old_key_id = current_key.key_id
-        pending_version = aliases.get(PENDING)
-        run.resumed = pending_version is not None
-
-        with run.step("create") as step:
-            if pending_version is not None:
-                step.outcome = "resumed"
-                step.note = f"version {pending_version} is pending from an earlier run"
-            else:
-                pending_version = self._create(run, step)
+        current_version = run.aliases[CURRENT]
+        run.old_key_id = run.key(current_version).key_id
+        pending_version = steps.create(run)
         try:
-            pending_key = run.key(pending_version)
-            if pending_key.client_email != run.account:
-                raise PermanentError(
-                    f"pending version {pending_version} holds a key of {pending_key.client_email}, not of {run.account}",
-                    code="bad-key",
-                )
-        except PermanentError as exc:
-            done = rollback(run, pending_version, None)
-            return report(run, Status.FAILED, f"{exc.reason}; {done}", code=exc.code)
-        run.new_key_id = pending_key.key_id
-
-        with run.step("test") as step:
-            deadline = self._monotonic() + self._test_budget(run)
-            result = self._probe.prove(pending_key, run.integration, deadline=deadline)
-            step.note = f"{result.reason} ({result.attempts} tries)"
-            run.challenge = result.challenge
-            if not result.passed and result.unavailable:
-                raise RegistryUnavailable(
-                    f"could not test the new key {pending_key.key_id}: {result.reason}; it stays pending"
-                )
-            if not result.passed:
-                step.outcome = "failed"
-        if not result.passed:
-            done = rollback(run, pending_version, pending_key)
-            return report(
-                run,
-                Status.FAILED,
-                f"the new key {pending_key.key_id} never worked at the registry ({result.reason}); {done}",
-                code="key-never-worked",
-            )
-
-        refused: PermanentError | None = None
-        with run.step("set") as step:
-            integration = run.integration
-            try:
-                run.give_dataloop(pending_key)
-            except TransientError:
-                step.note = "Dataloop unavailable; the new key stays pending and is set on redelivery"
-                raise
-            except PermanentError as exc:
-                step.outcome, step.note, refused = "failed", exc.reason, exc
-            else:
-                step.note = f"Dataloop integration {integration.integration_id} holds key {pending_key.key_id}"
-        if refused is not None:
-            done = rollback(run, pending_version, pending_key)
-            return report(
-                run,
-                Status.FAILED,
-                f"Dataloop refused the new key: {refused.reason}; {done}",
-                code=refused.code,
-            )
-
-        with run.step("finish") as step:
-            self._finish(run, current_version, pending_version)
-            cleanup.retire_expired(run)
-            step.note = self._finish_note(run)
+            pending_key = steps.pending_key(run, pending_version)
+            steps.test(run, pending_key)
+            steps.set_key(run, pending_key)
+        except steps.Rejected as rejected:
+            done = rollback(run, pending_version, rejected.key)
+            return report(run, Status.FAILED, f"{rejected.reason}; {done}", code=rejected.code)
+        steps.finish(run, current_version, pending_version)
         return report(
             run,
             Status.OK,
-            f"rotated {run.integration.name}: key {current_key.key_id} -> {pending_key.key_id}"
+            f"rotated {run.integration.name}: key {run.old_key_id} -> {run.new_key_id}"
             + (" (resumed an interrupted rotation)" if run.resumed else ""),
         )
-
-    def _create(self, run: Run, step: StepReport) -> int:
-        found = cleanup.census(run)
-        cleanup.delete_orphans(run, found)
-        cleanup.disable_strays(run)
-        if found.full:
-            raise PermanentError(
-                f"service account {run.account} has {found.remaining} user-managed keys; one more would bring it to "
-                f"the limit of {USER_MANAGED_KEY_LIMIT}, so no key was created. {found.note}Delete keys this system "
-                f"does not manage (gcloud iam service-accounts keys list --iam-account={run.account} --managed-by=user)",
-                code="key-limit",
-            )
-        live = {k.key_id for k in found.keys} - set(run.orphans_deleted)
-
-        def record_created(key_id: str) -> None:
-            lease.write(run, lambda annotations, _: annotations.update(with_created_key(annotations, key_id, live)))
-
-        version, key = key_ledger.create_key(self._accounts, self._secrets, run.secret_id, run.account, record_created)
-        run.keys[version] = key
-
-        def alias_pending(annotations: dict[str, str], aliases: dict[str, int]) -> None:
-            if PENDING in aliases:
-                raise lease.LeaseLost(f"another run aliased version {aliases[PENDING]} pending meanwhile")
-            aliases[PENDING] = version
-
-        lease.write(run, alias_pending, aliases_changed=True)
-        step.note = f"key {key.key_id} created as version {version}" + (
-            f"; deleted orphan keys {', '.join(run.orphans_deleted)}" if run.orphans_deleted else ""
-        )
-        return version
-
-    def _finish(self, run: Run, current_version: int, pending_version: int) -> None:
-        now = self._clock()
-        old_previous = run.aliases.get(PREVIOUS)
-        retiring: RetiredKey | None = None
-        if old_previous is not None and old_previous not in (current_version, pending_version):
-            try:
-                key_id: str | None = run.key(old_previous).key_id
-            except PermanentError:
-                key_id = None  # unreadable: its key, if ours, becomes an orphan for the next create
-            # It stopped being current when the current one became current.
-            stopped = parse_timestamp(run.record.annotations.get(Annotation.ROTATED_AT)) or now
-            retiring = RetiredKey(old_previous, key_id, stopped)
-
-        def promote(annotations: dict[str, str], aliases: dict[str, int]) -> None:
-            if aliases.get(PENDING) != pending_version or aliases.get(CURRENT) != current_version:
-                raise lease.LeaseLost("the aliases changed under this run's lease")
-            aliases[PREVIOUS] = current_version
-            aliases[CURRENT] = pending_version
-            del aliases[PENDING]
-            annotations[Annotation.ROTATED_AT] = timestamp(now)
-            if run.request_id:
-                annotations[Annotation.ROTATED_FOR_REQUEST] = run.request_id[:256]
-            else:
-                annotations.pop(Annotation.ROTATED_FOR_REQUEST, None)
-            if run.challenge:
-                annotations[Annotation.REGISTRY_CHALLENGE] = run.challenge
-            retired = retired_keys(annotations)
-            if retiring is not None:
-                retired[retiring.version] = retiring
-            lease.set_retired(annotations, retired)
-
-        lease.write(run, promote, aliases_changed=True)
-        run.retired = retired_keys(run.record.annotations)
 
     # -- helpers ------------------------------------------------------------------------------
     def _read(self, secret_id: str) -> SecretRecord:
@@ -428,14 +297,6 @@ class KeyRotation:
         its full id (``dataloop-gar-dataloop-gar-x``), never by the name alone.
         """
         return self._secrets.get_secret(secret_id if secret_id.startswith(SECRET_PREFIX) else SECRET_PREFIX + secret_id)
-
-    def _test_budget(self, run: Run) -> float:
-        """Seconds the test step may take: its setting, and never past the lease (less a margin)."""
-        budget = self.test_timeout_seconds
-        left = lease.seconds_left(run)
-        if left is not None:
-            budget = min(budget, left - LEASE_MARGIN_SECONDS)
-        return max(budget, MIN_TEST_SECONDS)
 
     @staticmethod
     def _missing_fields(record: SecretRecord, integration: ManagedIntegration) -> list[str]:
@@ -453,15 +314,6 @@ class KeyRotation:
         except ValueError as exc:
             missing.append(f"a valid {Annotation.REGISTRY_HOST!r} annotation ({exc})")
         return missing
-
-    def _finish_note(self, run: Run) -> str:
-        parts = [f"current is version {run.aliases.get(CURRENT)}, previous version {run.aliases.get(PREVIOUS)}"]
-        if run.retired_deleted:
-            parts.append(f"deleted retired keys {', '.join(run.retired_deleted)}")
-        waiting = sorted(run.retired)
-        if waiting:
-            parts.append(f"versions {', '.join(map(str, waiting))} wait out the grace period")
-        return "; ".join(parts)
 
     def _plan(self, run: Run) -> Outcome:
         """A dry run: what a real run would do now, from reads only."""
