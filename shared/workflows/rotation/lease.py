@@ -20,8 +20,17 @@ from shared.core import logs
 from shared.core.errors import PermanentError, TransientError
 from shared.model.integrations import Annotation
 from shared.model.lease import Lease
-from shared.model.record import RETIRED_KEYS, RetiredKey, SecretRecord, retired_annotation, retired_keys, update_record
-from shared.workflows.rotation.report import logger
+from shared.model.record import (
+    RETIRED_KEYS,
+    RetiredKey,
+    SecretRecord,
+    retired_annotation,
+    retired_keys,
+    timestamp,
+    update_record,
+)
+from shared.model.results import Status
+from shared.workflows.rotation.report import Refused, logger
 from shared.workflows.rotation.run import Run
 
 #: Changes ``annotations`` and ``aliases`` (copies of the record's) in place.
@@ -34,11 +43,15 @@ class LeaseLost(PermanentError):
     code = "lease-lost"
 
 
-class Busy(Exception):
-    """Another run holds a live lease."""
+class Busy(Refused):
+    """Another run took the lease first: this one is ``skipped``."""
 
     def __init__(self, lease: Lease) -> None:
-        super().__init__(lease.holder)
+        super().__init__(
+            Status.SKIPPED,
+            f"rotation in progress: run {lease.holder} took the lease first (until {timestamp(lease.expires)})",
+            "rotation-in-progress",
+        )
         self.lease = lease
 
 

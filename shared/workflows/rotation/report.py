@@ -27,6 +27,14 @@ KIND = "rotation"
 logger = logging.getLogger("shared.workflows.rotation.workflow")
 
 
+class Refused(Exception):
+    """A run that ends before it starts: ``failed`` (the record must be fixed) or ``skipped`` (nothing to do now)."""
+
+    def __init__(self, status: Status, reason: str, code: str | None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.code = status, reason, code
+
+
 @dataclass
 class StepReport:
     """One step's outcome (``done``, ``resumed``, ``failed``, ``rolled-back``) and duration."""

@@ -49,30 +49,20 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.core.errors import PermanentError
-from shared.model.dataloop import registry_host_for
-from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, SECRET_PREFIX, Annotation, ManagedIntegration
-from shared.model.keys import USER_MANAGED_KEY_LIMIT
-from shared.model.policy import AccessPolicy, NotAllowed
-from shared.model.record import SecretRecord
+from shared.model.integrations import SECRET_PREFIX, ManagedIntegration
+from shared.model.policy import AccessPolicy
+from shared.model.record import CURRENT, SecretRecord, retired_keys
 from shared.model.results import Outcome, Status
-from shared.workflows.rotation import cleanup, lease, steps
+from shared.workflows.rotation import admission, lease, steps
+from shared.workflows.rotation.plan import plan
 from shared.workflows.rotation.ports import DataloopPort, KeyAccounts, SecretStore
-from shared.workflows.rotation.probe import KeyProbe, probe_target
-from shared.workflows.rotation.report import outcome, report
+from shared.workflows.rotation.probe import KeyProbe
+from shared.workflows.rotation.report import Refused, outcome, report
 from shared.workflows.rotation.rollback import rollback
 from shared.workflows.rotation.run import Run, Services
-from shared.workflows.rotation.state import (
-    CURRENT,
-    PENDING,
-    PREVIOUS,
-    Lease,
-    due_at,
-    is_due,
-    retired_keys,
-    timestamp,
-)
 
 
 def _utcnow() -> datetime:
@@ -127,7 +117,6 @@ class KeyRotation:
         self._clock = clock
         self._monotonic = monotonic
 
-    # -- the one public entry ------------------------------------------------------------------
     def rotate(
         self, secret_id: str, *, force: bool = False, dry_run: bool = False, request_id: str | None = None
     ) -> Outcome:
@@ -135,8 +124,9 @@ class KeyRotation:
 
         ``secret_id`` may also be the integration's name: an argument that does not start
         with ``dataloop-gar-`` is a name, and its secret is ``dataloop-gar-`` + it (see
-        ``_read``). Without ``force`` a run does nothing unless the
-        rotation is due (``rotated-at`` + period has passed) or was interrupted.
+        :func:`shared.workflows.rotation.admission.read`). Without ``force`` a run does
+        nothing unless the rotation is due (``rotated-at`` + period has passed) or was
+        interrupted.
 
         Returns one ``rotation`` Outcome: ``ok``, ``failed`` (permanent; the reason says
         what to fix), or ``skipped`` (not due, another run holds the lease, dry run).
@@ -146,113 +136,18 @@ class KeyRotation:
                 redelivery resumes where this run stopped.
         """
         started = time.perf_counter()
+        subject: dict[str, Any] = {"secret_id": secret_id}
         try:
-            record = self._read(secret_id)
-        except PermanentError as exc:
-            return outcome(Status.FAILED, exc.reason, code=exc.code, subject={"secret_id": secret_id}, rid=request_id)
-        subject = {"secret_id": record.secret_id, "integration": record.secret_id.removeprefix(SECRET_PREFIX)}
-        if record.labels.get(MANAGED_LABEL[0]) != MANAGED_LABEL[1]:
-            return outcome(
-                Status.FAILED,
-                f"secret {record.secret_id} is not a managed integration (label {MANAGED_FILTER} missing)",
-                code="not-managed",
-                subject=subject,
-                rid=request_id,
+            record, integration = self._admit(secret_id, subject, force=force, request_id=request_id)
+            run = Run(
+                self._services(), record, integration, f"rot-{uuid.uuid4().hex[:16]}", request_id, started, subject
             )
-        try:
-            integration = ManagedIntegration.from_secret(record)
-        except PermanentError as exc:
-            return outcome(Status.FAILED, exc.reason, code=exc.code, subject=subject, rid=request_id)
-        subject.update(integration=integration.name, service_account=integration.service_account or "")
-        missing = self._missing_fields(record, integration)
-        if missing:
-            return outcome(
-                Status.FAILED,
-                f"managed secret {record.secret_id} cannot be rotated: it lacks {', '.join(missing)}; re-provision it",
-                code="bad-integration",
-                subject=subject,
-                rid=request_id,
-            )
-        try:
-            self._policy.check_record(
-                org_id=integration.org_id, service_account=integration.service_account, secret_id=record.secret_id
-            )
-        except NotAllowed as exc:
-            return outcome(
-                Status.FAILED,
-                f"{exc.reason}; not rotated (no key is made for, or sent to, what the access policy does not allow)",
-                code=exc.code,
-                subject=subject,
-                rid=request_id,
-            )
-        try:
-            self._probe.check_target(integration)
-        except PermanentError as exc:
-            return outcome(Status.FAILED, f"{exc.reason}; not rotated", code=exc.code, subject=subject, rid=request_id)
-
-        now = self._clock()
-        held = Lease.from_annotations(record.annotations)
-        if held is not None and held.live(now):
-            return outcome(
-                Status.SKIPPED,
-                f"rotation in progress: run {held.holder} holds the lease until {timestamp(held.expires)}",
-                code="rotation-in-progress",
-                subject=subject,
-                rid=request_id,
-            )
-        if (
-            request_id
-            and record.annotations.get(Annotation.ROTATED_FOR_REQUEST) == request_id
-            and PENDING not in record.version_aliases
-        ):
-            return outcome(
-                Status.SKIPPED,
-                f"request {request_id} already rotated {record.secret_id} (at "
-                f"{record.annotations.get(Annotation.ROTATED_AT, 'an unrecorded time')}): a redelivery, not rotated again",
-                code="already-rotated",
-                subject=subject,
-                rid=request_id,
-            )
-        if not force and not is_due(record, now, self.default_period_seconds):
-            when = due_at(record, self.default_period_seconds)
-            return outcome(
-                Status.SKIPPED,
-                f"not due: next rotation at {timestamp(when) if when else 'now'} (force to rotate anyway)",
-                code="not-due",
-                subject=subject,
-                rid=request_id,
-            )
-
-        services = Services(
-            self._secrets,
-            self._accounts,
-            self._dataloop,
-            self._probe,
-            self._clock,
-            self._monotonic,
-            self.grace_period_seconds,
-            self.test_timeout_seconds,
-            self.lease_seconds,
-        )
-        run = Run(services, record, integration, f"rot-{uuid.uuid4().hex[:16]}", request_id, started, subject)
-        run.retired = retired_keys(record.annotations)
-        if dry_run or self.dry_run:
-            try:
-                return self._plan(run)
-            except PermanentError as exc:
-                return outcome(Status.FAILED, exc.reason, code=exc.code, subject=subject, rid=request_id)
-
-        try:
+            run.retired = retired_keys(record.annotations)
+            if dry_run or self.dry_run:
+                return plan(run)
             lease.take(run)
-        except lease.Busy as busy:
-            return outcome(
-                Status.SKIPPED,
-                f"rotation in progress: run {busy.lease.holder} took the lease first "
-                f"(until {timestamp(busy.lease.expires)})",
-                code="rotation-in-progress",
-                subject=subject,
-                rid=request_id,
-            )
+        except Refused as refused:
+            return outcome(refused.status, refused.reason, code=refused.code, subject=subject, rid=request_id)
 
         try:
             try:
@@ -265,8 +160,26 @@ class KeyRotation:
             result.details["lease"] = "not released; it expires by itself"
         return result
 
-    # -- the steps ----------------------------------------------------------------------------
+    def _admit(
+        self, secret_id: str, subject: dict[str, Any], *, force: bool, request_id: str | None
+    ) -> tuple[SecretRecord, ManagedIntegration]:
+        """The record and its integration, if a run may start now; fills in ``subject`` as it learns it."""
+        record = admission.read(self._secrets, secret_id)
+        subject.update(secret_id=record.secret_id, integration=record.secret_id.removeprefix(SECRET_PREFIX))
+        integration = admission.managed(record)
+        subject.update(integration=integration.name, service_account=integration.service_account or "")
+        admission.rotatable(record, integration, self._policy, self._probe)
+        admission.wanted(
+            record,
+            self._clock(),
+            force=force,
+            request_id=request_id,
+            default_period_seconds=self.default_period_seconds,
+        )
+        return record, integration
+
     def _rotate(self, run: Run) -> Outcome:
+        """The steps in order; a pending key one of them rejects is rolled back, and the run fails."""
         current_version = run.aliases[CURRENT]
         run.old_key_id = run.key(current_version).key_id
         pending_version = steps.create(run)
@@ -285,83 +198,18 @@ class KeyRotation:
             + (" (resumed an interrupted rotation)" if run.resumed else ""),
         )
 
-    # -- helpers ------------------------------------------------------------------------------
-    def _read(self, secret_id: str) -> SecretRecord:
-        """The secret ``secret_id`` names: itself if it starts with ``dataloop-gar-``, else ``dataloop-gar-`` + it.
-
-        One read, never a guess: the deployment grants Secret Manager only on secrets named
-        ``dataloop-gar-*``, and Google answers a read of any other name PERMISSION_DENIED,
-        not NOT_FOUND, so trying the bare name first would fail every rotation by name.
-        The rule is unambiguous because it looks at the argument only: a name that itself
-        starts with the prefix (the request schema allows ``dataloop-gar-x``) is reached by
-        its full id (``dataloop-gar-dataloop-gar-x``), never by the name alone.
-        """
-        return self._secrets.get_secret(secret_id if secret_id.startswith(SECRET_PREFIX) else SECRET_PREFIX + secret_id)
-
-    @staticmethod
-    def _missing_fields(record: SecretRecord, integration: ManagedIntegration) -> list[str]:
-        missing = []
-        if not integration.service_account:
-            missing.append(f"annotation {Annotation.SERVICE_ACCOUNT!r}")
-        if not integration.org_id:
-            missing.append(f"annotation {Annotation.ORG!r}")
-        if not integration.integration_id:
-            missing.append(f"annotation {Annotation.INTEGRATION_ID!r}")
-        if CURRENT not in record.version_aliases:
-            missing.append("a version aliased 'current'")
-        try:
-            registry_host_for(integration.registry_host)
-        except ValueError as exc:
-            missing.append(f"a valid {Annotation.REGISTRY_HOST!r} annotation ({exc})")
-        return missing
-
-    def _plan(self, run: Run) -> Outcome:
-        """A dry run: what a real run would do now, from reads only."""
-        aliases = run.aliases
-        current_key = run.key(aliases[CURRENT])
-        run.old_key_id = current_key.key_id
-        plan: list[str] = []
-        orphans: list[str] = []
-        pending = aliases.get(PENDING)
-        if pending is not None:
-            plan.append(f"resume: version {pending} is pending from an earlier run")
-        else:
-            found = cleanup.census(run)
-            orphans = [k.key_id for k in found.orphans]
-            if orphans:
-                plan.append(f"delete orphan keys {', '.join(orphans)}")
-            if found.full:
-                plan.append(f"fail: {found.remaining} keys, one more would reach the limit of {USER_MANAGED_KEY_LIMIT}")
-            else:
-                plan.append(
-                    f"create a key for {run.account} ({found.remaining} user-managed keys now) as a pending version"
-                )
-            if found.note:
-                plan.append(found.note.strip())
-        image, why = probe_target(run.integration)
-        plan.append(f"test it at the registry with {why} {image}, for up to {self.test_timeout_seconds:g} s")
-        plan.append(
-            f"set it into Dataloop integration {run.integration.integration_id} of org {run.integration.org_id}"
+    def _services(self) -> Services:
+        return Services(
+            self._secrets,
+            self._accounts,
+            self._dataloop,
+            self._probe,
+            self._clock,
+            self._monotonic,
+            self.grace_period_seconds,
+            self.test_timeout_seconds,
+            self.lease_seconds,
         )
-        plan.append(f"finish: previous <- version {aliases[CURRENT]} (key {current_key.key_id}), current <- new key")
-        now = self._clock()
-        expiring = [e for e in run.retired.values() if e.expired(now, self.grace_period_seconds)]
-        if PREVIOUS in aliases:
-            plan.append(
-                f"retire version {aliases[PREVIOUS]}; its key is deleted once {self.grace_period_seconds:g} s "
-                "have passed since it stopped being current"
-            )
-        if expiring:
-            plan.append(f"delete retired keys {', '.join(e.key_id or '?' for e in expiring)}")
-        result = outcome(
-            Status.SKIPPED,
-            "dry run: " + "; ".join(plan),
-            code="dry-run",
-            subject=run.subject,
-            rid=run.request_id,
-        )
-        result.details.update(dry_run=True, plan=plan, old_key_id=run.old_key_id, orphans=orphans)
-        return result
 
 
 __all__ = ["KeyRotation"]
