@@ -31,12 +31,14 @@ exception, a timeout, a killed instance) is finished by the next one:
    when it stopped being ``current``) is deleted and its version disabled. So the account
    holds ``current`` and ``previous`` in steady state, three keys during a rotation.
 
-Safety rules, enforced here: a lease (annotation ``rotation-lease``) taken with the
-secret's etag admits one run at a time; a live lease of another run makes this run
-``skipped``, an expired one is taken over; it is released at the end, on failure too.
-Every later write re-checks that this run still holds the lease. The current key is
-never deleted (checked before every deletion). A resumed run that must roll back gives
-Dataloop the current key again first, since an earlier run may have reached *set*.
+Safety rules: a lease (annotation ``rotation-lease``) taken with the secret's etag
+admits one run at a time; a live lease of another run makes this run ``skipped``, an
+expired one is taken over; it is released at the end, on failure too. Every later write
+re-checks that this run still holds the lease (:mod:`shared.workflows.rotation.lease`).
+The current key is never deleted (checked before every deletion, in
+:meth:`shared.workflows.rotation.run.Run.delete_key`). A resumed run that must roll back
+gives Dataloop the current key again first, since an earlier run may have reached *set*
+(:mod:`shared.workflows.rotation.rollback`).
 
 Transient errors raise, so Pub/Sub redelivers and the next run resumes; permanent ones
 are reported as one ``rotation`` Outcome with each step's outcome and duration and the
