@@ -1,9 +1,8 @@
 """What crashed runs and expired grace periods leave behind, and how it is removed.
 
-A run may die between any two of its writes, and no run ever gets to undo another's work
-directly. So every create first clears what an interrupted create can leave (a key no
-secret stores, a version no alias names), and every finish deletes the keys whose grace
-period is over. The account holds ten user-managed keys at most, so leftovers are not
+A run may die between any two of its writes, and nothing tidies up after it. So every
+create first clears what an interrupted create can leave (a key no secret stores, a
+version no alias names), and every finish deletes the keys whose grace period is over. The account holds ten user-managed keys at most, so leftovers are not
 harmless: without this a few crashes would block rotation for good.
 
 Deleting is the one irreversible thing the rotation does, so what counts as an orphan is
