@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # the builders import these lazily: a cold start pays only fo
     from shared.workflows.canary import CanaryTest
     from shared.workflows.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
     from shared.workflows.push import PushTester
-    from shared.workflows.rotation import KeyRotation, RotationMessages
+    from shared.workflows.rotation.messages import RotationMessages
+    from shared.workflows.rotation.workflow import KeyRotation
     from shared.workflows.status import StatusReport
     from shared.workflows.sweep import Sweep
 
@@ -228,7 +229,8 @@ def key_rotation() -> KeyRotation:
     Dataloop is passed as the ``dataloop`` builder itself, so runs that never reach
     Dataloop (not due, in progress, dry runs) never read its credentials.
     """
-    from shared.workflows.rotation import KeyProbe, KeyRotation
+    from shared.workflows.rotation.probe import KeyProbe
+    from shared.workflows.rotation.workflow import KeyRotation
 
     config = settings()
     return KeyRotation(
@@ -263,7 +265,7 @@ def rotation_sweep() -> Sweep:
 @_Once
 def rotation_handler() -> RotationMessages:
     """Routes rotation-topic messages (sweep, rotate, Secret Manager notifications)."""
-    from shared.workflows.rotation import RotationMessages
+    from shared.workflows.rotation.messages import RotationMessages
 
     return RotationMessages(key_rotation(), rotation_sweep(), secret_manager())
 

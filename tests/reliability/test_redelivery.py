@@ -48,7 +48,7 @@ from shared.model.integrations import Annotation
 from shared.model.results import Outcome, Status
 from shared.workflows.push import PushTester
 from shared.workflows.reference_test import ReferenceTest
-from shared.workflows.rotation import RotationMessages
+from shared.workflows.rotation.messages import RotationMessages
 from shared.workflows.rotation.state import timestamp
 from shared.workflows.sweep import Sweep
 from tests.fixtures.localcloud import provision_request, wait_for_reply

@@ -25,8 +25,8 @@ from shared.model.integrations import Annotation
 from shared.model.key_ledger import created_keys
 from shared.model.keys import ServiceAccountKey
 from shared.model.results import Status
-from shared.workflows.rotation import KeyProbe, KeyRotation, RotationMessages
-from shared.workflows.rotation.probe import PROBE_IMAGE, probe_target
+from shared.workflows.rotation.messages import RotationMessages
+from shared.workflows.rotation.probe import PROBE_IMAGE, KeyProbe, probe_target
 from shared.workflows.rotation.state import (
     RETIRED_KEYS,
     Lease,
@@ -36,6 +36,7 @@ from shared.workflows.rotation.state import (
     retired_keys,
     timestamp,
 )
+from shared.workflows.rotation.workflow import KeyRotation
 from shared.workflows.sweep import Sweep
 from tests.fixtures.policy import allowing_records
 from tests.unit.rotation_fakes import (
@@ -652,6 +653,19 @@ def test_the_key_limit_is_refused_before_creating_a_key(world: World) -> None:
     assert world.accounts.count("create_key") == 0 and len(world.accounts.live()) == 9
     assert [(s["step"], s["outcome"]) for s in outcome.details["steps"]] == [("create", "failed")]
     assert Annotation.ROTATION_LEASE not in world.annotations()
+
+
+@pytest.mark.parametrize("theirs", [7, 8])
+def test_a_dry_run_foresees_the_key_limit_exactly_as_the_run_meets_it(world: World, theirs: int) -> None:
+    for _ in range(theirs):
+        world.accounts.add(at=world.clock() - timedelta(days=100))
+    world.provision()
+
+    plan = " | ".join(world.rotate(dry_run=True).details["plan"])
+    outcome = world.rotate()
+
+    assert ("fail: " in plan) is (outcome.code == "key-limit")
+    assert ("create a key" in plan) is (outcome.status is Status.OK)
 
 
 def test_orphans_are_cleaned_first_so_the_limit_is_not_reached(world: World) -> None:

@@ -1,14 +1,15 @@
 """Zero-downtime rotation of the service-account keys Dataloop pulls with.
 
-- :mod:`shared.workflows.rotation.workflow` — :class:`KeyRotation`, the create → test → set → finish run;
-- :mod:`shared.workflows.rotation.probe` — the test step: does a key pull yet?
-- :mod:`shared.workflows.rotation.state` — what the secret records: aliases, lease, retired keys, due-ness;
-- :mod:`shared.workflows.rotation.messages` — what arrives on the rotation topic and where it goes;
-- :mod:`shared.workflows.sweep` (beside this package) — the scheduled fan-out.
+Laid out like AWS Secrets Manager's rotation template, so that the protocol can be read
+in one place and each part checked on its own: :mod:`.workflow` is the dispatcher
+(admission, then the steps in order, then the report) and holds the protocol's
+description; :mod:`.steps` the four steps; :mod:`.cleanup`, :mod:`.rollback`,
+:mod:`.lease`, :mod:`.admission`, :mod:`.plan` and :mod:`.report` what the steps and the
+dispatcher share; :mod:`.run` the state of one run. :mod:`.probe` is the test step's
+registry check, :mod:`.state` what the secret records about its rotation, and
+:mod:`.messages` what arrives on the rotation topic. The scheduled fan-out is
+:mod:`shared.workflows.sweep`, beside this package.
+
+Import from the defining module: this package re-exports nothing, so that importing one
+part (the sweep needs only :mod:`.state`) never loads the rest.
 """
-
-from shared.workflows.rotation.messages import RotationMessages
-from shared.workflows.rotation.probe import KeyProbe, ProbeResult
-from shared.workflows.rotation.workflow import KIND, KeyRotation, LeaseLost, StepReport
-
-__all__ = ["KIND", "KeyProbe", "KeyRotation", "LeaseLost", "ProbeResult", "RotationMessages", "StepReport"]

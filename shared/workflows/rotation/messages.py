@@ -31,8 +31,8 @@ from shared.core.errors import PermanentError, RejectedMessage
 from shared.model.events import PubSubMessage
 from shared.model.integrations import MANAGED_LABEL, SECRET_PREFIX, Annotation
 from shared.model.results import Outcome, Status
+from shared.workflows.rotation.report import KIND
 from shared.workflows.rotation.state import parse_timestamp
-from shared.workflows.rotation.workflow import KIND
 
 if TYPE_CHECKING:
     from shared.workflows.rotation.ports import SecretStore
