@@ -64,7 +64,8 @@ from shared.model.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
 from shared.model.policy import AccessPolicy, NotAllowed
 from shared.model.record import SecretRecord, update_record
 from shared.model.results import Outcome, Status
-from shared.workflows.rotation.ports import DataloopPort, KeyAccounts, SecretStore
+from shared.ports import DataloopCredentials as DataloopPort
+from shared.ports import KeyAccounts, SecretStore
 from shared.workflows.rotation.probe import KeyProbe, probe_target
 from shared.workflows.rotation.state import (
     CURRENT,
