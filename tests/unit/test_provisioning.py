@@ -29,8 +29,11 @@ from shared.model.policy import AccessPolicy, account_description
 from shared.model.record import SecretRecord, parse_timestamp, timestamp
 from shared.model.request import RotateRequest, parse_request
 from shared.model.results import Outcome, Status
-from shared.workflows.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
-from shared.workflows.provisioning.provision import account_display_name
+from shared.workflows.provisioning.deprovision import Deprovisioner
+from shared.workflows.provisioning.handler import RequestHandler
+from shared.workflows.provisioning.image_check import ImageCheck
+from shared.workflows.provisioning.provision import Provisioner, account_display_name
+from shared.workflows.provisioning.pull_check import PullCheck
 from shared.workflows.provisioning.records import (
     GRANTS_MADE,
 )
