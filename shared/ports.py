@@ -6,15 +6,20 @@ adapters (shared/adapters) and against the in-memory fakes of the unit tests
 the system can make, and gives each service one contract for its adapter and its fake.
 
 Secret Manager has one :class:`SecretStore`, the union of what the workflows call: one
-adapter implements it and one fake stands in for it, so a second, drifting copy of the
-same service cannot arise. The narrower Secret Manager ports exist where the function
-running the workflow holds a narrower grant (the sweep only lists; ``on_push`` reads and
-updates the canary lock but may not create it), so the type says what the deployment
-allows. The same reasoning splits Dataloop and IAM into a base a rotation needs and the
-wider interface provisioning needs.
+adapter implements it and one fake stands in for it, so two declarations of the same
+service cannot drift apart. It is assembled from the few narrower protocols that some
+code must be held to, so that a promise made in prose is checked by the type: the sweep
+reads nothing but one listing (:class:`SecretLister`), and the canary lock is only read
+and updated by ``on_push`` (:class:`LockSecrets`), whose grant, conditioned on the name
+prefix, cannot allow a create, while provisioning alone creates it (:class:`LockCreator`).
+IAM and Dataloop are split the same way: the base is what a rotation calls (keys; an
+integration's credentials), the extension what provisioning adds (accounts; integrations
+made, found and deleted).
 
-Seams between workflows (the message dispatcher's ``Rotator``, the request handler's
-``KeyRotation``) stay beside their callers: they reach no service.
+Seams between workflows (the message dispatcher's ``Rotator`` and ``Sweeper``, the
+request handler's ``KeyRotation``) stay beside their callers: they reach no service. So do
+``KeyMaker`` and ``VersionStore`` in shared.model.key_ledger, for a different reason: the
+model sits below this module and may not import it; both are subsets of the ports here.
 """
 
 from __future__ import annotations
