@@ -3,7 +3,7 @@
 Trigger: the requests Pub/Sub topic (Eventarc ``google.cloud.pubsub.topic.v1.messagePublished``);
 the message is a JSON request of schema v1 (shared/model/request.py). The reply, one
 ``request`` outcome carrying the request's ``request_id``, goes to the results topic.
-The workflow is shared.workflows.provisioning.RequestHandler; this file only wires it to the event.
+The workflow is shared.workflows.provisioning.handler.RequestHandler; this file only wires it to the event.
 """
 
 import functions_framework

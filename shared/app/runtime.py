@@ -25,7 +25,11 @@ if TYPE_CHECKING:  # the builders import these lazily: a cold start pays only fo
     from shared.adapters.secrets import SecretManager
     from shared.model.policy import AccessPolicy
     from shared.workflows.canary import CanaryTest
-    from shared.workflows.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
+    from shared.workflows.provisioning.deprovision import Deprovisioner
+    from shared.workflows.provisioning.handler import RequestHandler
+    from shared.workflows.provisioning.image_check import ImageCheck
+    from shared.workflows.provisioning.provision import Provisioner
+    from shared.workflows.provisioning.pull_check import PullCheck
     from shared.workflows.push import PushTester
     from shared.workflows.rotation.messages import RotationMessages
     from shared.workflows.rotation.workflow import KeyRotation
@@ -277,14 +281,14 @@ def rotation_handler() -> RotationMessages:
 
 
 def pull_check() -> PullCheck:
-    from shared.workflows.provisioning import PullCheck
+    from shared.workflows.provisioning.pull_check import PullCheck
     from shared.workflows.reference_test import ReferenceTest
 
     return PullCheck(ReferenceTest(registry()), patience_seconds=settings().rotation_test_timeout_seconds)
 
 
 def provisioner() -> Provisioner:
-    from shared.workflows.provisioning import Provisioner
+    from shared.workflows.provisioning.provision import Provisioner
 
     config = settings()
     return Provisioner(
@@ -299,13 +303,13 @@ def provisioner() -> Provisioner:
 
 
 def deprovisioner() -> Deprovisioner:
-    from shared.workflows.provisioning import Deprovisioner
+    from shared.workflows.provisioning.deprovision import Deprovisioner
 
     return Deprovisioner(secret_manager(), service_accounts(), repository_access(), dataloop, policy=access_policy())
 
 
 def image_check() -> ImageCheck:
-    from shared.workflows.provisioning import ImageCheck
+    from shared.workflows.provisioning.image_check import ImageCheck
 
     return ImageCheck(secret_manager(), pull_check())
 
@@ -318,7 +322,7 @@ def status_report() -> StatusReport:
 
 def request_handler() -> RequestHandler:
     """The ``requests`` function's workflow: validate, dispatch, answer."""
-    from shared.workflows.provisioning import RequestHandler
+    from shared.workflows.provisioning.handler import RequestHandler
 
     return RequestHandler(
         provisioner=provisioner,

@@ -1,5 +1,4 @@
 """What the system does: push tests, provisioning, rotation, the sweep, status.
 
-Workflows reach the outside world only through the interfaces in ``shared.ports`` and
-their own ports modules, so they run unchanged against in-memory fakes and the real adapters.
+Workflows reach the outside world only through the interfaces in ``shared.ports``, so they run unchanged against in-memory fakes and the real adapters.
 """

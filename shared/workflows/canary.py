@@ -20,23 +20,15 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from shared.core import logs
 from shared.core.errors import GarDataloopError, PermanentError
+from shared.ports import ServiceControl
 from shared.workflows.canary_lock import MISCONFIGURED, CanaryLock, Held
 from shared.workflows.reference_test import Verdict
 
 logger = logging.getLogger("dataloop_gar")
-
-
-class ServiceControl(Protocol):
-    """What the canary needs of Dataloop's services API (shared.adapters.dataloop.Services)."""
-
-    def get(self, service_id: str) -> dict[str, Any]: ...
-    def set_runner_image(self, service_id: str, image: str) -> dict[str, Any]: ...
-    def restart(self, service_id: str) -> None: ...
-    def status(self, service_id: str) -> Any: ...
 
 
 class CanaryTest:

@@ -32,16 +32,16 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from shared.core import logs
 from shared.core.errors import Conflict, PermanentError, TransientError
 from shared.model.lease import Lease, timestamp
 from shared.model.record import SecretRecord, update_record
 from shared.model.request import SERVICE_ID
+from shared.ports import LockCreator, LockSecrets
 
 logger = logging.getLogger("dataloop_gar")
 
@@ -73,21 +73,6 @@ def lock_secret_id(service_id: str) -> str:
             code=MISCONFIGURED,
         )
     return LOCK_PREFIX + service_id
-
-
-class LockSecrets(Protocol):
-    """The Secret Manager calls the lock needs (shared.adapters.secrets.SecretManager)."""
-
-    def get_secret(self, secret_id: str) -> SecretRecord: ...
-    def update_secret(
-        self, secret_id: str, *, etag: str | None, annotations: Mapping[str, str] | None = None
-    ) -> SecretRecord: ...
-
-
-class LockCreator(Protocol):
-    def create_secret(
-        self, secret_id: str, *, labels: Mapping[str, str], annotations: Mapping[str, str]
-    ) -> SecretRecord: ...
 
 
 def ensure_lock(secrets: LockCreator, service_id: str) -> str:

@@ -17,7 +17,7 @@ from shared.model.integrations import SECRET_PREFIX, Annotation
 from shared.model.record import CURRENT, PREVIOUS, SecretRecord, parse_timestamp, timestamp
 from shared.model.request import StatusRequest
 from shared.model.results import Outcome, Status
-from shared.workflows.provisioning.ports import SecretStore
+from shared.ports import SecretStore
 from shared.workflows.provisioning.records import (
     DEPROVISIONED_AT,
     PROVISIONED_AT,

@@ -17,29 +17,19 @@ message is harmless: the rotation re-checks due-ness and takes the lease with an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from shared.core.errors import PermanentError
 from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
-from shared.model.record import SecretRecord
 from shared.model.results import Outcome, Status
+from shared.ports import FanOut, SecretLister
 from shared.workflows.rotation.state import Lease, is_due
 
 KIND = "rotation-sweep"
 #: Lists in the result are cut at this length (counts are always complete).
 MAX_LISTED = 200
-
-
-class SecretLister(Protocol):
-    def list_secrets(self, filter: str = "") -> list[SecretRecord]:
-        """Every secret matching ``filter``, all pages."""
-
-
-class FanOut(Protocol):
-    def publish(self, messages: Sequence[Mapping[str, Any]]) -> int:
-        """Publish every message; how many were published. Raises TransientError if any failed."""
 
 
 def rotate_message(secret_id: str) -> dict[str, Any]:

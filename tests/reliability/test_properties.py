@@ -58,7 +58,7 @@ from shared.model.request import (
     parse_request,
 )
 from shared.model.results import Outcome, Status
-from shared.workflows.provisioning import RequestHandler
+from shared.workflows.provisioning.handler import RequestHandler
 from shared.workflows.push import PushTester
 from shared.workflows.reference_test import ReferenceTest
 from shared.workflows.rotation.messages import RotationMessages

@@ -56,8 +56,7 @@ from tests.fixtures.provisioning import Cloud
 from tests.fixtures.registry import TEST_PROJECT
 from tests.fixtures.rotation import SECRET_ID, TOPIC, Stack
 from tests.reliability.figures import record
-from tests.unit.fakes import FakeSink
-from tests.unit.rotation_fakes import FakePublisher
+from tests.unit.fakes import FakePublisher, FakeSink
 
 SEED = 8  # any fixed seed makes the shuffle reproducible
 IAM_WRITES = frozenset(

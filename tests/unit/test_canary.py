@@ -28,7 +28,7 @@ from shared.workflows.canary_lock import (
     ensure_lock,
     lock_secret_id,
 )
-from tests.unit.fakes import FakeLockSecrets, FakeServices
+from tests.unit.fakes import FakeSecrets, FakeServices
 
 SERVICE = "6543abcd"
 LOCK = f"dataloop-gar_canary-{SERVICE}"
@@ -38,14 +38,14 @@ SECOND = "us-central1-docker.pkg.dev/proj/images/app@sha256:" + "2" * 64
 WAIT = 5.0  # seconds: how long any thread of these tests may block before the test fails
 
 
-def world() -> tuple[FakeLockSecrets, FakeServices]:
-    secrets = FakeLockSecrets()
+def world() -> tuple[FakeSecrets, FakeServices]:
+    secrets = FakeSecrets()
     assert ensure_lock(secrets, SERVICE) == "created"
     return secrets, FakeServices(images={SERVICE: BASE})
 
 
 def canary(
-    secrets: FakeLockSecrets,
+    secrets: FakeSecrets,
     services: FakeServices,
     *,
     wait: float = WAIT,
@@ -108,7 +108,7 @@ def test_a_lease_held_past_the_wait_is_a_transient_error_and_the_service_is_unto
     secrets, services = world()
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     held = Lease("canary-other-run", now + timedelta(minutes=5))
-    secrets.secrets[LOCK]["annotations"][LEASE] = held.to_annotation()
+    secrets.secrets[LOCK].annotations[LEASE] = held.to_annotation()
     elapsed = [0.0]
     sleeps: list[float] = []
 
@@ -137,7 +137,7 @@ def test_a_lease_held_past_the_wait_is_a_transient_error_and_the_service_is_unto
 
 def test_a_missing_lock_secret_is_canary_misconfigured_and_says_to_re_provision() -> None:
     services = FakeServices(images={SERVICE: BASE})
-    verdict = canary(FakeLockSecrets(), services).run(SERVICE, FIRST)
+    verdict = canary(FakeSecrets(), services).run(SERVICE, FIRST)
 
     assert not verdict.passed and verdict.code == "canary-misconfigured"
     assert LOCK in verdict.reason and "provision request" in verdict.reason
@@ -148,7 +148,7 @@ def test_an_expired_lease_is_taken_over_and_the_recorded_original_restored() -> 
     """A run died mid-test: its lease expired, the service still runs its test image."""
     secrets, services = world()
     dead = Lease("canary-dead-run", datetime.now(UTC) - timedelta(minutes=1))
-    secrets.secrets[LOCK]["annotations"].update({LEASE: dead.to_annotation(), ORIGINAL: BASE})
+    secrets.secrets[LOCK].annotations.update({LEASE: dead.to_annotation(), ORIGINAL: BASE})
     services.images[SERVICE] = FIRST  # what the dead run left behind
 
     verdict = canary(secrets, services).run(SERVICE, SECOND)
@@ -165,8 +165,7 @@ def test_the_original_is_recorded_once_before_the_service_changes() -> None:
     services.hook = lambda method, _: seen.append(secrets.annotations(LOCK).get(ORIGINAL)) if method == "set_runner_image" else None  # fmt: skip
 
     assert canary(secrets, services).run(SERVICE, FIRST).passed
-    updates = [c for c in secrets.calls if c[0] == "update_secret"]
-    assert len(updates) == 3, "take the lease, record the original, drop the lease: nothing retried"
+    assert secrets.count("update_secret") == 3, "take the lease, record the original, drop the lease: nothing retried"
     services.images[SERVICE] = "someone/else:edited"  # the service changed outside any test
     assert canary(secrets, services).run(SERVICE, SECOND).passed
 
@@ -194,7 +193,7 @@ def test_the_lease_is_released_when_the_test_breaks_off() -> None:
 
 @pytest.mark.parametrize("service_id", ["", "../x", "a/b", "svc 1", "-lead", "x" * 65, "svc_1"])
 def test_a_service_id_that_is_not_one_builds_no_secret_name(service_id: str) -> None:
-    secrets, services = FakeLockSecrets(), FakeServices()
+    secrets, services = FakeSecrets(), FakeServices()
     verdict = canary(secrets, services).run(service_id, FIRST)
 
     assert not verdict.passed and verdict.code == "canary-misconfigured"
@@ -202,9 +201,9 @@ def test_a_service_id_that_is_not_one_builds_no_secret_name(service_id: str) -> 
 
 
 def test_the_lock_secret_is_ensured_once_and_is_no_managed_integration() -> None:
-    secrets = FakeLockSecrets()
+    secrets = FakeSecrets()
     assert ensure_lock(secrets, SERVICE) == "created"
-    secrets.secrets[LOCK]["annotations"][LEASE] = Lease("canary-run", datetime.now(UTC)).to_annotation()
+    secrets.secrets[LOCK].annotations[LEASE] = Lease("canary-run", datetime.now(UTC)).to_annotation()
     assert ensure_lock(secrets, SERVICE) == "exists"
 
     record = secrets.get_secret(LOCK)

@@ -12,7 +12,7 @@ from shared.model.events import PubSubMessage
 from shared.model.policy import DEFAULT_CREATED_ACCOUNT_PREFIX, AccessPolicy, NotAllowed, never_touched
 from shared.model.request import parse_request
 from shared.model.results import Status
-from shared.workflows.provisioning import RequestHandler
+from shared.workflows.provisioning.handler import RequestHandler
 
 PROJECT = "my-proj"
 OTHER = "other-proj"

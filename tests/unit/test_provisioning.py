@@ -19,25 +19,38 @@ from typing import Any
 import pytest
 
 from shared import cli
-from shared.core.errors import Conflict, PermanentError, ServiceUnavailable, TransientError
-from shared.model.dataloop import IntegrationNameTaken
+from shared.core.errors import PermanentError, ServiceUnavailable, TransientError
+from shared.model.dataloop import Integration
 from shared.model.events import PubSubMessage
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.key_ledger import created_keys
-from shared.model.keys import KeyInfo, ServiceAccountKey
+from shared.model.keys import ServiceAccountKey
 from shared.model.policy import AccessPolicy, account_description
 from shared.model.record import SecretRecord, parse_timestamp, timestamp
 from shared.model.request import RotateRequest, parse_request
 from shared.model.results import Outcome, Status
-from shared.workflows.provisioning import Deprovisioner, ImageCheck, Provisioner, PullCheck, RequestHandler
-from shared.workflows.provisioning.provision import account_display_name
+from shared.workflows.provisioning.deprovision import Deprovisioner
+from shared.workflows.provisioning.handler import RequestHandler
+from shared.workflows.provisioning.image_check import ImageCheck
+from shared.workflows.provisioning.provision import Provisioner, account_display_name
+from shared.workflows.provisioning.pull_check import PullCheck
 from shared.workflows.provisioning.records import (
     GRANTS_MADE,
 )
 from shared.workflows.reference_test import ReferenceTest
 from shared.workflows.status import StatusReport
 from tests.fixtures.policy import AllowEverything
-from tests.unit.fakes import FakeRegistry, challenge_of, key_json
+from tests.unit.fakes import (
+    FakeAccounts,
+    FakeDataloop,
+    FakeRegistry,
+    FakeRepositories,
+    FakeSecret,
+    FakeSecrets,
+    Version,
+    challenge_of,
+    key_json,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOST = "us-central1-docker.pkg.dev"
@@ -48,210 +61,14 @@ IMAGE = f"{HOST}/{PROJECT}/images/app:v1"
 DIGEST = "sha256:" + "cd" * 32
 
 
-# -- fakes at the ports ------------------------------------------------------------------------
-
-
-@dataclass
-class FakeSecret:
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    topics: tuple[str, ...] = ()
-    period: int | None = None
-    next_rotation: datetime | None = None
-    aliases: dict[int | str, Any] = field(default_factory=dict)
-    versions: dict[int, list[Any]] = field(default_factory=dict)  # n -> [state, payload]
-    etag: int = 1
-
-
-class FakeSecrets:
-    def __init__(self) -> None:
-        self.secrets: dict[str, FakeSecret] = {}
-        self.writes: list[tuple[str, dict[str, Any]]] = []
-
-    def _record(self, secret_id: str) -> SecretRecord:
-        s = self.secrets[secret_id]
-        return SecretRecord(
-            name=f"projects/{PROJECT}/secrets/{secret_id}",
-            labels=dict(s.labels),
-            annotations=dict(s.annotations),
-            version_aliases=dict(s.aliases),
-            etag=str(s.etag),
-            topics=s.topics,
-            rotation_period_seconds=s.period,
-        )
-
-    def _get(self, secret_id: str) -> FakeSecret:
-        if secret_id not in self.secrets:
-            raise PermanentError(f"no secret {secret_id}", code="not-found")
-        return self.secrets[secret_id]
-
-    def list_secrets(self, filter: str = "") -> list[SecretRecord]:
-        ids = [i for i in self.secrets if not filter.startswith("labels.") or self.secrets[i].labels.get("managed-by")]
-        return [self._record(i) for i in ids]
-
-    def get_secret(self, secret_id: str) -> SecretRecord:
-        self._get(secret_id)
-        return self._record(secret_id)
-
-    def create_secret(self, secret_id: str, *, labels: Mapping[str, str], annotations: Mapping[str, str], topics: tuple[str, ...] = (), rotation_period_seconds: int | None = None, next_rotation_time: datetime | None = None) -> SecretRecord:  # fmt: skip
-        if secret_id in self.secrets:
-            raise Conflict("exists", code="already-exists")
-        self.secrets[secret_id] = FakeSecret(
-            dict(labels), dict(annotations), topics, rotation_period_seconds, next_rotation_time
-        )
-        self.writes.append((secret_id, {"labels": dict(labels), "annotations": dict(annotations)}))
-        return self._record(secret_id)
-
-    def update_secret(self, secret_id: str, *, etag: str | None, **fields: Any) -> SecretRecord:
-        secret = self._get(secret_id)
-        if etag and etag != str(secret.etag):
-            raise Conflict("stale etag", code="etag-mismatch")
-        for name, value in fields.items():
-            if name == "rotation_period_seconds" and value is not None:
-                secret.period = value
-            elif name == "next_rotation_time" and value is not None:
-                secret.next_rotation = value
-            elif value is not None:
-                setattr(secret, {"version_aliases": "aliases"}.get(name, name), dict(value))
-        secret.etag += 1
-        self.writes.append((secret_id, {k: v for k, v in fields.items() if v is not None}))
-        return self._record(secret_id)
-
-    def delete_secret(self, secret_id: str) -> bool:
-        return self.secrets.pop(secret_id, None) is not None
-
-    def add_version(self, secret_id: str, payload: bytes) -> int:
-        versions = self._get(secret_id).versions
-        number = max(versions, default=0) + 1
-        versions[number] = ["ENABLED", payload]
-        return number
-
-    def access(self, secret_id: str, version: str | int) -> tuple[int, bytes]:
-        secret = self._get(secret_id)
-        number = int(secret.aliases.get(version, version))  # type: ignore[arg-type]
-        state, payload = secret.versions[number]
-        if state != "ENABLED":
-            raise PermanentError(f"version {number} is {state}", code="failed-precondition")
-        return number, payload
-
-    def list_versions(self, secret_id: str) -> dict[int, str]:
-        return {n: v[0] for n, v in self._get(secret_id).versions.items()}
-
-    def set_version_state(self, secret_id: str, version: int, state: str) -> None:
-        entry = self._get(secret_id).versions[version]
-        entry[0] = {"enable": "ENABLED", "disable": "DISABLED", "destroy": "DESTROYED"}[state]
-        if state == "destroy":
-            entry[1] = b""
-
-
-class FakeAccounts:
-    def __init__(self) -> None:
-        self.accounts: dict[str, dict[str, Any]] = {}
-        self.keys: dict[str, tuple[str, datetime]] = {}  # key id -> (email, valid after)
-        self.created = 0
-        self.key_creation_disabled = False
-
-    def ensure_account(
-        self, project: str, account_id: str, display_name: str = "", description: str = ""
-    ) -> tuple[str, bool]:
-        email = f"{account_id}@{project}.iam.gserviceaccount.com"
-        if email in self.accounts:
-            return email, False
-        self.accounts[email] = {
-            "email": email,
-            "display_name": display_name,
-            "description": description,
-            "disabled": False,
-        }
-        return email, True
-
-    def get_account(self, email: str) -> dict[str, Any] | None:
-        return self.accounts.get(email)
-
-    def delete_account(self, email: str) -> bool:
-        return self.accounts.pop(email, None) is not None
-
-    def add_key(self, email: str, valid_after: datetime) -> ServiceAccountKey:
-        self.created += 1
-        key = ServiceAccountKey.from_json(key_json(f"key-{self.created}", email))
-        self.keys[key.key_id] = (email, valid_after)
-        return key
-
-    def create_key(self, email: str) -> ServiceAccountKey:
-        if self.key_creation_disabled:
-            raise PermanentError("constraints/iam.disableServiceAccountKeyCreation", code="key-creation-disabled")
-        return self.add_key(email, NOW)
-
-    def list_keys(self, email: str) -> list[KeyInfo]:
-        return [
-            KeyInfo(k, f"keys/{k}", after, None, False) for k, (owner, after) in self.keys.items() if owner == email
-        ]
-
-    def delete_key(self, email: str, key_id: str) -> bool:
-        return self.keys.pop(key_id, None) is not None
-
-
-class FakeRepositories:
-    def __init__(self, *names: str) -> None:
-        self.readers: dict[str, set[str]] = {
-            f"projects/{PROJECT}/locations/us-central1/repositories/{n}": set() for n in names
-        }
-
-    def get_repository(self, path: str) -> Any:
-        if path not in self.readers:
-            raise PermanentError(f"{path}: repository not found", code="repository-not-found")
-        return path
-
-    def grant_reader(self, path: str, member: str) -> bool:
-        changed = member not in self.get_repository(path) and member not in self.readers[path]
-        self.readers[path].add(member)
-        return changed
-
-    def revoke_reader(self, path: str, member: str) -> bool:
-        self.get_repository(path)
-        changed = member in self.readers[path]
-        self.readers[path].discard(member)
-        return changed
-
-
-@dataclass
-class FakeIntegration:
-    id: str
-    name: str
-
-
-class FakeDataloop:
-    def __init__(self) -> None:
-        self.stored: dict[str, dict[str, Any]] = {}  # id -> {"org", "name", "options"}
-        self.ensured: list[str] = []  # every write: Dataloop's PATCH reloads the services pulling with it
-
-    def integrations(self, org: str) -> FakeDataloop:
-        self.org = org
-        return self
-
-    def ensure(
-        self, name: str, options: Mapping[str, Any], *, owned_id: str | None = None, adopt: bool = False
-    ) -> FakeIntegration:
-        found = self.find_by_name(name)
-        if found is not None and found.id != owned_id and not adopt:
-            raise IntegrationNameTaken(f"an integration named {name} exists")
-        self.ensured.append(name)
-        integration_id = found.id if found else f"dl-{len(self.stored) + 1}"
-        self.stored[integration_id] = {"org": self.org, "name": name, "options": dict(options)}
-        return FakeIntegration(integration_id, name)
-
-    def find_by_name(self, name: str) -> FakeIntegration | None:
-        return next((FakeIntegration(i, s["name"]) for i, s in self.stored.items() if s["name"] == name), None)
-
-    def delete(self, integration_id: str) -> bool:
-        return self.stored.pop(integration_id, None) is not None
-
-
 @dataclass
 class World:
-    secrets: FakeSecrets = field(default_factory=FakeSecrets)
-    accounts: FakeAccounts = field(default_factory=FakeAccounts)
-    repositories: FakeRepositories = field(default_factory=lambda: FakeRepositories("images", "models"))
+    secrets: FakeSecrets = field(default_factory=lambda: FakeSecrets(project=PROJECT))
+    #: keys named key-1, key-2, ... so a test can tell the registry which to accept before they exist
+    accounts: FakeAccounts = field(default_factory=lambda: FakeAccounts(lambda: NOW, key_id="key-{}".format))
+    repositories: FakeRepositories = field(
+        default_factory=lambda: FakeRepositories("images", "models", project=PROJECT)
+    )
     dataloop: FakeDataloop = field(default_factory=FakeDataloop)
     registry: FakeRegistry = field(default_factory=FakeRegistry)
     sleeps: list[float] = field(default_factory=list)
@@ -427,7 +244,7 @@ def test_an_interrupted_first_key_is_cleaned_up_but_other_keys_of_the_account_ar
     """A pre-existing account may hold keys other systems use, even brand-new ones: only the
     keys the record's ledger lists, and stored nowhere, are deleted."""
     world.accounts.accounts[EMAIL] = {"display_name": "made by hand", "disabled": False}
-    theirs = world.accounts.add_key(EMAIL, NOW).key_id  # as new as ours
+    theirs = world.accounts.add(EMAIL, at=NOW).key_id  # as new as ours
     world.secrets.add_version = _failing(world.secrets.add_version)  # type: ignore[method-assign]
     world.accounts.delete_key = _failing(world.accounts.delete_key)  # type: ignore[method-assign]
     with pytest.raises(ServiceUnavailable):
@@ -485,7 +302,7 @@ def test_when_a_concurrent_delivery_stores_its_key_first_ours_is_discarded(world
 
     def racing(secret_id: str, **fields: Any) -> SecretRecord:
         if fields.get("version_aliases") is not None and not world.secret().aliases:
-            theirs = world.accounts.add_key(EMAIL, NOW)  # the other delivery's key, stored and aliased first
+            theirs = world.accounts.add(EMAIL, at=NOW)  # the other delivery's key, stored and aliased first
             number = world.secrets.add_version(secret_id, theirs.json_text.encode())
             world.secret().aliases = {"current": number}
             world.secret().etag += 1
@@ -523,8 +340,8 @@ def test_a_new_account_is_waited_for_briefly_before_the_request_is_redelivered(w
 
 def test_deprovision_deletes_keys_a_rotation_retired_as_well(world: World) -> None:
     assert world.provision().status is Status.OK
-    retired = world.accounts.add_key(EMAIL, NOW)  # a rotation's previous key, its version disabled
-    world.secret().versions[2] = ["DISABLED", retired.json_text.encode()]
+    retired = world.accounts.add(EMAIL, at=NOW)  # a rotation's previous key, its version disabled
+    world.secret().versions[2] = Version(retired.json_text.encode(), "DISABLED")
     world.secret().annotations["retired-keys"] = json.dumps(
         {"2": {"key_id": retired.key_id, "retired_at": timestamp(NOW)}}
     )
@@ -545,7 +362,7 @@ def _failing(method: Any, when: str | None = None) -> Any:
 
 
 def test_org_policy_refusal_is_a_failed_reply_naming_the_step(world: World) -> None:
-    world.accounts.key_creation_disabled = True
+    world.accounts.creation_disabled = True
 
     outcome = world.provision()
 
@@ -980,7 +797,7 @@ def test_deprovision_without_a_recorded_id_leaves_an_integration_of_that_name_al
 def test_an_integration_a_concurrent_delivery_just_created_and_recorded_is_ours(world: World) -> None:
     ensure = world.dataloop.ensure
 
-    def concurrent(name: str, options: Mapping[str, Any], **kwargs: Any) -> FakeIntegration:
+    def concurrent(name: str, options: Mapping[str, Any], **kwargs: Any) -> Integration:
         if not world.dataloop.stored:  # the other delivery gets there first and records its id
             world.dataloop.stored["dl-7"] = {"org": "org-1", "name": name, "options": {}}
             world.secret().annotations[Annotation.INTEGRATION_ID] = "dl-7"
@@ -1071,7 +888,7 @@ def test_a_deprovision_that_fails_for_good_gives_the_lease_back(world: World) ->
 
 
 def test_a_provision_failing_for_good_revokes_the_grants_it_made(world: World) -> None:
-    world.accounts.key_creation_disabled = True
+    world.accounts.creation_disabled = True
 
     outcome = world.provision()
 
@@ -1086,7 +903,7 @@ def test_grants_made_by_an_earlier_delivery_are_taken_back_too(world: World) -> 
     with pytest.raises(ServiceUnavailable):
         world.provision()  # granted, then redelivered
     del world.accounts.create_key
-    world.accounts.key_creation_disabled = True
+    world.accounts.creation_disabled = True
 
     outcome = world.provision()  # grants "unchanged" now, then a failure for good
 
@@ -1106,7 +923,7 @@ def test_grants_that_existed_or_another_integration_came_to_rely_on_are_not_take
     assert (
         world.provision(name="team-c", repositories=["images"], service_account={"email": shared}).status is Status.OK
     )
-    world.accounts.key_creation_disabled = True
+    world.accounts.creation_disabled = True
 
     outcome = world.provision(name="team-d", repositories=["images", "models"], service_account={"email": shared})
 

@@ -45,7 +45,7 @@ def test_insert_by_digest_passes(world):
     outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"}))
     assert outcome.status is Status.PASSED
     assert outcome.details["team-a"]["digest"] == DIGEST and outcome.details["team-a"]["key_id"] == "k1"
-    assert registry.calls == [(f"{IMAGE}@{DIGEST}", "_json_key")]
+    assert registry.resolved == [(f"{IMAGE}@{DIGEST}", "_json_key")]
 
 
 def test_a_recorded_registry_challenge_is_handed_to_the_registry_client(world):
@@ -66,7 +66,7 @@ def test_insert_by_tag_only_is_resolved_by_tag(world):
     tester, registry, _, _ = world
     outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:v1"}))
     assert outcome.status is Status.PASSED and outcome.details["team-a"]["digest"] == DIGEST
-    assert registry.calls[0][0] == f"{IMAGE}:v1"
+    assert registry.resolved[0][0] == f"{IMAGE}:v1"
 
 
 def test_delete_is_ignored_without_remote_calls(world):

@@ -39,7 +39,7 @@ from shared.workflows.rotation.state import (
 from shared.workflows.rotation.workflow import KeyRotation
 from shared.workflows.sweep import Sweep
 from tests.fixtures.policy import allowing_records
-from tests.unit.rotation_fakes import (
+from tests.unit.fakes import (
     DIGEST,
     EMAIL,
     HOST,
@@ -258,7 +258,7 @@ def test_a_rotation_that_is_not_due_is_skipped_without_a_write_and_force_overrid
     outcome = world.rotate()
 
     assert outcome.status is Status.SKIPPED and outcome.code == "not-due"
-    assert world.secrets.writes == 0 and world.accounts.calls == []
+    assert world.secrets.write_calls == 0 and world.accounts.calls == []
     assert world.rotate(force=True).status is Status.OK
 
 
@@ -292,7 +292,7 @@ def test_a_dry_run_reports_the_plan_and_writes_nothing(world: World) -> None:
     assert outcome.details["old_key_id"] == old.key_id and outcome.details["orphans"] == [orphan.key_id]
     plan = " | ".join(outcome.details["plan"])
     assert "delete orphan keys" in plan and "create a key" in plan and PROBE_IMAGE in plan and INTEGRATION_ID in plan
-    assert world.secrets.writes == 0
+    assert world.secrets.write_calls == 0
     assert world.accounts.count("create_key") == 0 and world.accounts.count("delete_key") == 0
     assert world.dataloop.calls == [] and world.registry.calls == []
 
@@ -301,7 +301,7 @@ def test_the_dry_run_setting_makes_every_run_a_dry_run() -> None:
     world = make_world(dry_run=True)
     world.provision()
     assert world.rotate().code == "dry-run"
-    assert world.secrets.writes == 0
+    assert world.secrets.write_calls == 0
 
 
 def test_a_live_lease_of_another_run_skips_without_writing(world: World) -> None:
@@ -313,7 +313,7 @@ def test_a_live_lease_of_another_run_skips_without_writing(world: World) -> None
 
     assert outcome.status is Status.SKIPPED and outcome.code == "rotation-in-progress"
     assert "someone-else" in outcome.reason
-    assert world.secrets.writes == 0 and world.accounts.calls == []
+    assert world.secrets.write_calls == 0 and world.accounts.calls == []
 
 
 def test_an_expired_lease_is_taken_over(world: World) -> None:
@@ -546,7 +546,7 @@ def test_a_resumed_run_that_must_roll_back_gives_dataloop_the_current_key_first(
         world.rotate()
     pending = world.key_of("pending")
     assert world.dataloop.held() == pending
-    world.accounts.keys[pending].deleted = True  # someone deleted the pending key meanwhile
+    del world.accounts.keys[pending]  # someone deleted the pending key meanwhile
 
     outcome = world.rotate()
 
@@ -588,12 +588,12 @@ def test_the_probe_prefers_the_canary_image_and_falls_back_to_a_probe_name() -> 
 
 def test_the_canary_image_is_resolved_when_annotated(world: World) -> None:
     world.provision(**{Annotation.CANARY_IMAGE: f"{HOST}/proj/images/canary:v1"})
-    world.registry.images[f"{HOST}/proj/images/canary:v1"] = DIGEST
+    world.registry.images[(HOST, "proj/images/canary")] = {"v1": DIGEST}
 
     outcome = world.rotate()
 
     assert outcome.status is Status.OK
-    assert set(world.registry.resolved) == {f"{HOST}/proj/images/canary:v1"}
+    assert {image for image, _ in world.registry.resolved} == {f"{HOST}/proj/images/canary:v1"}
     assert "resolved canary image" in outcome.details["steps"][1]["note"]
 
 
@@ -784,7 +784,7 @@ def test_unknown_unmanaged_and_incomplete_secrets_fail_clearly(world: World) -> 
     world.provision("dataloop-gar-broken", **{Annotation.SERVICE_ACCOUNT: ""})
     outcome = world.rotation.rotate("dataloop-gar-broken")
     assert outcome.code == "bad-integration" and "service-account" in outcome.reason
-    assert world.secrets.writes == 0
+    assert world.secrets.write_calls == 0
 
 
 def test_a_loopback_host_in_production_is_refused_before_any_key_is_made(world: World) -> None:
@@ -874,7 +874,7 @@ def test_no_key_material_reaches_the_outcome_or_the_logs(world: World, caplog: p
     failed = world.rotate(force=True)
 
     texts = [json.dumps(o.to_message()) for o in (outcome, failed)] + [caplog.text]
-    keys = [old.json_text] + [world.secrets.secrets[SECRET_ID].versions[v][0].decode() for v in (2, 3)]
+    keys = [old.json_text] + [world.secrets.secrets[SECRET_ID].versions[v].payload.decode() for v in (2, 3)]
     for text in texts:
         assert "PRIVATE KEY" not in text
         for key in keys:

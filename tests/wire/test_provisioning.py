@@ -711,7 +711,7 @@ def test_a_request_outside_the_policy_makes_no_call_to_any_service(
 
 def test_a_hand_made_dataloop_integration_of_the_name_is_not_taken_unless_adopted(cloud: Cloud) -> None:
     from shared.model.dataloop import gar_options as options_for
-    from tests.unit.rotation_fakes import key_file
+    from tests.unit.fakes import key_file
 
     hand_made = cloud.dataloop_client.integrations(cloud.dataloop.org_id).create(
         NAME,

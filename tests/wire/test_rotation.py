@@ -44,7 +44,7 @@ from shared.workflows.rotation.state import timestamp
 from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY
 from tests.fixtures.rotation import EMAIL, SECRET_ID, TOPIC, Crash, Stack
 from tests.fixtures.secretmanager import SecretManagerHandle, deployed_access, make_client
-from tests.unit.rotation_fakes import FakePublisher
+from tests.unit.fakes import FakePublisher
 
 pytestmark = pytest.mark.wire
 

@@ -29,7 +29,7 @@ from shared.model.policy import AccessPolicy, created_for, never_touched
 from shared.model.record import SecretRecord, timestamp, update_record
 from shared.model.request import DeprovisionRequest
 from shared.model.results import Outcome, Status
-from shared.workflows.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
+from shared.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.workflows.provisioning.records import (
     DEPROVISION_HOLDER,
     DEPROVISIONED_AT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core import logs
 from shared.core.errors import PermanentError, RejectedMessage
@@ -30,12 +30,19 @@ from shared.model.request import (
 from shared.model.results import Outcome, Status
 from shared.workflows.provisioning.deprovision import Deprovisioner
 from shared.workflows.provisioning.image_check import ImageCheck
-from shared.workflows.provisioning.ports import KeyRotation
 from shared.workflows.provisioning.provision import Provisioner
 from shared.workflows.provisioning.steps import KIND
 from shared.workflows.status import StatusReport
 
 logger = logging.getLogger(__name__)
+
+
+class KeyRotation(Protocol):
+    """The rotation workflow the ``rotate`` action hands over to: a seam between workflows, not a service."""
+
+    def rotate(
+        self, secret_id: str, *, force: bool = False, dry_run: bool = False, request_id: str | None = None
+    ) -> Outcome: ...
 
 
 class RequestHandler:

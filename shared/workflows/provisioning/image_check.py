@@ -16,7 +16,7 @@ from shared.model.keys import ServiceAccountKey
 from shared.model.record import CURRENT
 from shared.model.request import ImageTestRequest
 from shared.model.results import Outcome, Status
-from shared.workflows.provisioning.ports import SecretStore
+from shared.ports import SecretStore
 from shared.workflows.provisioning.pull_check import PullCheck, record_test, summary
 from shared.workflows.provisioning.records import is_active, read_record, records_integration
 from shared.workflows.provisioning.steps import Steps

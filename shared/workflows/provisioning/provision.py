@@ -54,8 +54,8 @@ from shared.model.policy import account_description, created_for
 from shared.model.record import CURRENT, RETIRED_KEYS, SecretRecord, parse_timestamp, timestamp, update_record
 from shared.model.request import ProvisionRequest
 from shared.model.results import Outcome, Status
+from shared.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.workflows.canary_lock import ensure_lock
-from shared.workflows.provisioning.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.workflows.provisioning.pull_check import PullCheck, record_test, summary
 from shared.workflows.provisioning.records import (
     DEPROVISIONED_AT,

@@ -20,7 +20,7 @@ from shared.model.images import RegistryImage
 from shared.model.integrations import Annotation
 from shared.model.keys import ServiceAccountKey
 from shared.model.record import timestamp, update_record
-from shared.workflows.provisioning.ports import SecretStore
+from shared.ports import SecretStore
 from shared.workflows.provisioning.records import (
     last_test_annotation,
     now_utc,

@@ -19,7 +19,7 @@ from shared.model.images import location_of, repository_path
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.model.lease import Lease
 from shared.model.record import SecretRecord, retired_keys, update_record
-from shared.workflows.provisioning.ports import SecretStore
+from shared.ports import SecretStore
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from shared.model.lease import Lease
 from shared.model.policy import AccessPolicy, NotAllowed
 from shared.model.record import CURRENT, PENDING, SecretRecord, timestamp
 from shared.model.results import Status
-from shared.workflows.rotation.ports import SecretStore
+from shared.ports import SecretStore
 from shared.workflows.rotation.probe import KeyProbe
 from shared.workflows.rotation.report import Refused
 from shared.workflows.rotation.state import due_at, is_due

@@ -35,7 +35,7 @@ from shared.workflows.rotation.report import KIND
 from shared.workflows.rotation.state import parse_timestamp
 
 if TYPE_CHECKING:
-    from shared.workflows.rotation.ports import SecretStore
+    from shared.ports import SecretStore
 
 ROTATE_EVENT = "SECRET_ROTATE"
 _SECRET_NAME = re.compile(r"projects/[^/]+/secrets/(?P<id>[A-Za-z0-9_-]{1,255})")

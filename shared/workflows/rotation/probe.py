@@ -36,7 +36,7 @@ from shared.core.errors import (
 from shared.model.images import RegistryImage
 from shared.model.integrations import ManagedIntegration
 from shared.model.keys import RegistryCredential, ServiceAccountKey
-from shared.workflows.rotation.ports import ProbeRegistry
+from shared.ports import ProbeRegistry
 
 PROBE_IMAGE = "dataloop-gar-key-probe"
 PROBE_TAG = "latest"

@@ -19,7 +19,7 @@ from shared.model.dataloop import gar_options
 from shared.model.integrations import ManagedIntegration
 from shared.model.keys import ServiceAccountKey
 from shared.model.record import CURRENT, KEY_ALIASES, RetiredKey, SecretRecord
-from shared.workflows.rotation.ports import DataloopPort, KeyAccounts, SecretStore
+from shared.ports import DataloopCredentials, KeyAccounts, SecretStore
 from shared.workflows.rotation.probe import KeyProbe
 from shared.workflows.rotation.report import StepReport, timed
 
@@ -30,7 +30,7 @@ class Services:
 
     secrets: SecretStore
     accounts: KeyAccounts
-    dataloop: Callable[[], DataloopPort]
+    dataloop: Callable[[], DataloopCredentials]
     probe: KeyProbe
     clock: Callable[[], datetime]
     monotonic: Callable[[], float]

@@ -58,9 +58,9 @@ from shared.model.integrations import SECRET_PREFIX, ManagedIntegration
 from shared.model.policy import AccessPolicy
 from shared.model.record import CURRENT, SecretRecord, retired_keys
 from shared.model.results import Outcome, Status
+from shared.ports import DataloopCredentials, KeyAccounts, SecretStore
 from shared.workflows.rotation import admission, lease, steps
 from shared.workflows.rotation.plan import plan
-from shared.workflows.rotation.ports import DataloopPort, KeyAccounts, SecretStore
 from shared.workflows.rotation.probe import KeyProbe
 from shared.workflows.rotation.report import Refused, outcome, report
 from shared.workflows.rotation.rollback import rollback
@@ -91,7 +91,7 @@ class KeyRotation:
         self,
         secrets: SecretStore,
         accounts: KeyAccounts,
-        dataloop: Callable[[], DataloopPort],
+        dataloop: Callable[[], DataloopCredentials],
         probe: KeyProbe,
         *,
         grace_period_seconds: float = 86400.0,
