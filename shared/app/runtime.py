@@ -233,7 +233,7 @@ def key_rotation() -> KeyRotation:
     Dataloop is passed as the ``dataloop`` builder itself, so runs that never reach
     Dataloop (not due, in progress, dry runs) never read its credentials.
     """
-    from shared.workflows.rotation.probe import KeyProbe
+    from shared.workflows.key_probe import KeyProbe
     from shared.workflows.rotation.workflow import KeyRotation
 
     config = settings()

@@ -25,8 +25,8 @@ from shared.model.integrations import Annotation
 from shared.model.key_ledger import created_keys
 from shared.model.keys import ServiceAccountKey
 from shared.model.results import Status
+from shared.workflows.key_probe import PROBE_IMAGE, KeyProbe, probe_target
 from shared.workflows.rotation.messages import RotationMessages
-from shared.workflows.rotation.probe import PROBE_IMAGE, KeyProbe, probe_target
 from shared.workflows.rotation.state import (
     RETIRED_KEYS,
     Lease,

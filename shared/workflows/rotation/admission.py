@@ -19,7 +19,7 @@ from shared.model.policy import AccessPolicy, NotAllowed
 from shared.model.record import CURRENT, PENDING, SecretRecord, timestamp
 from shared.model.results import Status
 from shared.ports import SecretStore
-from shared.workflows.rotation.probe import KeyProbe
+from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation.report import Refused
 from shared.workflows.rotation.state import due_at, is_due
 

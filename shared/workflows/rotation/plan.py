@@ -12,8 +12,8 @@ from shared.core.errors import PermanentError
 from shared.model.keys import USER_MANAGED_KEY_LIMIT
 from shared.model.record import CURRENT, PENDING, PREVIOUS
 from shared.model.results import Outcome, Status
+from shared.workflows.key_probe import probe_target
 from shared.workflows.rotation import cleanup
-from shared.workflows.rotation.probe import probe_target
 from shared.workflows.rotation.report import Refused, outcome
 from shared.workflows.rotation.run import Run
 

@@ -20,7 +20,7 @@ from shared.model.integrations import ManagedIntegration
 from shared.model.keys import ServiceAccountKey
 from shared.model.record import CURRENT, KEY_ALIASES, RetiredKey, SecretRecord
 from shared.ports import DataloopCredentials, KeyAccounts, SecretStore
-from shared.workflows.rotation.probe import KeyProbe
+from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation.report import StepReport, timed
 
 

@@ -19,7 +19,7 @@ exception, a timeout, a killed instance) is finished by the next one:
    key, add it as a version, alias it ``pending``. A crash between creating the key and
    aliasing its version leaves an orphan and perhaps a stray version: the next run's
    create removes both.
-2. **test** — the pending key must pull from the registry (:mod:`shared.workflows.rotation.probe`),
+2. **test** — the pending key must pull from the registry (:mod:`shared.workflows.key_probe`),
    retried with backoff through IAM propagation until a deadline. Never working → roll
    back: drop the alias, delete the key, disable the version; report ``failed``.
 3. **set** — give the pending key to the Dataloop integration. Transient failure → raise,
@@ -59,9 +59,9 @@ from shared.model.policy import AccessPolicy
 from shared.model.record import CURRENT, SecretRecord, retired_keys
 from shared.model.results import Outcome, Status
 from shared.ports import DataloopCredentials, KeyAccounts, SecretStore
+from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation import admission, lease, steps
 from shared.workflows.rotation.plan import plan
-from shared.workflows.rotation.probe import KeyProbe
 from shared.workflows.rotation.report import Refused, outcome, report
 from shared.workflows.rotation.rollback import rollback
 from shared.workflows.rotation.run import Run, Services
