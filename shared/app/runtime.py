@@ -25,12 +25,13 @@ if TYPE_CHECKING:  # the builders import these lazily: a cold start pays only fo
     from shared.adapters.secrets import SecretManager
     from shared.model.policy import AccessPolicy
     from shared.workflows.canary import CanaryTest
+    from shared.workflows.key_probe import KeyProbe
     from shared.workflows.provisioning.deprovision import Deprovisioner
     from shared.workflows.provisioning.handler import RequestHandler
     from shared.workflows.provisioning.image_check import ImageCheck
     from shared.workflows.provisioning.provision import Provisioner
-    from shared.workflows.provisioning.pull_check import PullCheck
     from shared.workflows.push import PushTester
+    from shared.workflows.reference_test import ReferenceTest
     from shared.workflows.rotation.messages import RotationMessages
     from shared.workflows.rotation.workflow import KeyRotation
     from shared.workflows.status import StatusReport
@@ -233,7 +234,6 @@ def key_rotation() -> KeyRotation:
     Dataloop is passed as the ``dataloop`` builder itself, so runs that never reach
     Dataloop (not due, in progress, dry runs) never read its credentials.
     """
-    from shared.workflows.key_probe import KeyProbe
     from shared.workflows.rotation.workflow import KeyRotation
 
     config = settings()
@@ -241,7 +241,7 @@ def key_rotation() -> KeyRotation:
         secret_manager(),
         service_accounts(),
         dataloop,
-        KeyProbe(registry()),
+        key_probe(),
         grace_period_seconds=config.key_grace_period_seconds,
         test_timeout_seconds=config.rotation_test_timeout_seconds,
         lease_seconds=config.rotation_lease_seconds,
@@ -280,11 +280,17 @@ def rotation_handler() -> RotationMessages:
 # that a request which never needs them never reads their credentials.
 
 
-def pull_check() -> PullCheck:
-    from shared.workflows.provisioning.pull_check import PullCheck
+def key_probe() -> KeyProbe:
+    """Proves new keys, for rotation and for provisioning alike."""
+    from shared.workflows.key_probe import KeyProbe
+
+    return KeyProbe(registry())
+
+
+def reference_test() -> ReferenceTest:
     from shared.workflows.reference_test import ReferenceTest
 
-    return PullCheck(ReferenceTest(registry()), patience_seconds=settings().rotation_test_timeout_seconds)
+    return ReferenceTest(registry())
 
 
 def provisioner() -> Provisioner:
@@ -296,7 +302,9 @@ def provisioner() -> Provisioner:
         service_accounts(),
         repository_access(),
         dataloop,
-        pull_check(),
+        key_probe(),
+        reference_test(),
+        test_timeout_seconds=config.rotation_test_timeout_seconds,
         rotation_topic=config.rotation_topic_path,
         default_rotation_period_days=config.rotation_period_days,
     )
@@ -311,7 +319,7 @@ def deprovisioner() -> Deprovisioner:
 def image_check() -> ImageCheck:
     from shared.workflows.provisioning.image_check import ImageCheck
 
-    return ImageCheck(secret_manager(), pull_check())
+    return ImageCheck(secret_manager(), reference_test())
 
 
 def status_report() -> StatusReport:

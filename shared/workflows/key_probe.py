@@ -1,13 +1,13 @@
-"""The rotation's *test* step: does a new key pull from the registry yet?
+"""Does a new key pull from the registry yet? The one check every new key passes before Dataloop relies on it.
 
-A new service-account key is refused by GAR's token endpoint for 60 s or more while IAM
+Rotation's *test* step and provisioning's first test both ask it. A new service-account key is refused by GAR's token endpoint for 60 s or more while IAM
 propagates it (docs/external-apis.md §3.4), and Dataloop must never be handed a key that does not work.
 So the key is tried exactly as a kubelet presents it (``_json_key`` Basic auth to the
 token endpoint, then ``HEAD`` a manifest) until it works, with backoff, up to a deadline
 that keeps the function inside its 540 s timeout.
 
-What is resolved: the integration's ``canary-image`` annotation when it names an image,
-else a probe name (``dataloop-gar-key-probe``) in the integration's first repository.
+What is resolved: the image the caller names (provisioning's test image), else the
+integration's ``canary-image`` annotation when it names an image, else a probe name (``dataloop-gar-key-probe``) in the integration's first repository.
 Either proves the key: the registry only answers a manifest request (200, or 404 for a
 name it does not hold) after the token endpoint accepted the key and issued a token the
 registry honours for ``repository:PROJECT/REPO/NAME:pull``; a key that is not (yet) valid
@@ -104,13 +104,26 @@ class KeyProbe:
         (one the registry client refuses to send credentials to): then no key is made."""
         self._registry.check_host(probe_target(integration)[0].host)
 
-    def prove(self, key: ServiceAccountKey, integration: ManagedIntegration, *, deadline: float) -> ProbeResult:
+    def deadline_in(self, seconds: float) -> float:
+        """The deadline ``seconds`` from now, on the clock :meth:`prove` reads."""
+        return self._monotonic() + seconds
+
+    def prove(
+        self,
+        key: ServiceAccountKey,
+        integration: ManagedIntegration,
+        *,
+        deadline: float,
+        image: RegistryImage | None = None,
+    ) -> ProbeResult:
         """Try ``key`` until it passes ``confirmations`` times in a row, or ``deadline`` (monotonic) passes.
 
-        A permanent answer that is not about the credentials (an unexpected registry
-        error) ends the probe at once as a failure: the key could not be proven.
+        ``image``, when given, is resolved instead of the integration's probe target; that
+        it is missing still proves the key (the token endpoint accepted it). A permanent
+        answer that is not about the credentials (an unexpected registry error) ends the
+        probe at once as a failure: the key could not be proven.
         """
-        image, why = probe_target(integration)
+        image, why = (image, "image") if image is not None else probe_target(integration)
         credential = RegistryCredential.from_key_file(key.json_text)
         attempts = passes = 0
         backoff = self.initial_backoff

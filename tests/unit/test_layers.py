@@ -112,3 +112,14 @@ def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from localcloud.stack import LocalCloud\n    import tests.fixtures\n")
     assert imported_modules(sample) == {"localcloud.stack", "tests.fixtures"}
+
+
+def test_no_package_of_shared_imports_anything_on_its_own() -> None:
+    """A package's ``__init__`` runs on import of any module in it: one that imported its
+    modules would make every cold start pay for all of them."""
+    busy = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "shared").rglob("__init__.py")
+        if any(not isinstance(node, ast.Expr) for node in ast.parse(path.read_text(encoding="utf-8")).body)
+    )
+    assert not busy, busy

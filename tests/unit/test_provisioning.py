@@ -12,7 +12,7 @@ import io
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,16 +24,15 @@ from shared.model.dataloop import Integration
 from shared.model.events import PubSubMessage
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.key_ledger import created_keys
-from shared.model.keys import ServiceAccountKey
 from shared.model.policy import AccessPolicy, account_description
 from shared.model.record import SecretRecord, parse_timestamp, timestamp
 from shared.model.request import RotateRequest, parse_request
 from shared.model.results import Outcome, Status
+from shared.workflows.key_probe import KeyProbe
 from shared.workflows.provisioning.deprovision import Deprovisioner
 from shared.workflows.provisioning.handler import RequestHandler
 from shared.workflows.provisioning.image_check import ImageCheck
 from shared.workflows.provisioning.provision import Provisioner, account_display_name
-from shared.workflows.provisioning.pull_check import PullCheck
 from shared.workflows.provisioning.records import (
     GRANTS_MADE,
 )
@@ -49,7 +48,6 @@ from tests.unit.fakes import (
     FakeSecrets,
     Version,
     challenge_of,
-    key_json,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -73,6 +71,8 @@ class World:
     registry: FakeRegistry = field(default_factory=FakeRegistry)
     sleeps: list[float] = field(default_factory=list)
     clock: list[float] = field(default_factory=lambda: [0.0])
+    #: how long provisioning proves a new key before it gives its verdict
+    patience: float = 60.0
 
     def __post_init__(self) -> None:
         self.registry.images[(HOST, f"{PROJECT}/images/app")] = {"v1": DIGEST}
@@ -81,10 +81,8 @@ class World:
         self.sleeps.append(seconds)
         self.clock[0] += seconds
 
-    def pull_check(self, patience: float = 60.0) -> PullCheck:
-        return PullCheck(
-            ReferenceTest(self.registry), patience_seconds=patience, sleep=self.sleep, clock=lambda: self.clock[0]
-        )
+    def probe(self) -> KeyProbe:
+        return KeyProbe(self.registry, sleep=self.sleep, monotonic=lambda: self.clock[0])
 
     def provisioner(self) -> Provisioner:
         return Provisioner(
@@ -92,7 +90,9 @@ class World:
             self.accounts,
             self.repositories,
             lambda: self.dataloop,
-            self.pull_check(),
+            self.probe(),
+            ReferenceTest(self.registry),
+            test_timeout_seconds=self.patience,
             rotation_topic=f"projects/{PROJECT}/topics/rot",
             default_rotation_period_days=30,
             clock=lambda: NOW,
@@ -390,38 +390,56 @@ def test_deprovision_twice_and_with_keep_secret(world: World) -> None:
     assert world.secret().aliases == {"current": 2} and world.secret().labels[MANAGED_LABEL[0]] == MANAGED_LABEL[1]
 
 
-# -- the patient reference test ------------------------------------------------------------------------
+# -- the new key's test: proven patiently, then judged ------------------------------------------------
 
 
-def test_patience_retries_refused_credentials_with_growing_waits_until_the_deadline(world: World) -> None:
-    key = ServiceAccountKey.from_json(key_json("k9"))
-    image = parse_request({"version": 1, "action": "test", "image": IMAGE}).image  # type: ignore[union-attr]
+def test_a_key_refused_until_the_deadline_fails_the_provision_after_growing_waits(world: World) -> None:
+    world.patience = 20.0
 
-    verdict, attempts = world.pull_check(patience=20).check(image, key, patient=True)
+    outcome = world.provision(test_image=IMAGE)  # the registry never accepts key-1
 
-    assert not verdict.passed and verdict.code == "credentials-refused"
-    assert world.sleeps == [2.0, 4.0, 8.0] and attempts == 4  # the next wait (16 s) would pass the deadline
+    assert outcome.status is Status.FAILED and outcome.code == "credentials-refused", outcome.reason
+    assert world.sleeps[-3:] == [2.0, 4.0, 8.0]  # the next wait (16 s) would pass the deadline
+    assert outcome.details["steps"]["test"]["attempts"] == 5  # four tries to prove it, then the verdict
 
 
-def test_patience_stops_at_the_first_pass_and_never_waits_for_a_missing_image(world: World) -> None:
-    key = ServiceAccountKey.from_json(key_json("k9"))
-    image = parse_request({"version": 1, "action": "test", "image": IMAGE}).image  # type: ignore[union-attr]
-    check = world.pull_check()
+def test_a_key_that_propagates_is_proven_twice_in_a_row_then_judged_on_the_image(world: World) -> None:
     original = world.registry.resolve
 
     def propagating(*args: Any) -> Any:
-        if len(world.registry.calls) >= 2:
-            world.registry.valid_keys.add("k9")
+        if len(world.registry.resolved) >= 2:  # refused twice, as IAM propagates the new key
+            world.registry.valid_keys.add("key-1")
         return original(*args)
 
     world.registry.resolve = propagating  # type: ignore[method-assign]
-    passed, attempts = check.check(image, key, patient=True)
-    missing, once = check.check(replace(image, image="gone"), key, patient=True)
-    impatient, single = check.check(image, ServiceAccountKey.from_json(key_json("k0")), patient=False)
+    outcome = world.provision(test_image=IMAGE)
 
-    assert passed.passed and attempts == 3
-    assert missing.code == "image-missing" and once == 1
-    assert impatient.code == "credentials-refused" and single == 1
+    assert outcome.status is Status.OK, outcome.reason
+    test = outcome.details["steps"]["test"]
+    assert test["passed"] and test["digest"] == DIGEST and test["attempts"] == 5  # 2 refused, 2 passes, the verdict
+    assert world.sleeps[-3:] == [2.0, 4.0, 2.0]  # two backoffs, then the confirmation interval
+
+
+def test_a_missing_image_proves_the_key_and_is_reported_without_waiting_for_it(world: World) -> None:
+    world.registry.valid_keys.add("key-1")
+
+    outcome = world.provision(test_image=f"{HOST}/{PROJECT}/images/gone:v1")
+
+    assert outcome.status is Status.FAILED and outcome.code == "image-missing", outcome.reason
+    assert outcome.details["steps"]["test"]["attempts"] == 3  # two passes (the token was accepted), the verdict
+    assert world.sleeps[-1:] == [2.0]  # only the confirmation interval
+
+
+def test_a_test_request_is_not_patient_it_reports_what_is_true_now(world: World) -> None:
+    world.registry.valid_keys.add("key-1")
+    assert world.provision().status is Status.OK
+    world.registry.valid_keys.clear()  # the key stops working (deleted by hand, say)
+    before = len(world.sleeps)
+
+    tested = handler(world).handle(message({"version": 1, "action": "test", "image": IMAGE, "name": "team-a"}))
+
+    assert tested.status is Status.FAILED and tested.code == "credentials-refused", tested.reason
+    assert len(world.sleeps) == before and tested.details["integrations"]["team-a"]["attempts"] == 1
 
 
 # -- the dispatcher ---------------------------------------------------------------------------------------
@@ -445,7 +463,7 @@ def handler(world: World, rotation: Any = None) -> RequestHandler:
         provisioner=world.provisioner,
         deprovisioner=unused,
         rotation=lambda: rotation,
-        image_check=lambda: ImageCheck(world.secrets, world.pull_check()),
+        image_check=lambda: ImageCheck(world.secrets, ReferenceTest(world.registry)),
         status=lambda: StatusReport(world.secrets, default_rotation_period_days=30, clock=lambda: NOW),
         policy=AllowEverything(),
     )

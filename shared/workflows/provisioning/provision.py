@@ -28,7 +28,8 @@ re-sent request converges instead of duplicating anything:
 8. **activate** — label the secret managed and record the Dataloop integration id and the
    request that handed Dataloop the key;
 9. **test** — when an image is given, the registry-tier reference test with the current
-   key, patient through IAM propagation; the verdict is recorded as ``last-test``.
+   key, proven by the same key probe rotation uses (patient through IAM propagation);
+   the verdict is recorded as ``last-test``.
 
 Because the record is written before anything else is made, a request that fails half way
 leaves a record that both a re-sent ``provision`` and a ``deprovision`` can finish from.
@@ -43,11 +44,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.core.errors import Conflict, GarDataloopError, PermanentError, TransientError
+from shared.core.errors import Conflict, GarDataloopError, PermanentError, RegistryUnavailable, TransientError
 from shared.core.logs import log
 from shared.model import key_ledger
 from shared.model.dataloop import IntegrationNameTaken, gar_options
-from shared.model.integrations import MANAGED_LABEL, Annotation
+from shared.model.images import RegistryImage
+from shared.model.integrations import MANAGED_LABEL, Annotation, ManagedIntegration
 from shared.model.key_ledger import with_created_key
 from shared.model.keys import ServiceAccountKey
 from shared.model.policy import account_description, created_for
@@ -56,7 +58,8 @@ from shared.model.request import ProvisionRequest
 from shared.model.results import Outcome, Status
 from shared.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.workflows.canary_lock import ensure_lock
-from shared.workflows.provisioning.pull_check import PullCheck, record_test, summary
+from shared.workflows.key_probe import KeyProbe
+from shared.workflows.provisioning.last_test import record_test, summary
 from shared.workflows.provisioning.records import (
     DEPROVISIONED_AT,
     GRANTS_MADE,
@@ -77,6 +80,7 @@ from shared.workflows.provisioning.records import (
     repository_paths,
 )
 from shared.workflows.provisioning.steps import Steps
+from shared.workflows.reference_test import ReferenceTest, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +120,10 @@ class Provisioner:
         accounts: AccountAdmin,
         repositories: RepositoryGrants,
         dataloop: Callable[[], DataloopPlatform],
-        pull_check: PullCheck,
+        probe: KeyProbe,
+        reference_test: ReferenceTest,
         *,
+        test_timeout_seconds: float,
         rotation_topic: str,
         default_rotation_period_days: float,
         clock: Callable[[], datetime] = now_utc,
@@ -126,12 +132,16 @@ class Provisioner:
     ) -> None:
         """``dataloop`` builds the client on first use: its credentials are read from Secret
         Manager, which a request that fails earlier should not pay for. ``member_waits``
-        are the pauses while a new account becomes visible to repository policies."""
+        are the pauses while a new account becomes visible to repository policies. A new
+        key is proven by ``probe``, as rotation proves its keys, for up to
+        ``test_timeout_seconds``; ``reference_test`` then gives the verdict on the image."""
         self._secrets = secrets
         self._accounts = accounts
         self._repositories = repositories
         self._dataloop = dataloop
-        self._pull_check = pull_check
+        self._probe = probe
+        self._reference_test = reference_test
+        self._test_timeout = test_timeout_seconds
         self._rotation_topic = rotation_topic
         self._default_period_days = default_rotation_period_days
         self._clock = clock
@@ -222,7 +232,7 @@ class Provisioner:
         if image is None:
             return steps.outcome(Status.OK, f"integration {request.name} is provisioned", details=facts)
         with steps.step("test"):
-            verdict, attempts = self._pull_check.check(image, key, patient=True)
+            verdict, attempts = self._test_new_key(record, key, image)
             result = summary(image, verdict, attempts)
             record_test(self._secrets, request.secret_id, result, challenge=verdict.challenge)
         steps.done("test", result)
@@ -236,6 +246,22 @@ class Provisioner:
         return steps.outcome(
             Status.OK, f"integration {request.name} is provisioned and can pull {image}", details=facts
         )
+
+    def _test_new_key(self, record: SecretRecord, key: ServiceAccountKey, image: RegistryImage) -> tuple[Verdict, int]:
+        """The verdict on ``image`` once the key works, and how many registry attempts it took.
+
+        The key may be minutes old: it is proven first, patiently, exactly as a rotation
+        proves its new key (IAM propagation, docs/external-apis.md §3.4); a missing image
+        proves it too. The verdict is then what a ``test`` request would answer now.
+
+        Raises:
+            RegistryUnavailable: the registry never answered within the test timeout.
+        """
+        integration = ManagedIntegration.from_secret(record)
+        proof = self._probe.prove(key, integration, deadline=self._probe.deadline_in(self._test_timeout), image=image)
+        if proof.unavailable:
+            raise RegistryUnavailable(f"could not test the new key: {proof.reason}")
+        return self._reference_test.registry_tier(image, key), proof.attempts + 1
 
     # -- 2. which account ----------------------------------------------------------------------
     def _choose_account(self, request: ProvisionRequest, record: SecretRecord | None) -> tuple[str, bool]:
