@@ -8,37 +8,23 @@ there right after IAM returns the key and *before* the key is stored as a versio
 run that stops anywhere afterwards leaves a key its record owns, which the next run of
 the same integration can find and delete if no version stores it.
 
-Provisioning's first key and every rotation's new key go through :func:`create_key`, so
-there is one way keys are made, recorded and stored. A crash between IAM creating the key
+Provisioning's first key and every rotation's new key go through
+:func:`shared.workflows.key_creation.create_key`, so there is one way keys are made,
+recorded and stored. A crash between IAM creating the key
 and the ledger write leaves a key no record claims; it is never deleted automatically
 and counts toward the account's key limit, whose error message says how to find it.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable, Collection, Mapping
-from typing import Protocol
+from collections.abc import Collection, Mapping
 
-from shared.core.logs import log
 from shared.model.integrations import Annotation
-from shared.model.keys import ServiceAccountKey
-
-logger = logging.getLogger(__name__)
 
 #: IAM key ids are 40 hex digits; the stand-ins' are shorter. Anything else in the
 #: annotation (it is editable by hand) is ignored rather than trusted.
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class KeyMaker(Protocol):
-    def create_key(self, email: str) -> ServiceAccountKey: ...
-    def delete_key(self, email: str, key_id: str) -> bool: ...
-
-
-class VersionStore(Protocol):
-    def add_version(self, secret_id: str, payload: bytes) -> int: ...
 
 
 def created_keys(annotations: Mapping[str, str]) -> frozenset[str]:
@@ -64,39 +50,3 @@ def with_created_key(
 def unstored(annotations: Mapping[str, str], live: Collection[str], stored: Collection[str]) -> list[str]:
     """Keys this record created that still exist and that no version stores: safe to delete."""
     return sorted((created_keys(annotations) & frozenset(live)) - frozenset(stored))
-
-
-def create_key(
-    accounts: KeyMaker,
-    secrets: VersionStore,
-    secret_id: str,
-    email: str,
-    record_created: Callable[[str], None],
-) -> tuple[int, ServiceAccountKey]:
-    """Create a key for ``email``, record its id with ``record_created``, store it as a version.
-
-    ``record_created`` writes the ledger entry (each caller under its own concurrency rule:
-    rotation's lease, provisioning's etag). When it or the store fails, the new key is
-    deleted at once if possible, so a failure leaves nothing behind; if that deletion
-    fails too, the ledger (when written) lets the next run clean up.
-
-    Returns:
-        The new version number and the key.
-    """
-    key = accounts.create_key(email)
-    try:
-        record_created(key.key_id)
-        version = secrets.add_version(secret_id, key.json_text.encode("utf-8"))
-    except BaseException:
-        try:
-            accounts.delete_key(email, key.key_id)
-        except Exception as exc:  # the original failure is the one to report
-            log(
-                logger,
-                logging.WARNING,
-                f"could not delete new key {key.key_id} after a failed store; the next run deletes it",
-                secret_id=secret_id,
-                error=str(exc),
-            )
-        raise
-    return version, key

@@ -10,6 +10,7 @@ from shared.core.errors import ServiceUnavailable
 from shared.model import key_ledger
 from shared.model.integrations import Annotation
 from shared.model.keys import ServiceAccountKey
+from shared.workflows.key_creation import create_key
 from tests.unit.fakes import key_json
 
 EMAIL = "dlgar-team-a@test-project.iam.gserviceaccount.com"
@@ -71,7 +72,7 @@ def test_a_key_is_recorded_before_it_is_stored() -> None:
     def record(key_id: str) -> None:
         order.append(("recorded", key_id, len(versions.stored)))
 
-    version, key = key_ledger.create_key(accounts, versions, "s", EMAIL, record)
+    version, key = create_key(accounts, versions, "s", EMAIL, record)
 
     assert order == [("recorded", key.key_id, 0)] and version == 1 and accounts.live == {key.key_id}
 
@@ -86,7 +87,7 @@ def test_a_key_that_cannot_be_recorded_or_stored_is_deleted_at_once(failing: str
             raise ServiceUnavailable("Secret Manager unavailable")
 
     with pytest.raises(ServiceUnavailable):
-        key_ledger.create_key(accounts, versions, "s", EMAIL, record)
+        create_key(accounts, versions, "s", EMAIL, record)
 
     assert accounts.live == set()
 
@@ -96,8 +97,6 @@ def test_a_failed_clean_up_keeps_the_original_error() -> None:
     accounts.delete_fails = True
 
     with pytest.raises(ServiceUnavailable, match="Secret Manager"):
-        key_ledger.create_key(
-            accounts, _Versions(ServiceUnavailable("Secret Manager unavailable")), "s", EMAIL, lambda _: None
-        )
+        create_key(accounts, _Versions(ServiceUnavailable("Secret Manager unavailable")), "s", EMAIL, lambda _: None)
 
     assert len(accounts.live) == 1  # left for the next run, which finds it in the ledger

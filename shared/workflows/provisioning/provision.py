@@ -15,7 +15,7 @@ re-sent request converges instead of duplicating anything:
 6. **key** — only when the secret has no ``current`` key: reuse a key an interrupted
    attempt already stored, else delete the keys an interrupted attempt made but never
    stored (those the record's ``created-keys`` ledger lists), then create one the way
-   rotation does (:func:`shared.model.key_ledger.create_key`: recorded, then stored) and
+   rotation does (:func:`shared.workflows.key_creation.create_key`: recorded, then stored) and
    alias it ``current``;
 7. **dataloop** — ensure the integration by name with the current key's options, unless
    this very request (a redelivery: same ``request_id``) already did and nothing has been
@@ -58,6 +58,7 @@ from shared.model.request import ProvisionRequest
 from shared.model.results import Outcome, Status
 from shared.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.workflows.canary_lock import ensure_lock
+from shared.workflows.key_creation import create_key
 from shared.workflows.key_probe import KeyProbe
 from shared.workflows.provisioning.last_test import record_test, summary
 from shared.workflows.provisioning.records import (
@@ -562,7 +563,7 @@ class Provisioner:
                     record=record,
                 )
 
-            version, key = key_ledger.create_key(self._accounts, self._secrets, secret_id, email, record_created)
+            version, key = create_key(self._accounts, self._secrets, secret_id, email, record_created)
             how = "created" + (f" (deleted {len(deleted)} key(s) an interrupted attempt made)" if deleted else "")
 
         def alias(current_record: SecretRecord) -> dict[str, Any] | None:

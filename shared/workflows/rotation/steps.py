@@ -10,11 +10,11 @@ is one procedure (:mod:`shared.workflows.rotation.rollback`), whichever step gav
 from __future__ import annotations
 
 from shared.core.errors import PermanentError, RegistryUnavailable, TransientError
-from shared.model import key_ledger
 from shared.model.integrations import Annotation
 from shared.model.key_ledger import with_created_key
 from shared.model.keys import USER_MANAGED_KEY_LIMIT, ServiceAccountKey
 from shared.model.record import CURRENT, PENDING, PREVIOUS, RetiredKey, parse_timestamp, retired_keys, timestamp
+from shared.workflows.key_creation import create_key
 from shared.workflows.rotation import cleanup, lease
 from shared.workflows.rotation.run import Run
 
@@ -56,9 +56,7 @@ def create(run: Run) -> int:
             lease.write(run, lambda annotations, _: annotations.update(with_created_key(annotations, key_id, live)))
 
         services = run.services
-        version, key = key_ledger.create_key(
-            services.accounts, services.secrets, run.secret_id, run.account, record_created
-        )
+        version, key = create_key(services.accounts, services.secrets, run.secret_id, run.account, record_created)
         run.keys[version] = key
 
         def alias_pending(annotations: dict[str, str], aliases: dict[str, int]) -> None:
