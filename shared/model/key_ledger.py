@@ -9,7 +9,7 @@ run that stops anywhere afterwards leaves a key its record owns, which the next 
 the same integration can find and delete if no version stores it.
 
 Provisioning's first key and every rotation's new key go through
-:func:`shared.workflows.key_creation.create_key`, so there is one way keys are made,
+:func:`shared.workflows.stored_keys.create_key`, so there is one way keys are made,
 recorded and stored. A crash between IAM creating the key
 and the ledger write leaves a key no record claims; it is never deleted automatically
 and counts toward the account's key limit, whose error message says how to find it.

@@ -10,7 +10,7 @@ from shared.core.errors import ServiceUnavailable
 from shared.model import key_ledger
 from shared.model.integrations import Annotation
 from shared.model.keys import ServiceAccountKey
-from shared.workflows.key_creation import create_key
+from shared.workflows.stored_keys import create_key
 from tests.unit.fakes import key_json
 
 EMAIL = "dlgar-team-a@test-project.iam.gserviceaccount.com"

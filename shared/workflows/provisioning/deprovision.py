@@ -23,7 +23,6 @@ from typing import Any
 from shared.core.errors import GarDataloopError, PermanentError
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.key_ledger import created_keys
-from shared.model.keys import ServiceAccountKey
 from shared.model.lease import Lease
 from shared.model.policy import AccessPolicy, created_for, never_touched
 from shared.model.record import SecretRecord, timestamp, update_record
@@ -44,6 +43,7 @@ from shared.workflows.provisioning.records import (
     take_rotation_lease,
 )
 from shared.workflows.provisioning.steps import Steps
+from shared.workflows.stored_keys import read_key
 
 #: Long enough for every step of a deprovision; a redelivered one takes its own lease over.
 DEPROVISION_LEASE_SECONDS = 900.0
@@ -214,8 +214,7 @@ class Deprovisioner:
         for number, state in sorted(self._secrets.list_versions(secret_id).items()):
             if state != "ENABLED":
                 continue
-            _, payload = self._secrets.access(secret_id, number)
-            key = ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {number}")
+            key = read_key(self._secrets, secret_id, number)
             key_ids[key.key_id] = key.client_email or email
         for key_id in retired_key_ids(record):
             key_ids.setdefault(key_id, email)

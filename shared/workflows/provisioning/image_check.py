@@ -21,6 +21,7 @@ from shared.workflows.provisioning.last_test import record_test, summary
 from shared.workflows.provisioning.records import is_active, read_record, records_integration
 from shared.workflows.provisioning.steps import Steps
 from shared.workflows.reference_test import ReferenceTest
+from shared.workflows.stored_keys import read_key
 
 
 class ImageCheck:
@@ -96,5 +97,4 @@ class ImageCheck:
                 f"integration {integration.name} has no current key; re-send its provision request",
                 code="no-current-key",
             )
-        _, payload = self._secrets.access(integration.secret_id, version)
-        return ServiceAccountKey.from_json(payload, source=f"secret {integration.secret_id} version {version}")
+        return read_key(self._secrets, integration.secret_id, version)

@@ -15,7 +15,7 @@ re-sent request converges instead of duplicating anything:
 6. **key** — only when the secret has no ``current`` key: reuse a key an interrupted
    attempt already stored, else delete the keys an interrupted attempt made but never
    stored (those the record's ``created-keys`` ledger lists), then create one the way
-   rotation does (:func:`shared.workflows.key_creation.create_key`: recorded, then stored) and
+   rotation does (:func:`shared.workflows.stored_keys.create_key`: recorded, then stored) and
    alias it ``current``;
 7. **dataloop** — ensure the integration by name with the current key's options, unless
    this very request (a redelivery: same ``request_id``) already did and nothing has been
@@ -58,7 +58,6 @@ from shared.model.request import ProvisionRequest
 from shared.model.results import Outcome, Status
 from shared.ports import AccountAdmin, DataloopPlatform, RepositoryGrants, SecretStore
 from shared.workflows.canary_lock import ensure_lock
-from shared.workflows.key_creation import create_key
 from shared.workflows.key_probe import KeyProbe
 from shared.workflows.provisioning.last_test import record_test, summary
 from shared.workflows.provisioning.records import (
@@ -82,6 +81,7 @@ from shared.workflows.provisioning.records import (
 )
 from shared.workflows.provisioning.steps import Steps
 from shared.workflows.reference_test import ReferenceTest, Verdict
+from shared.workflows.stored_keys import create_key, read_key
 
 logger = logging.getLogger(__name__)
 
@@ -527,7 +527,7 @@ class Provisioner:
         current = record.version_aliases.get(CURRENT)
         live = {k.key_id: k for k in self._accounts.list_keys(email)}
         if current is not None:
-            key = self._read_key(secret_id, current)
+            key = read_key(self._secrets, secret_id, current)
             if key.key_id not in live:
                 raise PermanentError(
                     f"the current key {key.key_id} of integration {request.name} no longer exists on {email} "
@@ -542,7 +542,7 @@ class Provisioner:
         stored: set[str] = set()
         reusable: tuple[int, ServiceAccountKey] | None = None
         for number in sorted((n for n, s in versions.items() if s == "ENABLED" and n not in aliased), reverse=True):
-            key = self._read_key(secret_id, number)
+            key = read_key(self._secrets, secret_id, number)
             stored.add(key.key_id)
             if reusable is None and key.client_email == email and key.key_id in live:
                 reusable = (number, key)
@@ -579,13 +579,9 @@ class Provisioner:
             # A concurrent delivery of this request stored its key first: ours is surplus.
             self._accounts.delete_key(email, key.key_id)
             self._secrets.set_version_state(secret_id, version, "disable")
-            return record, final, self._read_key(secret_id, final), "kept (set concurrently)"
+            return record, final, read_key(self._secrets, secret_id, final), "kept (set concurrently)"
         log(logger, logging.INFO, "integration key stored", secret_id=secret_id, version=version, key_id=key.key_id)
         return record, version, key, how
-
-    def _read_key(self, secret_id: str, version: int) -> ServiceAccountKey:
-        _, payload = self._secrets.access(secret_id, version)
-        return ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {version}")
 
     def _delete_unstored_keys(self, record: SecretRecord, email: str, live: set[str], stored: set[str]) -> list[str]:
         """Delete the keys an interrupted attempt created but never stored.

@@ -27,7 +27,8 @@ from shared.model.integrations import MANAGED_FILTER, Annotation
 from shared.model.keys import USER_MANAGED_KEY_LIMIT, KeyInfo, ServiceAccountKey
 from shared.model.record import KEY_ALIASES, SecretRecord, retired_keys
 from shared.workflows.rotation.report import logger
-from shared.workflows.rotation.run import Run, read_key
+from shared.workflows.rotation.run import Run
+from shared.workflows.stored_keys import read_key
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from shared.model.record import CURRENT, KEY_ALIASES, RetiredKey, SecretRecord
 from shared.ports import DataloopCredentials, KeyAccounts, SecretStore
 from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation.report import StepReport, timed
+from shared.workflows.stored_keys import read_key
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,4 @@ class Run:
         )
 
 
-def read_key(secrets: SecretStore, secret_id: str, version: int) -> ServiceAccountKey:
-    number, payload = secrets.access(secret_id, version)
-    return ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {number}")
-
-
-__all__ = ["Run", "Services", "read_key"]
+__all__ = ["Run", "Services"]

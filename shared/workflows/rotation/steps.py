@@ -14,9 +14,9 @@ from shared.model.integrations import Annotation
 from shared.model.key_ledger import with_created_key
 from shared.model.keys import USER_MANAGED_KEY_LIMIT, ServiceAccountKey
 from shared.model.record import CURRENT, PENDING, PREVIOUS, RetiredKey, parse_timestamp, retired_keys, timestamp
-from shared.workflows.key_creation import create_key
 from shared.workflows.rotation import cleanup, lease
 from shared.workflows.rotation.run import Run
+from shared.workflows.stored_keys import create_key
 
 #: The test step stops this long before the lease expires, so no one can take over mid-write.
 LEASE_MARGIN_SECONDS = 30.0

@@ -1,8 +1,9 @@
-"""How a new service-account key is made: created, recorded in the ledger, stored as a version.
+"""The keys an integration's secret stores: how one is made, and how one is read back.
 
 One path for provisioning's first key and every rotation's key, so that the rule of the
 ``created-keys`` ledger (:mod:`shared.model.key_ledger`) holds for every key the system
 makes: its id is recorded before it is stored, and a failure leaves nothing unrecorded.
+Reading a version back always parses it as a key file and names the version in any error.
 """
 
 from __future__ import annotations
@@ -51,3 +52,13 @@ def create_key(
             )
         raise
     return version, key
+
+
+def read_key(secrets: SecretStore, secret_id: str, version: int | str) -> ServiceAccountKey:
+    """The key stored in ``version`` (a number or an alias) of ``secret_id``.
+
+    Raises:
+        PermanentError: the version is missing or does not hold a key file (``bad-key``).
+    """
+    number, payload = secrets.access(secret_id, version)
+    return ServiceAccountKey.from_json(payload, source=f"secret {secret_id} version {number}")
