@@ -14,13 +14,11 @@ keeps one meaning of "code", "status" and "message" across transports.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
-from google.rpc import status_pb2
-from grpc_status import rpc_status
+if TYPE_CHECKING:  # the REST stand-ins never need gRPC: only to_status imports it
+    import grpc
+    from google.protobuf.message import Message
 
 #: The canonical code Google pairs with each HTTP status (API design guide, "Error model").
 CANONICAL = {
@@ -83,6 +81,11 @@ class GoogleApiError(Exception):
 
     def to_status(self) -> grpc.Status:
         """The error as a gRPC server aborts with it (``context.abort_with_status``)."""
+        import grpc
+        from google.protobuf import any_pb2
+        from google.rpc import status_pb2
+        from grpc_status import rpc_status
+
         status = status_pb2.Status(code=grpc.StatusCode[self.status].value[0], message=self.message)
         for detail in self.details:
             packed = any_pb2.Any()
