@@ -4,7 +4,7 @@ Everything here talks to the emulator through the real ``google-cloud-pubsub`` c
 what the tests exercise is the same gRPC surface the functions use in production.
 
 Emulator behaviour this module relies on (observed with emulator 0.8.20, see
-``tests/wire/test_pubsub_emulator.py``):
+``tests/localcloud/test_pubsub_emulator.py``):
 
 * ``GET /`` on the gRPC port answers ``200 Ok``; that is the readiness probe.
 * Topic and subscription ids need at least 3 characters; creating one that exists is
