@@ -182,6 +182,14 @@ def test_a_broken_key_file_is_a_permanent_error_that_does_not_quote_it(text: str
 # -- the token dance --------------------------------------------------------------------------------
 
 
+def test_a_challenge_without_service_asks_the_realm_with_the_scope_alone(credential: RegistryCredential):
+    """GAR's challenge sometimes names no ``service`` (docs/external-apis.md §2.1): then none is sent."""
+    transport = ScriptedTransport(challenge(f'Bearer realm="{REALM}"'), token("tok-1", expires_in=3600), manifest())
+
+    assert client_over(transport).resolve(IMAGE, credential).digest == DIGEST
+    assert transport.requests[1].url == f"{REALM}?scope=repository%3Aproj%2Frepo%2Fapp%3Apull"
+
+
 def test_cold_call_follows_the_challenge_then_warm_call_is_one_head(credential: RegistryCredential):
     transport = ScriptedTransport(challenge(), token("tok-1", expires_in=3600), manifest())
     client = client_over(transport)
