@@ -119,6 +119,11 @@ class RegistryTokenEndpoint:
     ``authority`` may be replaced at any time (tests install a fresh one per test; the
     local IAM stand-in installs itself). ``admin_username``/``admin_password`` is a
     test-only identity that may do anything anywhere, so tests can push images.
+
+    A known key whose account may not pull a requested repository gets, by default, a
+    token that grants nothing, which the registry then refuses; with
+    ``deny_at_token_endpoint`` the endpoint itself answers ``403 DENIED``. GAR has been
+    seen doing both (docs/external-apis.md §2.4), so the client is tested against both.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class RegistryTokenEndpoint:
         admin_username: str | None = None,
         admin_password: str | None = None,
         expires_in: int = 300,
+        deny_at_token_endpoint: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.authority = authority
@@ -140,6 +146,7 @@ class RegistryTokenEndpoint:
         self.issuer = issuer
         self.realm = realm
         self.expires_in = expires_in
+        self.deny_at_token_endpoint = deny_at_token_endpoint
         self._admin = (admin_username, admin_password) if admin_username and admin_password else None
         self._clock = clock
         self._lock = threading.Lock()
@@ -181,6 +188,18 @@ class RegistryTokenEndpoint:
         access = [
             {"type": s.type, "name": s.name, "actions": list(self._granted(principal, credentials, s))} for s in scopes
         ]
+        denied = [s for s, a in zip(scopes, access, strict=True) if "pull" in s.actions and "pull" not in a["actions"]]
+        if self.deny_at_token_endpoint and principal and denied:
+            repository = denied[0].name
+            return _json(
+                start_response,
+                403,
+                _errors(
+                    "DENIED",
+                    'Permission "artifactregistry.repositories.downloadArtifacts" denied on resource '
+                    f'"{repository}" (or it may not exist)',
+                ),
+            )
         now = int(self._clock())
         claims = {
             "iss": self.issuer,

@@ -261,6 +261,25 @@ def test_key_without_pull_permission_is_refused_by_the_registry(
     assert calls.heads(local_registry.host) == 2
 
 
+def test_key_without_pull_permission_is_refused_at_the_token_endpoint_the_same_way(
+    local_registry: RegistryStack, registry_keys: RegistryKeys, registry_image: PushedImage
+):
+    """GAR may refuse such a key before any token is issued (docs/external-apis.md §2.4)."""
+    key = registry_keys.new_key(repositories=(f"{TEST_PROJECT}/another-repo",))
+    client, calls = counting_client(local_registry)
+    local_registry.endpoint.deny_at_token_endpoint = True
+    try:
+        with pytest.raises(CredentialsRefused) as info:
+            client.resolve(registry_image.by_digest, registry_keys.credential(key))
+    finally:
+        local_registry.endpoint.deny_at_token_endpoint = False
+
+    reason = info.value.reason
+    assert "token endpoint HTTP 403" in reason and "DENIED" in reason and key.client_email in reason
+    assert f"roles/artifactregistry.reader on {TEST_SCOPE}" in reason  # what to do about it
+    assert len(local_registry.token_calls()) == 1 and calls.heads(local_registry.host) == 1  # no token, no retry
+
+
 def test_cached_token_the_registry_no_longer_takes_is_replaced_once(
     local_registry: RegistryStack, registry_keys: RegistryKeys
 ):
