@@ -17,9 +17,7 @@ integration's credentials), the extension what provisioning adds (accounts; inte
 made, found and deleted).
 
 Seams between workflows (the message dispatcher's ``Rotator`` and ``Sweeper``, the
-request handler's ``KeyRotation``) stay beside their callers: they reach no service. So do
-``KeyMaker`` and ``VersionStore`` in shared.model.key_ledger, for a different reason: the
-model sits below this module and may not import it; both are subsets of the ports here.
+request handler's ``KeyRotation``) stay beside their callers: they reach no service.
 """
 
 from __future__ import annotations
