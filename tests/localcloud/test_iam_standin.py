@@ -293,7 +293,7 @@ def test_a_gone_key_answers_the_selected_status_to_every_key_call(
 
 
 def test_a_deleted_key_can_go_on_being_listed_for_a_while(iam: IamStandIn, iam_client: Any) -> None:
-    """§3.4/§3.5: the listing is eventually consistent, so a key just deleted may still be listed."""
+    """§3.5: IAM reads are eventually consistent, so a key just deleted may still be listed."""
     iam.state.deleted_key_listings = 2
     account = create_account(iam_client)
     doomed, kept = create_key(iam_client, account.email), create_key(iam_client, account.email)
