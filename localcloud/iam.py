@@ -20,7 +20,11 @@ What it reproduces, because the rotation protocol depends on it (docs/external-a
 - every account also has a system-managed key, so listing without
   ``key_types=[USER_MANAGED]`` shows keys a rotation must never touch;
 - a new key only authenticates after a configurable propagation delay (checked by
-  :meth:`IamState.check_key_file`, which the local registry's token endpoint uses).
+  :meth:`IamState.check_key_file`, which the local registry's token endpoint uses);
+- a key that is gone, or whose account is gone, is not reliably ``NOT_FOUND`` to get,
+  delete, disable or enable: ``PERMISSION_DENIED`` and ``FAILED_PRECONDITION`` are
+  selectable with ``gone_key_status`` (§3.5), and a deleted key can go on being listed
+  for ``deleted_key_listings`` listings (the listing lags the deletion).
 
 Error texts come from real responses quoted in public issue threads; the ones that could
 not be confirmed are marked *unconfirmed* where they are raised.
@@ -95,6 +99,8 @@ class KeyRecord:
     public_certificate_pem: bytes = field(repr=False)
     disabled: bool = False
     deleted: bool = False
+    #: Listings that still show this key although it is deleted (IAM's lagging listing).
+    stale_listings: int = 0
 
     @property
     def name(self) -> str:
@@ -131,6 +137,11 @@ class IamState:
         self.key_creation_disabled = False
         #: FAILED_PRECONDITION today; RESOURCE_EXHAUSTED to replay what IAM answered before ~2022.
         self.key_limit_status = grpc.StatusCode.FAILED_PRECONDITION
+        #: What a call on a gone key (or a key of a gone account) answers: NOT_FOUND,
+        #: PERMISSION_DENIED or FAILED_PRECONDITION, all met in practice (§3.5).
+        self.gone_key_status = grpc.StatusCode.NOT_FOUND
+        #: How many listings of its account still show a key after it is deleted.
+        self.deleted_key_listings = 0
 
     def reset(self) -> None:
         """Forget everything and restore the defaults (no delay, no org policy)."""
@@ -143,6 +154,8 @@ class IamState:
             self.propagation_delay_seconds = 0.0
             self.key_creation_disabled = False
             self.key_limit_status = grpc.StatusCode.FAILED_PRECONDITION
+            self.gone_key_status = grpc.StatusCode.NOT_FOUND
+            self.deleted_key_listings = 0
 
     # -- test helpers ----------------------------------------------------------------
     def now(self) -> float:
@@ -364,25 +377,31 @@ class IamState:
         wanted = set(key_types) or {KeyType.USER_MANAGED, KeyType.SYSTEM_MANAGED}
         with self._lock:
             account = self._account_for_keys(name)
-            found = [
-                KeyRecord(**vars(k))
-                for k in self._keys.values()
-                if k.email == account.email and not k.deleted and k.key_type in wanted
-            ]
+            found = []
+            for k in self._keys.values():
+                if k.email != account.email or k.key_type not in wanted:
+                    continue
+                if k.deleted:
+                    if k.stale_listings <= 0:
+                        continue
+                    k.stale_listings -= 1
+                found.append(KeyRecord(**vars(k)))
         return sorted(found, key=lambda k: k.created_at)
 
     def get_key(self, name: str) -> KeyRecord:
         with self._lock:
-            return KeyRecord(**vars(self._key_for(name)))
+            return KeyRecord(**vars(self._key_for(name, "iam.serviceAccountKeys.get")))
 
     def delete_key(self, name: str) -> None:
         with self._lock:
-            key = self._key_for(name, user_managed=True)
+            key = self._key_for(name, "iam.serviceAccountKeys.delete", user_managed=True)
             key.deleted = True
+            key.stale_listings = self.deleted_key_listings
 
     def set_key_disabled(self, name: str, disabled: bool) -> None:
+        permission = "iam.serviceAccountKeys.disable" if disabled else "iam.serviceAccountKeys.enable"
         with self._lock:
-            self._key_for(name, user_managed=True).disabled = disabled
+            self._key_for(name, permission, user_managed=True).disabled = disabled
 
     # -- name resolution ------------------------------------------------------------------
     def _find_account(self, project: str, account: str) -> ServiceAccountRecord | None:
@@ -425,16 +444,25 @@ class IamState:
             )
         return found
 
-    def _key_for(self, name: str, *, user_managed: bool = False) -> KeyRecord:
+    def _key_for(self, name: str, permission: str, *, user_managed: bool = False) -> KeyRecord:
         match = _KEY_NAME.fullmatch(name)
         if match is None:
             raise GoogleApiError.from_grpc(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 'The name should be in the form "projects/{project_id}/serviceAccounts/{account}/keys/{key}".',
             )
-        account = self._account_for_keys(f"projects/{match['project']}/serviceAccounts/{match['account']}")
+        account_name = f"projects/{match['project']}/serviceAccounts/{match['account']}"
+        if self.gone_key_status == grpc.StatusCode.NOT_FOUND:
+            account = self._account_for_keys(account_name)
+        else:
+            found = self._find_account(match["project"], match["account"])
+            if found is None:
+                raise self._gone_key(name, permission)
+            account = found
         key = self._keys.get(match["key"])
         if key is None or key.deleted or key.email != account.email:
+            if self.gone_key_status != grpc.StatusCode.NOT_FOUND:
+                raise self._gone_key(name, permission)
             raise GoogleApiError.from_grpc(
                 grpc.StatusCode.NOT_FOUND, f"Service account key {match['key']} does not exist."
             )
@@ -442,6 +470,17 @@ class IamState:
             # unconfirmed: IAM refuses to change Google-managed keys; the exact answer is not documented.
             raise GoogleApiError.from_grpc(grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.")
         return key
+
+    def _gone_key(self, name: str, permission: str) -> GoogleApiError:
+        """The non-404 answers to a gone key that clients have met (docs/external-apis.md §3.5)."""
+        if self.gone_key_status == grpc.StatusCode.PERMISSION_DENIED:
+            # Confirmed for get; for delete, disable and enable the same form is assumed.
+            return GoogleApiError.from_grpc(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Permission {permission} is required to perform this operation on service account key {name}.",
+            )
+        # Confirmed for delete; for get, disable and enable the same answer is assumed.
+        return GoogleApiError.from_grpc(grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.")
 
     def _add_system_key(self, account: ServiceAccountRecord) -> None:
         """Every account shows a Google-managed key; it signs nothing here, so it needs no RSA key."""

@@ -11,6 +11,10 @@ the email where it can be (``ID@PROJECT.iam.gserviceaccount.com``): under the ``
 wildcard IAM answers PERMISSION_DENIED for an account that does not exist, which would
 make a missing account indistinguishable from a missing role.
 
+A key that is gone is not reliably NOT_FOUND either: deleting or disabling it may be
+answered PERMISSION_DENIED or FAILED_PRECONDITION (docs/external-apis.md §3.5). Such an
+answer is taken for "gone" only when a listing of the account's keys agrees.
+
 The key file is secret: it is registered with the redactor as it is parsed, and it never
 enters an exception message or a log line.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -121,10 +126,18 @@ def _retryable_create(exc: BaseException) -> bool:
 class ServiceAccounts:
     """Adapter over ``IAMClient``: service accounts and their user-managed keys."""
 
-    def __init__(self, *, endpoint: str | None = None, timeout: float = 10.0) -> None:
-        """``endpoint`` ("HOST:PORT") selects an insecure channel to the local IAM."""
+    def __init__(
+        self, *, endpoint: str | None = None, timeout: float = 10.0, relist_pauses: tuple[float, ...] = (1.0, 2.0)
+    ) -> None:
+        """``endpoint`` ("HOST:PORT") selects an insecure channel to the local IAM.
+
+        ``relist_pauses``: IAM's listing lags a deletion (docs/external-apis.md §3.5), so a
+        key refused 403/400 but still listed is looked for again after each pause before
+        the refusal is believed.
+        """
         self.endpoint = endpoint
         self.timeout = timeout
+        self.relist_pauses = relist_pauses
         self._client = LazyClient(self._build_client)
 
     def _build_client(self) -> Any:
@@ -291,7 +304,8 @@ class ServiceAccounts:
         return sorted(keys, key=lambda k: k.valid_after or dt.datetime.min.replace(tzinfo=dt.UTC))
 
     def delete_key(self, email: str, key_id: str) -> bool:
-        """Delete a key; False when it was already gone (a resumed rotation deletes again)."""
+        """Delete a key; False when it was already gone (a resumed rotation or a redelivered
+        deprovision deletes again, and must not fail on what the first attempt did)."""
         return self._key_call("delete_service_account_key", "delete", email, key_id)
 
     def disable_key(self, email: str, key_id: str) -> bool:
@@ -306,8 +320,41 @@ class ServiceAccounts:
                 self._call(method, {"name": f"{account_name(email)}/keys/{key_id}"})
             except gexc.NotFound:
                 return False
+            except (gexc.PermissionDenied, gexc.FailedPrecondition):
+                # IAM answers some gone keys this way too (docs/external-apis.md §3.5).
+                if not self._listing_shows_gone(email, key_id):
+                    raise
+                logger.info(
+                    "key %s of %s is already gone (IAM refused to %s it, and no longer lists it)", key_id, email, verb
+                )
+                return False
         logger.info("%s key %s of %s", "deleted" if verb == "delete" else "disabled", key_id, email)
         return True
+
+    def _listing_shows_gone(self, email: str, key_id: str) -> bool:
+        """Whether IAM's listing says the key (or its whole account) is gone.
+
+        A 403 or 400 alone cannot tell a gone key from a real refusal, and treating a real
+        refusal as "gone" would leave a key behind believed deleted; the listing can. Every
+        key type is listed, so a refused Google-managed key is not mistaken for a gone one.
+        When the listing itself is refused, nothing is known and the refusal stands; when
+        IAM is unreachable, the RetryError becomes ServiceUnavailable, so the caller retries.
+        """
+        from google.api_core import exceptions as gexc
+
+        for pause in (*self.relist_pauses, None):
+            try:
+                listed = self._call("list_service_account_keys", {"name": account_name(email)})
+            except gexc.NotFound:
+                return True  # the account is gone, and its keys with it
+            except gexc.GoogleAPICallError:
+                return False
+            if all(key_id_of(k.name) != key_id for k in listed.keys):
+                return True
+            if pause is None:
+                return False
+            time.sleep(pause)
+        return False
 
     def _key_creation_refused(self, email: str, exc: BaseException) -> PermanentError | None:
         """The PermanentError for a refused key creation, or None when it is not one we know."""

@@ -252,6 +252,64 @@ def test_deleted_key_does_not_list_and_is_not_found(iam: IamStandIn, iam_client:
     assert [k.deleted for k in iam.state.keys_of(account.email, include_deleted=True)] == [True, False]
 
 
+GONE_KEY_ANSWERS = [
+    (grpc.StatusCode.NOT_FOUND, exceptions.NotFound, r"does not exist|Gaia id not found"),
+    (
+        grpc.StatusCode.PERMISSION_DENIED,
+        exceptions.PermissionDenied,
+        r"Permission iam\.serviceAccountKeys\.\w+ is required to perform this operation on service account key ",
+    ),
+    (grpc.StatusCode.FAILED_PRECONDITION, exceptions.FailedPrecondition, r"Precondition check failed\.$"),
+]
+
+
+@pytest.mark.parametrize(("status", "error", "message"), GONE_KEY_ANSWERS, ids=[a[0].name for a in GONE_KEY_ANSWERS])
+def test_a_gone_key_answers_the_selected_status_to_every_key_call(
+    iam: IamStandIn, iam_client: Any, status: grpc.StatusCode, error: type[Exception], message: str
+) -> None:
+    """§3.5: IAM is not reliably NOT_FOUND for a deleted key, nor for the keys of a deleted account."""
+    iam.state.gone_key_status = status
+    account = create_account(iam_client)
+    deleted = create_key(iam_client, account.email)
+    iam_client.delete_service_account_key(request={"name": deleted.name})
+    doomed = create_account(iam_client, "dlgar-doomed")
+    orphaned = create_key(iam_client, doomed.email)
+    iam_client.delete_service_account(request={"name": doomed.name})
+
+    for gone in (deleted.name, orphaned.name, f"{account.name}/keys/{'0' * 40}"):
+        for call in ("get", "delete", "disable", "enable"):
+            with pytest.raises(error, match=message) as caught:
+                getattr(iam_client, f"{call}_service_account_key")(request={"name": gone})
+            if status == grpc.StatusCode.PERMISSION_DENIED:
+                assert caught.value.message == (
+                    f"Permission iam.serviceAccountKeys.{call} is required to perform this operation "
+                    f"on service account key {gone}."
+                )
+    live = create_key(iam_client, account.email)
+    iam_client.disable_service_account_key(request={"name": live.name})  # a live key still answers normally
+    iam_client.delete_service_account_key(request={"name": live.name})
+    iam.reset()
+    assert iam.state.gone_key_status == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_deleted_key_can_go_on_being_listed_for_a_while(iam: IamStandIn, iam_client: Any) -> None:
+    """§3.5: IAM reads are eventually consistent, so a key just deleted may still be listed."""
+    iam.state.deleted_key_listings = 2
+    account = create_account(iam_client)
+    doomed, kept = create_key(iam_client, account.email), create_key(iam_client, account.email)
+
+    iam_client.delete_service_account_key(request={"name": doomed.name})
+
+    assert [k.name for k in user_keys(iam_client, account.email)] == [doomed.name, kept.name]
+    assert [k.name for k in user_keys(iam_client, account.email)] == [doomed.name, kept.name]
+    assert [k.name for k in user_keys(iam_client, account.email)] == [kept.name]
+    with pytest.raises(exceptions.NotFound):  # listed or not, the key itself is gone
+        iam_client.get_service_account_key(request={"name": doomed.name})
+    assert iam.state.check_key_file(doomed.private_key_data.decode()).reason == "key deleted"
+    iam.reset()
+    assert iam.state.deleted_key_listings == 0
+
+
 def test_disabled_key_lists_as_disabled_and_is_refused_until_enabled(iam: IamStandIn, iam_client: Any) -> None:
     account = create_account(iam_client)
     key = create_key(iam_client, account.email)

@@ -30,7 +30,7 @@ EMAIL = f"dlgar-puller@{PROJECT}.iam.gserviceaccount.com"
 
 @pytest.fixture
 def accounts(iam: IamStandIn) -> Iterator[ServiceAccounts]:
-    with ServiceAccounts(endpoint=iam.target, timeout=2.0) as adapter:
+    with ServiceAccounts(endpoint=iam.target, timeout=2.0, relist_pauses=(0.01,)) as adapter:
         yield adapter
 
 
@@ -144,6 +144,102 @@ def test_disable_key_keeps_it_listed_but_refused(iam: IamStandIn, accounts: Serv
     assert [(k.key_id, k.disabled) for k in accounts.list_keys(email)] == [(key.key_id, True)]
     assert iam.state.check_key_file(key.json_text).reason == "key disabled"
     assert accounts.disable_key(email, "0" * 40) is False
+
+
+#: What IAM has been seen to answer for a key that is gone (docs/external-apis.md §3.5).
+GONE_KEY_STATUSES = [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION]
+
+
+@pytest.mark.parametrize("status", GONE_KEY_STATUSES, ids=[s.name for s in GONE_KEY_STATUSES])
+def test_deleting_or_disabling_a_gone_key_is_false_whatever_iam_answers(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str, status: grpc.StatusCode
+) -> None:
+    iam.state.gone_key_status = status
+    deleted, kept = accounts.create_key(email), accounts.create_key(email)
+    assert accounts.delete_key(email, deleted.key_id) is True
+
+    assert accounts.delete_key(email, deleted.key_id) is False
+    assert accounts.disable_key(email, deleted.key_id) is False
+    assert accounts.delete_key(email, "0" * 40) is False
+    assert [k.key_id for k in accounts.list_keys(email)] == [kept.key_id]
+
+
+@pytest.mark.parametrize("status", GONE_KEY_STATUSES, ids=[s.name for s in GONE_KEY_STATUSES])
+def test_the_keys_of_a_deleted_account_are_gone_whatever_iam_answers(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str, status: grpc.StatusCode
+) -> None:
+    iam.state.gone_key_status = status
+    key = accounts.create_key(email)
+    assert accounts.delete_account(email) is True
+
+    assert accounts.delete_key(email, key.key_id) is False
+    assert accounts.disable_key(email, key.key_id) is False
+
+
+@pytest.mark.parametrize("status", GONE_KEY_STATUSES[1:], ids=[s.name for s in GONE_KEY_STATUSES[1:]])
+def test_a_gone_key_still_listed_for_a_while_is_gone_once_the_listing_catches_up(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str, status: grpc.StatusCode
+) -> None:
+    iam.state.gone_key_status = status
+    iam.state.deleted_key_listings = 1
+    key = accounts.create_key(email)
+    assert accounts.delete_key(email, key.key_id) is True
+
+    assert accounts.delete_key(email, key.key_id) is False
+    assert calls_of(iam, "ListServiceAccountKeys") == 2  # the lagging listing, then one that caught up
+    assert accounts.list_keys(email) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (grpc.StatusCode.PERMISSION_DENIED, "permission-denied"),
+        (grpc.StatusCode.FAILED_PRECONDITION, "failed-precondition"),
+    ],
+)
+@pytest.mark.parametrize("method", ["DeleteServiceAccountKey", "DisableServiceAccountKey"])
+def test_a_refusal_for_a_key_that_is_still_listed_is_reported_as_a_refusal(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str, status: grpc.StatusCode, code: str, method: str
+) -> None:
+    key = accounts.create_key(email)
+    iam.inject(method, status, "Permission iam.serviceAccountKeys.delete is required", count=10)
+    call = accounts.delete_key if method == "DeleteServiceAccountKey" else accounts.disable_key
+
+    with pytest.raises(PermanentError) as caught:
+        call(email, key.key_id)
+
+    assert caught.value.code == code
+    if status == grpc.StatusCode.PERMISSION_DENIED:
+        assert f"roles/iam.serviceAccountKeyAdmin on the service account {email}" in caught.value.reason
+    assert [k.key_id for k in iam.state.keys_of(email)] == [key.key_id]
+    assert calls_of(iam, "ListServiceAccountKeys") >= 1  # looked before calling it a refusal
+
+
+def test_a_refused_google_managed_key_is_not_mistaken_for_a_gone_one(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str
+) -> None:
+    [system_key] = iam.state.keys_of(email, user_managed_only=False)
+
+    with pytest.raises(PermanentError) as caught:
+        accounts.delete_key(email, system_key.key_id)
+
+    assert caught.value.code == "failed-precondition"
+    assert not iam.state.keys_of(email, user_managed_only=False)[0].deleted
+
+
+def test_a_refusal_stands_when_the_keys_cannot_be_listed_either(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str
+) -> None:
+    iam.state.gone_key_status = grpc.StatusCode.PERMISSION_DENIED
+    key = accounts.create_key(email)
+    accounts.delete_key(email, key.key_id)
+    iam.inject("ListServiceAccountKeys", grpc.StatusCode.PERMISSION_DENIED, "Permission denied", count=10)
+
+    with pytest.raises(PermanentError) as caught:
+        accounts.delete_key(email, key.key_id)
+
+    assert caught.value.code == "permission-denied"
+    assert "delete key" in caught.value.reason
 
 
 @pytest.mark.parametrize("status", [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED])

@@ -464,6 +464,47 @@ def test_no_rotation_adds_a_key_while_a_deprovision_is_under_way(cloud: Cloud) -
     assert cloud.user_keys() == [] and cloud.iam.state.account(EMAIL) is None
 
 
+def _grants_down(cloud: Cloud) -> None:
+    """Fails after the keys step: the keys are deleted, the account stays."""
+    cloud.artifact_registry.app.inject(
+        Fault(path=r":setIamPolicy$", method="POST", status=503, body=_unavailable(), count=50)
+    )
+
+
+def _record_deletion_down(cloud: Cloud) -> None:
+    """Fails at the last step: the keys and the account are deleted."""
+    cloud.secretmanager.wire.inject(
+        Fault(path=f"/secrets/{SECRET_ID}$", method="DELETE", status=503, body=_unavailable(), count=50)
+    )
+
+
+GONE_KEY_STATUSES = [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION]
+
+
+@pytest.mark.parametrize("interrupt", [_grants_down, _record_deletion_down], ids=["keys deleted", "account deleted"])
+@pytest.mark.parametrize("status", GONE_KEY_STATUSES, ids=[s.name for s in GONE_KEY_STATUSES])
+def test_a_redelivered_deprovision_finishes_whatever_iam_answers_for_the_keys_it_deleted(
+    cloud: Cloud, status: grpc.StatusCode, interrupt: Callable[[Cloud], None]
+) -> None:
+    """docs/external-apis.md §3.5: a gone key, or a key of a gone account, may answer 403 or 400."""
+    assert cloud.send(cloud.provision_request(test_image=None)).status is Status.OK  # creates the account
+    key_id = cloud.user_keys()[0]
+    interrupt(cloud)
+    with pytest.raises(TransientError):
+        cloud.send({"version": 1, "action": "deprovision", "name": NAME, "request_id": "d-1"})
+    assert key_id not in {k.key_id for k in cloud.iam.state.keys_of(EMAIL)}  # deleted by the first delivery
+    cloud.artifact_registry.app.reset()
+    cloud.secretmanager.wire.reset()
+    cloud.iam.state.gone_key_status = status
+
+    again = cloud.send({"version": 1, "action": "deprovision", "name": NAME, "request_id": "d-1"})
+
+    assert again.status is Status.OK, again.reason
+    assert again.details["steps"]["keys"] == {key_id: "already gone"}
+    assert cloud.iam.state.account(EMAIL) is None
+    assert cloud.secrets.list_secrets() == [] and cloud.readers(TEST_REPOSITORY) == set()
+
+
 # -- test and status ------------------------------------------------------------------------------------
 
 

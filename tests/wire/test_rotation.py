@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 
 from deploy.access import function_grants
@@ -39,6 +40,7 @@ from shared.core.errors import GarDataloopError, RegistryUnavailable, ServiceUna
 from shared.model.dataloop import DataloopUnavailable
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.policy import AccessPolicy
+from shared.model.record import retired_keys
 from shared.model.results import Outcome, Status
 from shared.workflows.rotation.state import timestamp
 from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY
@@ -113,6 +115,49 @@ def test_a_rotation_interrupted_after_each_step_converges_on_the_next_run(
     assert outcome.details["old_key_id"] == old
     stack.assert_converged()
     assert len(stack.live_keys()) == 2
+
+
+#: What IAM has been seen to answer for a key that is gone (docs/external-apis.md §3.5).
+GONE_KEY_STATUSES = [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION]
+
+
+def _delete_behind_the_rotations_back(stack: Stack, key_id: str) -> None:
+    stack.iam.state.delete_key(f"projects/{TEST_PROJECT}/serviceAccounts/{EMAIL}/keys/{key_id}")
+
+
+@pytest.mark.parametrize("status", GONE_KEY_STATUSES, ids=[s.name for s in GONE_KEY_STATUSES])
+def test_an_orphan_already_deleted_but_still_listed_is_not_a_refusal(stack: Stack, status: grpc.StatusCode) -> None:
+    """The ledger still names a key an earlier run deleted, and IAM's listing still shows it."""
+    old = stack.provision()
+    orphan = stack.accounts.create_key(EMAIL).key_id  # made by a run that died before storing it
+    record = stack.secrets.get_secret(SECRET_ID)
+    ledger = {**record.annotations, Annotation.CREATED_KEYS: f"{old},{orphan}"}
+    stack.secrets.update_secret(SECRET_ID, etag=record.etag, annotations=ledger)
+    stack.iam.state.gone_key_status = status
+    stack.iam.state.deleted_key_listings = 1
+    _delete_behind_the_rotations_back(stack, orphan)
+
+    outcome = stack.rotation().rotate(SECRET_ID)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details["orphan_keys_deleted"] == [orphan]  # the census saw it listed
+    stack.assert_converged()
+
+
+@pytest.mark.parametrize("status", GONE_KEY_STATUSES, ids=[s.name for s in GONE_KEY_STATUSES])
+def test_a_retired_key_already_gone_leaves_the_retired_list(stack: Stack, status: grpc.StatusCode) -> None:
+    old = stack.provision()
+    assert stack.rotation().rotate(SECRET_ID).status is Status.OK
+    stack.iam.state.gone_key_status = status
+    _delete_behind_the_rotations_back(stack, old)  # by hand, or by a run that died before recording it
+
+    outcome = stack.rotation().rotate(SECRET_ID, force=True)
+
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.details.get("retired_keys_deleted") == [old], outcome.details
+    assert "kept for the next run" not in outcome.reason + str(outcome.details.get("notes", ""))
+    assert retired_keys(stack.secrets.get_secret(SECRET_ID).annotations) == {}
+    stack.assert_converged()
 
 
 def test_a_dry_run_reads_but_never_writes(stack: Stack) -> None:
