@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from shared.core.config import DEFAULT_SKIP_TAG_PATTERNS, REFERRERS_TAG_PATTERNS
 from shared.model.events import PubSubMessage
 from shared.model.images import GarNotification, RegistryImage
 from shared.model.integrations import ManagedIntegration
@@ -35,7 +36,7 @@ class PushTester:
         keys: KeySource,
         reference_test: ReferenceTest,
         *,
-        skip_tag_patterns: Sequence[str] = ("*.sig", "*.att", "*.sbom"),
+        skip_tag_patterns: Sequence[str] = DEFAULT_SKIP_TAG_PATTERNS,
         canary: Callable[[], CanaryTest] | None = None,
     ) -> None:
         self._directory = directory
@@ -58,11 +59,15 @@ class PushTester:
 
         if not notification.is_insert:
             return Outcome(KIND, Status.IGNORED, f"{image} was deleted; nothing to test", subject=subject)
-        if image.tag and any(fnmatch.fnmatchcase(image.tag, p) for p in self._skip):
+        skipped_by = next((p for p in self._skip if image.tag and fnmatch.fnmatchcase(image.tag, p)), None)
+        if skipped_by is not None:
+            what = (
+                "an OCI referrers tag" if skipped_by in REFERRERS_TAG_PATTERNS else "a signature/attestation artifact"
+            )
             return Outcome(
                 KIND,
                 Status.SKIPPED,
-                f"tag {image.tag!r} is a signature/attestation artifact (SKIP_TAG_PATTERNS)",
+                f"tag {image.tag!r} is {what}, not a runnable image (SKIP_TAG_PATTERNS)",
                 subject=subject,
             )
 

@@ -82,6 +82,25 @@ def test_signature_tags_are_skipped(world, suffix):
     assert outcome.status is Status.SKIPPED and registry.calls == []
 
 
+@pytest.mark.parametrize("tag", [f"sha256-{'ab' * 32}", f"sha512-{'cd' * 32}"])
+def test_referrers_tag_schema_tags_are_skipped(world, tag):
+    """Attestation tools without a referrers API store an index under this tag (docs/external-apis.md §1.3)."""
+    tester, registry, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}", "tag": f"{IMAGE}:{tag}"}))
+    assert outcome.status is Status.SKIPPED and registry.calls == []
+    assert "referrers tag" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    "tag", ["sha256-release", f"sha256-{'ab' * 31}", f"v1-sha256-{'ab' * 32}", f"sha256-{'AB' * 32}"]
+)
+def test_tags_that_only_resemble_the_referrers_schema_are_tested(world, tag):
+    tester, registry, _, _ = world
+    registry.images[(HOST, "proj/images/app")][tag] = DIGEST
+    outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:{tag}"}))
+    assert outcome.status is Status.PASSED
+
+
 def test_skip_patterns_are_configurable(world):
     _, registry, directory, keys = world
     tester = PushTester(directory, keys, ReferenceTest(registry), skip_tag_patterns=())
