@@ -142,7 +142,7 @@ def _stands_for_the_push(image: RegistryImage, registry: Verdict) -> bool:
     notification with a tag, or for an index pushed without one; an untagged single-platform
     manifest gets the registry tier only. Which kind it is comes from the registry tier's
     HEAD, so deciding costs no call. Notifications arrive in any order (§6.3), and a child
-    usually before its index (the index can only be stored once its children are), so the
+    usually before its index (a registry may refuse an index whose children it lacks), so the
     rule looks at nothing but the notification itself.
     """
     return image.tag is not None or registry.is_index
