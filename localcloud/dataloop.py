@@ -339,6 +339,8 @@ class DataloopGateway:
                     "path": request.path,
                     "query": request.query_string.decode(),
                     "authorization": request.headers.get("Authorization"),
+                    "content_type": request.headers.get("Content-Type"),
+                    "body": request.get_data(),
                     "json": body_json,
                 }
             )

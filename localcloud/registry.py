@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -273,6 +274,72 @@ def build_oci_layout(path: Path, *, tag: str = "latest", content: bytes = b"hell
     return OciLayout(path, tag, manifest_digest)
 
 
+def _image_manifest(path: Path, content: bytes, architecture: str) -> dict[str, Any]:
+    """One platform's image (a layer holding ``content``), as the descriptor an index lists."""
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size, info.mode, info.mtime = len(content), 0o644, 0
+        tar.addfile(info, io.BytesIO(content))
+    diff_id = "sha256:" + hashlib.sha256(tar_bytes.getvalue()).hexdigest()
+    layer_digest, layer_size = _blob(path, gzip.compress(tar_bytes.getvalue(), mtime=0))
+    config = {
+        "architecture": architecture,
+        "os": "linux",
+        "config": {"Cmd": ["/hello.txt"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    config_digest, config_size = _blob(path, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": layer_size}],
+    }
+    digest, size = _blob(path, json.dumps(manifest, sort_keys=True).encode())
+    return {
+        "mediaType": OCI_MANIFEST,
+        "digest": digest,
+        "size": size,
+        "platform": {"architecture": architecture, "os": "linux"},
+    }
+
+
+def build_multi_platform_layout(
+    path: Path,
+    *,
+    tag: str = "latest",
+    content: bytes = b"hello from localcloud\n",
+    architectures: tuple[str, ...] = ("amd64", "arm64"),
+) -> tuple[OciLayout, tuple[str, ...]]:
+    """Write an image index with one image per architecture, as ``docker buildx --platform`` builds.
+
+    Copied with ``push_image(..., all_platforms=True)``, the registry receives each platform's
+    manifest by digest and then the index by tag: a multi-platform push as GAR sees it
+    (docs/external-apis.md §1.1). Returns the layout (``manifest_digest`` is the index's) and
+    the platform manifests' digests.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    children = [_image_manifest(path, content + arch.encode(), arch) for arch in architectures]
+    image_index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
+    index_digest, index_size = _blob(path, json.dumps(image_index, sort_keys=True).encode())
+    layout_index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_INDEX,
+                "digest": index_digest,
+                "size": index_size,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (path / "index.json").write_text(json.dumps(layout_index))
+    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    return OciLayout(path, tag, index_digest), tuple(c["digest"] for c in children)
+
+
 def push_image(
     layout: OciLayout,
     *,
@@ -282,8 +349,12 @@ def push_image(
     username: str,
     password: str,
     timeout: float = 60.0,
+    all_platforms: bool = False,
 ) -> str:
     """``skopeo copy`` the layout's image to ``REGISTRY_HOST/NAME:TAG``; return the pushed digest.
+
+    ``all_platforms`` copies an index with every platform's image (``--all``) rather than the
+    one image skopeo would pick for this machine.
 
     Credentials go through a temporary auth file rather than ``--dest-creds`` so that they
     never appear in a process listing.
@@ -300,6 +371,7 @@ def push_image(
                 "--insecure-policy",
                 "copy",
                 "--quiet",
+                *(["--all"] if all_platforms else []),
                 "--dest-tls-verify=false",
                 "--dest-authfile",
                 str(auth_file),

@@ -17,6 +17,13 @@ from shared.core.errors import ConfigError
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+#: Tags under which signing and attestation tools store artifacts that no runtime can run
+#: (docs/external-apis.md §1.3): cosign's suffixed tags, and the OCI referrers tag schema
+#: (``<algorithm>-<digest hex truncated to 64>``, no suffix), which tools such as GitHub's
+#: attest-build-provenance use on registries without a referrers API, GAR among them.
+REFERRERS_TAG_PATTERNS: tuple[str, ...] = ("sha256-" + "[0-9a-f]" * 64, "sha512-" + "[0-9a-f]" * 64)
+DEFAULT_SKIP_TAG_PATTERNS: tuple[str, ...] = ("*.sig", "*.att", "*.sbom", *REFERRERS_TAG_PATTERNS)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -24,7 +31,7 @@ class Settings:
 
     project: str
     results_topic: str = "dataloop-gar-results"
-    skip_tag_patterns: tuple[str, ...] = ("*.sig", "*.att", "*.sbom")
+    skip_tag_patterns: tuple[str, ...] = DEFAULT_SKIP_TAG_PATTERNS
     http_timeout_seconds: float = 10.0
     http_retries: int = 3
     integration_cache_ttl_seconds: float = 60.0

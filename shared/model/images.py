@@ -212,12 +212,23 @@ class GarNotification:
         return cls(action, image)
 
 
+#: Manifest types that list other manifests, one per platform, rather than describe one image.
+INDEX_MEDIA_TYPES = frozenset(
+    {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+)
+
+
 @dataclass(frozen=True)
 class ManifestRef:
     """What the registry holds for an image reference: the manifest's digest and type."""
 
     digest: str
     media_type: str | None
+
+    @property
+    def is_index(self) -> bool:
+        """A multi-platform index or manifest list; unknown (no type sent) counts as not."""
+        return self.media_type in INDEX_MEDIA_TYPES
 
 
 @dataclass(frozen=True)

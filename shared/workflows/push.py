@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from shared.core.config import DEFAULT_SKIP_TAG_PATTERNS, REFERRERS_TAG_PATTERNS
 from shared.model.events import PubSubMessage
 from shared.model.images import GarNotification, RegistryImage
 from shared.model.integrations import ManagedIntegration
@@ -35,7 +36,7 @@ class PushTester:
         keys: KeySource,
         reference_test: ReferenceTest,
         *,
-        skip_tag_patterns: Sequence[str] = ("*.sig", "*.att", "*.sbom"),
+        skip_tag_patterns: Sequence[str] = DEFAULT_SKIP_TAG_PATTERNS,
         canary: Callable[[], CanaryTest] | None = None,
     ) -> None:
         self._directory = directory
@@ -58,11 +59,15 @@ class PushTester:
 
         if not notification.is_insert:
             return Outcome(KIND, Status.IGNORED, f"{image} was deleted; nothing to test", subject=subject)
-        if image.tag and any(fnmatch.fnmatchcase(image.tag, p) for p in self._skip):
+        skipped_by = next((p for p in self._skip if image.tag and fnmatch.fnmatchcase(image.tag, p)), None)
+        if skipped_by is not None:
+            what = (
+                "an OCI referrers tag" if skipped_by in REFERRERS_TAG_PATTERNS else "a signature/attestation artifact"
+            )
             return Outcome(
                 KIND,
                 Status.SKIPPED,
-                f"tag {image.tag!r} is a signature/attestation artifact (SKIP_TAG_PATTERNS)",
+                f"tag {image.tag!r} is {what}, not a runnable image (SKIP_TAG_PATTERNS)",
                 subject=subject,
             )
 
@@ -80,6 +85,10 @@ class PushTester:
         failed = {name: v for name, v in verdicts.items() if not v.passed}
         subject["integrations"] = sorted(verdicts)
         details = {name: _details(found) for name, found in tiers.items()}
+        for integration in integrations:
+            registry = tiers[integration.name][0]
+            if len(tiers[integration.name]) == 1 and registry.passed and self._has_canary(integration):
+                details[integration.name]["platform"] = {"ran": False, "reason": _NOT_THE_PUSHED_IMAGE}
         durations = {f"{name}.{v.tier}": v.duration_ms for name, found in tiers.items() for v in found}
         durations["total"] = (time.perf_counter() - started) * 1000
         if failed:
@@ -91,14 +100,19 @@ class PushTester:
         reason = "; ".join(f"{name}: {v.reason}" for name, v in verdicts.items())
         return Outcome(KIND, Status.PASSED, reason, subject=subject, details=details, durations_ms=durations)
 
+    def _has_canary(self, integration: ManagedIntegration) -> bool:
+        return bool(integration.canary_service) and self._canary is not None
+
     def _test_tiers(self, integration: ManagedIntegration, image: RegistryImage) -> list[Verdict]:
-        """Registry tier always; the platform tier too when it passed and a canary is configured."""
+        """Registry tier always; the platform tier too when it passed, a canary is configured, and
+        the notification names what was pushed (:func:`_stands_for_the_push`)."""
         verdict = self._test_one(integration, image)
-        if not verdict.passed or not integration.canary_service or self._canary is None:
+        service, canary = integration.canary_service, self._canary
+        if not verdict.passed or not service or canary is None or not _stands_for_the_push(image, verdict):
             return [verdict]
         pinned = image.with_digest(verdict.digest) if verdict.digest else image
         reference = f"{pinned.host}/{pinned.name}@{pinned.digest}" if pinned.digest else str(pinned)
-        return [verdict, self._canary().run(integration.canary_service, reference)]
+        return [verdict, canary().run(service, reference)]
 
     def _test_one(self, integration: ManagedIntegration, image: RegistryImage) -> Verdict:
         verdict = self._test.registry_tier(image, self._keys.key(integration), challenge=integration.registry_challenge)
@@ -111,6 +125,27 @@ class PushTester:
         if fresh is None or fresh.version_aliases.get(CURRENT) == integration.version_aliases.get(CURRENT):
             return verdict
         return self._test.registry_tier(image, self._keys.key(fresh), challenge=fresh.registry_challenge)
+
+
+_NOT_THE_PUSHED_IMAGE = (
+    "not run: an untagged single-platform manifest, as a multi-platform push notifies for each platform "
+    "(and attestations are pushed); the platform tier runs for the tagged push or the index"
+)
+
+
+def _stands_for_the_push(image: RegistryImage, registry: Verdict) -> bool:
+    """Whether a notification names what someone pushed, worth one platform-tier run.
+
+    A multi-platform push may notify once per platform manifest, by digest alone, and then
+    for the index with its tag (docs/external-apis.md §1.1). Pointing the canary at each
+    child would run it once per platform for one push, so the platform tier runs for a
+    notification with a tag, or for an index pushed without one; an untagged single-platform
+    manifest gets the registry tier only. Which kind it is comes from the registry tier's
+    HEAD, so deciding costs no call. Notifications arrive in any order (§6.3), and a child
+    usually before its index (a registry may refuse an index whose children it lacks), so the
+    rule looks at nothing but the notification itself.
+    """
+    return image.tag is not None or registry.is_index
 
 
 def _overall(verdicts: list[Verdict]) -> Verdict:
@@ -129,5 +164,5 @@ def _details(verdicts: list[Verdict]) -> dict[str, object]:
         "key_id": registry.key_id,
     }
     for extra in verdicts[1:]:
-        details[extra.tier] = {"passed": extra.passed, "reason": extra.reason, "code": extra.code}
+        details[extra.tier] = {"ran": True, "passed": extra.passed, "reason": extra.reason, "code": extra.code}
     return details

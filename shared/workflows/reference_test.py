@@ -31,6 +31,9 @@ class Verdict:
     #: The registry's ``WWW-Authenticate`` challenge, once known: recorded on the integration
     #: (``registry-challenge``) so that a cold instance can skip asking for it.
     challenge: str | None = None
+    #: Whether the manifest is a multi-platform index (from the same HEAD): a push notifies each
+    #: platform's manifest too, and only the index stands for what was pushed.
+    is_index: bool = False
 
 
 class ReferenceTest:
@@ -60,7 +63,7 @@ class ReferenceTest:
             return self._verdict(False, exc.reason, started, key, code=exc.code)
         how = "by digest" if image.digest else f"tag {image.tag} resolved to {ref.digest}"
         verdict = self._verdict(True, f"{key.client_email} can pull {image} ({how})", started, key, digest=ref.digest)
-        return replace(verdict, challenge=self._registry.challenge_for(image.host))
+        return replace(verdict, challenge=self._registry.challenge_for(image.host), is_index=ref.is_index)
 
     @staticmethod
     def _verdict(

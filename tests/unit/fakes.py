@@ -546,6 +546,8 @@ class FakeRegistry(Faults):
         self.learnt: dict[str, str] = {}
         #: host -> the recorded challenges it was handed as hints, in order
         self.hints: dict[str, list[str]] = {}
+        #: digest -> the Content-Type the registry answers for it (None, as when a registry sends none)
+        self.media_types: dict[str, str] = {}
 
     def _accepts(self, key_id: str) -> bool:
         if self.accounts is None:
@@ -567,10 +569,10 @@ class FakeRegistry(Faults):
         if image.digest:
             if image.digest not in tags.values():
                 raise ImageNotFound(f"image {image} not found")
-            return ManifestRef(image.digest, None)
+            return ManifestRef(image.digest, self.media_types.get(image.digest))
         if image.tag not in tags:
             raise ImageNotFound(f"image {image} not found")
-        return ManifestRef(tags[image.tag], None)
+        return ManifestRef(tags[image.tag], self.media_types.get(tags[image.tag]))
 
     def challenge_for(self, host: str) -> str | None:
         return self.learnt.get(host)

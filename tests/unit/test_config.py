@@ -8,8 +8,17 @@ def test_defaults_need_only_the_project():
     settings = load_settings({"GCP_PROJECT": "proj"})
     assert settings.project == "proj"
     assert settings.results_topic_path == "projects/proj/topics/dataloop-gar-results"
-    assert settings.skip_tag_patterns == ("*.sig", "*.att", "*.sbom")
+    assert settings.skip_tag_patterns[:3] == ("*.sig", "*.att", "*.sbom")
     assert settings.secret_manager_endpoint is None
+
+
+def test_the_default_skip_list_holds_the_referrers_tag_schema():
+    """docs/external-apis.md §1.3: ``sha256-<64 hex>``, no suffix."""
+    import fnmatch
+
+    patterns = load_settings({"GCP_PROJECT": "proj"}).skip_tag_patterns
+    assert any(fnmatch.fnmatchcase("sha256-" + "0f" * 32, p) for p in patterns)
+    assert not any(fnmatch.fnmatchcase("sha256-" + "0f" * 31, p) for p in patterns)
 
 
 def test_google_cloud_project_is_accepted_as_the_project():

@@ -82,6 +82,25 @@ def test_signature_tags_are_skipped(world, suffix):
     assert outcome.status is Status.SKIPPED and registry.calls == []
 
 
+@pytest.mark.parametrize("tag", [f"sha256-{'ab' * 32}", f"sha512-{'cd' * 32}"])
+def test_referrers_tag_schema_tags_are_skipped(world, tag):
+    """Attestation tools without a referrers API store an index under this tag (docs/external-apis.md §1.3)."""
+    tester, registry, _, _ = world
+    outcome = tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}", "tag": f"{IMAGE}:{tag}"}))
+    assert outcome.status is Status.SKIPPED and registry.calls == []
+    assert "referrers tag" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    "tag", ["sha256-release", f"sha256-{'ab' * 31}", f"v1-sha256-{'ab' * 32}", f"sha256-{'AB' * 32}"]
+)
+def test_tags_that_only_resemble_the_referrers_schema_are_tested(world, tag):
+    tester, registry, _, _ = world
+    registry.images[(HOST, "proj/images/app")][tag] = DIGEST
+    outcome = tester.handle(message({"action": "INSERT", "tag": f"{IMAGE}:{tag}"}))
+    assert outcome.status is Status.PASSED
+
+
 def test_skip_patterns_are_configurable(world):
     _, registry, directory, keys = world
     tester = PushTester(directory, keys, ReferenceTest(registry), skip_tag_patterns=())
@@ -219,3 +238,65 @@ def test_no_canary_no_platform_tier(world):
         message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}"})
     )
     assert outcome.status is Status.PASSED and canary.runs == []
+
+
+# -- a multi-arch push: one notification per child manifest, then the index (docs/external-apis.md §1.1) --
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CHILDREN = ("sha256:" + "a1" * 32, "sha256:" + "a2" * 32, "sha256:" + "a3" * 32)
+
+
+def multi_arch_world(world, index_type: str = OCI_INDEX):
+    _, registry, _, keys = world
+    tags = registry.images[(HOST, "proj/images/app")]
+    tags["v2"] = INDEX = "sha256:" + "1d" * 32
+    for number, child in enumerate(CHILDREN):
+        tags[f"untagged-{number}"] = child  # reachable by digest only
+        registry.media_types[child] = OCI_MANIFEST
+    registry.media_types[INDEX] = index_type
+    canary = FakeCanary(True)
+    tester = PushTester(
+        FakeDirectory([integration(canary_service="svc-1")]), keys, ReferenceTest(registry), canary=lambda: canary
+    )
+    burst = [{"action": "INSERT", "digest": f"{IMAGE}@{child}"} for child in CHILDREN]
+    burst.append({"action": "INSERT", "digest": f"{IMAGE}@{INDEX}", "tag": f"{IMAGE}:v2"})
+    return tester, registry, canary, burst, INDEX
+
+
+@pytest.mark.parametrize("index_type", [OCI_INDEX, DOCKER_LIST])
+@pytest.mark.parametrize("index_first", [False, True])
+def test_one_push_of_an_index_runs_the_canary_once(world, index_type, index_first):
+    tester, registry, canary, burst, index = multi_arch_world(world, index_type)
+    if index_first:  # Pub/Sub does not keep order (docs/external-apis.md §6.3)
+        burst = burst[-1:] + burst[:-1]
+    outcomes = [tester.handle(message(notification)) for notification in burst]
+    assert [o.status for o in outcomes] == [Status.PASSED] * 4
+    assert len(registry.resolved) == 4  # the registry tier checks every manifest, one HEAD each
+    assert canary.runs == [("svc-1", f"{IMAGE}@{index}")]  # the platform tier runs once, on the index
+
+
+def test_a_child_manifest_says_why_the_platform_tier_did_not_run(world):
+    tester, _, canary, burst, _ = multi_arch_world(world)
+    outcome = tester.handle(message(burst[0]))
+    assert outcome.status is Status.PASSED and canary.runs == []
+    platform = outcome.details["team-a"]["platform"]
+    assert platform["ran"] is False and "index" in platform["reason"]
+
+
+def test_an_index_pushed_without_a_tag_still_runs_the_canary(world):
+    tester, _, canary, _, index = multi_arch_world(world)
+    tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{index}"}))
+    assert canary.runs == [("svc-1", f"{IMAGE}@{index}")]
+
+
+def test_a_tagged_single_platform_image_runs_the_canary(world):
+    _, registry, _, keys = world
+    registry.media_types[DIGEST] = OCI_MANIFEST
+    canary = FakeCanary(True)
+    tester = PushTester(
+        FakeDirectory([integration(canary_service="svc-1")]), keys, ReferenceTest(registry), canary=lambda: canary
+    )
+    tester.handle(message({"action": "INSERT", "digest": f"{IMAGE}@{DIGEST}", "tag": f"{IMAGE}:v1"}))
+    assert canary.runs == [("svc-1", f"{IMAGE}@{DIGEST}")]

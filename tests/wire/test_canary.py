@@ -3,6 +3,7 @@ and the Secret Manager stand-in, which keeps each canary service's lock."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -162,3 +163,49 @@ def test_a_service_without_a_lock_secret_is_misconfigured_and_untouched(make_dat
     assert not verdict.passed and verdict.code == "canary-misconfigured"
     assert lock_secret_id(service_id) in verdict.reason and "provision" in verdict.reason
     assert [p for p in sandbox.gateway.pulls if p.service_id == service_id] == []
+
+
+def test_one_multi_platform_push_runs_the_canary_once(platform, local_registry, secrets):
+    """The notifications of ``skopeo copy --all``: each platform's manifest by digest, then the index with
+    its tag (what distribution reports, localcloud/bridge.py; GAR may do the same, docs/external-apis.md §1.1).
+    The registry tier checks each against docker-registry; the canary runs once, on the index."""
+    from shared.model.events import PubSubMessage
+    from shared.model.keys import ServiceAccountKey
+    from shared.model.results import Status
+    from shared.workflows.push import PushTester
+    from shared.workflows.reference_test import ReferenceTest
+    from tests.fixtures.registry import TEST_SCOPE
+    from tests.unit.fakes import FakeDirectory, integration
+
+    sandbox, client, key, _, service_id = platform
+    index, children = local_registry.push_multi_platform("app", "multi")
+    runs: list[str] = []
+    real = canary(client, secrets)
+
+    class Counted:
+        def run(self, service: str, image: str):
+            runs.append(image)
+            return real.run(service, image)
+
+    class Keys:
+        def key(self, _integration, alias: str = "current") -> ServiceAccountKey:
+            return ServiceAccountKey.from_json(key.json_text)
+
+    managed = integration(registry_host=local_registry.host, repositories=(TEST_SCOPE,), canary_service=service_id)
+    registry = ReferenceTest(local_registry.client())
+    tester = PushTester(FakeDirectory([managed]), Keys(), registry, canary=Counted)
+    base = f"{local_registry.host}/{index.image.name}"
+    burst = [{"action": "INSERT", "digest": f"{base}@{child}"} for child in children]
+    burst.append({"action": "INSERT", "digest": f"{base}@{index.digest}", "tag": f"{base}:multi"})
+
+    outcomes = [
+        tester.handle(PubSubMessage(data=json.dumps(n).encode(), message_id=str(i))) for i, n in enumerate(burst)
+    ]
+
+    assert [o.status for o in outcomes] == [Status.PASSED] * (len(children) + 1), [o.reason for o in outcomes]
+    assert [o.details["team-a"]["digest"] for o in outcomes] == [*children, index.digest]
+    assert runs == [f"{base}@{index.digest}"]
+    assert outcomes[-1].details["team-a"]["platform"]["passed"] is True
+    assert all(o.details["team-a"]["platform"]["ran"] is False for o in outcomes[:-1])
+    pulled = [p.image for p in sandbox.gateway.pulls if p.service_id == service_id]
+    assert pulled[-1] == f"{base}@{index.digest}"

@@ -139,6 +139,11 @@ def test_deleted_image_fails_as_missing(on_push, local_registry):
             "signature",
         ),
         (
+            {"action": "INSERT", "tag": "{host}/test-project/test-repo/app:sha256-" + "ab" * 32},
+            "skipped",
+            "referrers tag",
+        ),
+        (
             {"action": "INSERT", "digest": "{host}/test-project/elsewhere/app@sha256:" + "cd" * 32},
             "uncovered",
             "elsewhere",

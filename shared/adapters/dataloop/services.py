@@ -135,8 +135,12 @@ class Services:
         return self.update(service)
 
     def restart(self, service_id: str) -> None:
-        """Ask for new replicas; they pull the runner image again, with the current integrations."""
-        self._client.request("POST", self._path(service_id, "/restart"))
+        """Ask for new replicas; they pull the runner image again, with the current integrations.
+
+        The body is ``{}``, what dtlpy sends (docs/external-apis.md §5.4): whether the gateway
+        takes a restart without one is not known, and only the SDK's request is known to work.
+        """
+        self._client.request("POST", self._path(service_id, "/restart"), json={})
 
     def stop(self, service_id: str) -> None:
         self._client.request("POST", self._path(service_id, "/stop"))
