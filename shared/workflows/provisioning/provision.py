@@ -16,7 +16,9 @@ re-sent request converges instead of duplicating anything:
    attempt already stored, else delete the keys an interrupted attempt made but never
    stored (those the record's ``created-keys`` ledger lists), then create one the way
    rotation does (:func:`shared.workflows.stored_keys.create_key`: recorded, then stored) and
-   alias it ``current``;
+   alias it ``current``, noting its expiry (``key-expires-at``) under an organisation's
+   key-expiry policy (docs/external-apis.md §3.3), with a warning in the result when the
+   requested period is longer than the key lives;
 7. **dataloop** — ensure the integration by name with the current key's options, unless
    this very request (a redelivery: same ``request_id``) already did and nothing has been
    retired since; a re-sent request with a new id converges Dataloop again. An existing
