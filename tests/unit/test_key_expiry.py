@@ -17,6 +17,7 @@ from shared.core.config import load_settings
 from shared.model.dataloop import DataloopUnavailable
 from shared.model.integrations import Annotation
 from shared.model.keys import expiry
+from shared.model.record import SecretRecord
 from shared.model.request import parse_request
 from shared.model.results import Status
 from shared.workflows.rotation.state import due_at, due_by_expiry, expiry_margin, is_due, timestamp
@@ -55,7 +56,7 @@ def test_the_margin_floor_is_a_setting() -> None:
     assert expiry_margin(WEEK, 2 * HOUR) == timedelta(hours=16.8)  # a tenth beats a two-hour floor
 
 
-def record_with(clock: Clock, *, rotated_days_ago: float, expires_in: timedelta | None, **notes: str) -> object:
+def record_with(clock: Clock, *, rotated_days_ago: float, expires_in: timedelta | None, **notes: str) -> SecretRecord:
     secrets = FakeSecrets()
     annotations = {Annotation.ROTATED_AT: timestamp(clock() - timedelta(days=rotated_days_ago)), **notes}
     if expires_in is not None:
