@@ -25,6 +25,10 @@ What it reproduces, because the rotation protocol depends on it (docs/external-a
   delete, disable or enable: ``PERMISSION_DENIED`` and ``FAILED_PRECONDITION`` are
   selectable with ``gone_key_status`` (§3.5), and a deleted key can go on being listed
   for ``deleted_key_listings`` listings (the listing lags the deletion).
+- the ``iam.serviceAccountKeyExpiryHours`` org policy (docs/external-apis.md §3.3): with
+  :meth:`IamState.set_key_expiry`, every key created afterwards carries a
+  ``valid_before_time`` that far in the future and stops authenticating then; keys made
+  before are untouched, as the policy is not retroactive.
 
 Error texts come from real responses quoted in public issue threads; the ones that could
 not be confirmed are marked *unconfirmed* where they are raised.
@@ -142,6 +146,8 @@ class IamState:
         self.gone_key_status = grpc.StatusCode.NOT_FOUND
         #: How many listings of its account still show a key after it is deleted.
         self.deleted_key_listings = 0
+        #: The key-expiry org policy, in seconds (None: keys never expire).
+        self.key_expiry_seconds: float | None = None
 
     def reset(self) -> None:
         """Forget everything and restore the defaults (no delay, no org policy)."""
@@ -156,6 +162,7 @@ class IamState:
             self.key_limit_status = grpc.StatusCode.FAILED_PRECONDITION
             self.gone_key_status = grpc.StatusCode.NOT_FOUND
             self.deleted_key_listings = 0
+            self.key_expiry_seconds = None
 
     # -- test helpers ----------------------------------------------------------------
     def now(self) -> float:
@@ -175,6 +182,17 @@ class IamState:
         """Enforce (or lift) the ``iam.disableServiceAccountKeyCreation`` org policy."""
         with self._lock:
             self.key_creation_disabled = enforced
+
+    def set_key_expiry(self, seconds: float | None) -> None:
+        """Enforce (or, with None, lift) the ``iam.serviceAccountKeyExpiryHours`` org policy.
+
+        In seconds, not hours: Google accepts 8 to 2160 hours, which no test can wait out;
+        what matters is that new keys expire and earlier ones keep their validity.
+        """
+        if seconds is not None and seconds <= 0:
+            raise ValueError("a key expiry must be positive")
+        with self._lock:
+            self.key_expiry_seconds = seconds
 
     def mint_access_token(self, email: str, lifetime_seconds: float = 3600.0) -> str:
         """An OAuth2 access token for ``email``, accepted as ``oauth2accesstoken`` until it expires."""
@@ -356,6 +374,8 @@ class IamState:
                     grpc.StatusCode.NOT_FOUND, f"Not found; Gaia id not found for email {email}"
                 )
             created = self.now()
+            expiry = self.key_expiry_seconds
+            valid_before = NEVER_EXPIRES if expiry is None else dt.datetime.fromtimestamp(created + expiry, dt.UTC)
             record = KeyRecord(
                 email=email,
                 project_id=project_id,
@@ -363,7 +383,7 @@ class IamState:
                 key_type=KeyType.USER_MANAGED,
                 created_at=created,
                 valid_after=dt.datetime.fromtimestamp(int(created), dt.UTC),
-                valid_before=NEVER_EXPIRES,
+                valid_before=valid_before,
                 public_certificate_pem=key_file.public_certificate_pem,
             )
             self._keys[record.key_id] = record

@@ -21,6 +21,7 @@ enters an exception message or a log line.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -279,7 +280,8 @@ class ServiceAccounts:
                 code="bad-key",
             )
         logger.info("created key %s for %s", key.key_id, email)
-        return key
+        # Under the key-expiry org policy this is the key's end (docs/external-apis.md §3.3).
+        return dataclasses.replace(key, valid_before=_datetime(created.valid_before_time))
 
     def list_keys(self, email: str) -> list[KeyInfo]:
         """User-managed keys only, oldest first: Google-managed keys are not ours to rotate."""

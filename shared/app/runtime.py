@@ -246,6 +246,7 @@ def key_rotation() -> KeyRotation:
         test_timeout_seconds=config.rotation_test_timeout_seconds,
         lease_seconds=config.rotation_lease_seconds,
         default_period_seconds=config.rotation_period_days * 86400,
+        expiry_margin_seconds=config.key_expiry_margin_seconds,
         dry_run=config.dry_run,
         policy=access_policy(),
     )
@@ -263,7 +264,13 @@ def rotation_publisher() -> PubSubFanOut:
 def rotation_sweep() -> Sweep:
     from shared.workflows.sweep import Sweep
 
-    return Sweep(secret_manager(), rotation_publisher(), default_period_seconds=settings().rotation_period_days * 86400)
+    config = settings()
+    return Sweep(
+        secret_manager(),
+        rotation_publisher(),
+        default_period_seconds=config.rotation_period_days * 86400,
+        expiry_margin_seconds=config.key_expiry_margin_seconds,
+    )
 
 
 @_Once
@@ -325,7 +332,12 @@ def image_check() -> ImageCheck:
 def status_report() -> StatusReport:
     from shared.workflows.status import StatusReport
 
-    return StatusReport(secret_manager(), default_rotation_period_days=settings().rotation_period_days)
+    config = settings()
+    return StatusReport(
+        secret_manager(),
+        default_rotation_period_days=config.rotation_period_days,
+        expiry_margin_seconds=config.key_expiry_margin_seconds,
+    )
 
 
 def request_handler() -> RequestHandler:

@@ -44,6 +44,10 @@ class Settings:
     # -- provisioning and rotation ----------------------------------------------------------
     rotation_topic: str = "dataloop-gar-rotation"
     rotation_period_days: float = 30.0
+    #: The least notice before a key's expiry (an organisation's key-expiry policy) at which its
+    #: rotation is due; a tenth of the key's lifetime when more, never over half of it. A day covers
+    #: a daily sweep plus one redelivered run (shared.workflows.rotation.state.expiry_margin).
+    key_expiry_margin_seconds: float = 86400.0
     key_grace_period_seconds: float = 86400.0
     rotation_test_timeout_seconds: float = 420.0
     rotation_lease_seconds: float = 900.0
@@ -153,6 +157,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATALOOP_CREDENTIALS_SECRET": ("dataloop_credentials_secret", _text),
     "ROTATION_TOPIC": ("rotation_topic", _text),
     "ROTATION_PERIOD_DAYS": ("rotation_period_days", _number(1 / 24, 3650)),
+    "KEY_EXPIRY_MARGIN_SECONDS": ("key_expiry_margin_seconds", _number(0, 30 * 86400)),
     "KEY_GRACE_PERIOD_SECONDS": ("key_grace_period_seconds", _number(0, 90 * 86400)),
     "ROTATION_TEST_TIMEOUT_SECONDS": ("rotation_test_timeout_seconds", _number(1, 480)),
     "ROTATION_LEASE_SECONDS": ("rotation_lease_seconds", _number(60, 86400)),

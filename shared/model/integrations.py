@@ -33,6 +33,9 @@ class Annotation:
     ROTATION_PERIOD = "rotation-period"  # seconds
     ROTATION_LEASE = "rotation-lease"  # JSON {"holder": id, "expires": RFC 3339}
     ROTATED_AT = "rotated-at"  # RFC 3339: when `current` last changed
+    KEY_EXPIRES_AT = (
+        "key-expires-at"  # RFC 3339: when the `current` key expires (IAM's valid_before_time); absent: never
+    )
     ROTATED_FOR_REQUEST = "rotated-for-request"  # request_id of the request that made `current`, if any
     LOCATION = "location"  # GAR location, e.g. us-central1
     CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA

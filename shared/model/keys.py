@@ -25,6 +25,18 @@ from shared.core.redaction import register_secret
 USER_MANAGED_KEY_LIMIT = 10
 
 
+def expiry(valid_before: dt.datetime | None) -> dt.datetime | None:
+    """When a key stops authenticating, or None if it never does.
+
+    IAM reports a key with no expiry as valid until 9999-12-31 rather than leaving the field
+    empty (docs/external-apis.md §3.3); only an organisation's key-expiry policy gives a real
+    end. Treating that sentinel as "never" keeps it out of due-ness and status.
+    """
+    if valid_before is None or valid_before.year >= 9999:
+        return None
+    return valid_before
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """A user-managed key as IAM lists it: identity and lifecycle, never key material."""
@@ -35,18 +47,32 @@ class KeyInfo:
     valid_before: dt.datetime | None
     disabled: bool
 
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return expiry(self.valid_before)
+
 
 _REQUIRED = ("type", "private_key_id", "private_key", "client_email")
 
 
 @dataclass(frozen=True)
 class ServiceAccountKey:
-    """One service-account key file."""
+    """One service-account key file.
+
+    ``valid_before`` is what IAM said when it created the key (the key file itself says
+    nothing about expiry), so it is known only to the run that created the key; a key read
+    back from a secret has None, and its expiry is whatever the record noted at creation.
+    """
 
     key_id: str
     client_email: str
     project_id: str | None
     json_text: str = field(repr=False)
+    valid_before: dt.datetime | None = field(default=None, compare=False)
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return expiry(self.valid_before)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "key file") -> ServiceAccountKey:

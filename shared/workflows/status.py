@@ -2,15 +2,17 @@
 
 Everything comes from the managed secret's metadata (labels, annotations, aliases), so a
 status request costs one or two Secret Manager reads, never reads a key, and never calls
-IAM or Dataloop: key age is the time since ``rotated-at``; the next rotation is
-``rotated-at`` plus the rotation period; the last test is the ``last-test`` annotation.
+IAM or Dataloop: key age is the time since ``rotated-at``; the key's expiry (under an
+organisation's key-expiry policy, docs/external-apis.md §3.3) is ``key-expires-at``; the next
+rotation is the earlier of ``rotated-at`` plus the rotation period and the expiry less its
+safety margin, exactly as the sweep decides; the last test is the ``last-test`` annotation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from shared.model.integrations import SECRET_PREFIX, Annotation
@@ -29,6 +31,7 @@ from shared.workflows.provisioning.records import (
     rotation_holder,
 )
 from shared.workflows.provisioning.steps import Steps
+from shared.workflows.rotation.state import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_expires_at
 
 #: Every secret provisioning wrote, complete or not (``name:`` matches a substring of the id).
 RECORD_FILTER = f"name:{SECRET_PREFIX}"
@@ -52,6 +55,8 @@ class IntegrationStatus:
     key_age_days: float | None
     rotation_period_days: float
     next_rotation: str | None
+    key_expires_at: str | None  # None: the key never expires
+    key_expired: bool
     rotate_notification_at: str | None  # when Secret Manager will next send SECRET_ROTATE
     rotation_overdue: bool
     rotation_in_progress: str | None
@@ -59,11 +64,18 @@ class IntegrationStatus:
     provisioned_at: str | None
 
     @classmethod
-    def from_record(cls, record: SecretRecord, now: datetime, default_period_days: float) -> IntegrationStatus:
+    def from_record(
+        cls,
+        record: SecretRecord,
+        now: datetime,
+        default_period_days: float,
+        expiry_margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
+    ) -> IntegrationStatus:
         notes = record.annotations
         rotated_at = parse_timestamp(notes.get(Annotation.ROTATED_AT))
         period = _period_days(notes.get(Annotation.ROTATION_PERIOD), default_period_days)
-        next_rotation = rotated_at + timedelta(days=period) if rotated_at else None
+        next_rotation = due_at(record, default_period_days * 86400, expiry_margin_seconds) if rotated_at else None
+        expires = key_expires_at(notes)
         if is_active(record):
             state = "active"
         elif notes.get(DEPROVISIONED_AT):
@@ -85,6 +97,8 @@ class IntegrationStatus:
             key_age_days=round((now - rotated_at).total_seconds() / 86400, 3) if rotated_at else None,
             rotation_period_days=period,
             next_rotation=timestamp(next_rotation) if next_rotation else None,
+            key_expires_at=timestamp(expires) if expires else None,
+            key_expired=bool(state == "active" and expires and expires <= now),
             rotate_notification_at=record.next_rotation_time,
             rotation_overdue=bool(state == "active" and next_rotation and next_rotation < now),
             rotation_in_progress=rotation_holder(record, now),
@@ -99,7 +113,13 @@ class IntegrationStatus:
         test = self.last_test or {}
         tested = ("last test passed" if test.get("passed") else "last test FAILED") if test else "never tested"
         due = " (rotation overdue)" if self.rotation_overdue else ""
-        return f"{self.name}: {age}, next rotation {self.next_rotation or 'unknown'}{due}, {tested}"
+        if self.key_expired:
+            expiry = f", key EXPIRED at {self.key_expires_at} (Dataloop cannot pull)"
+        elif self.key_expires_at:
+            expiry = f", key expires {self.key_expires_at}"
+        else:
+            expiry = ""
+        return f"{self.name}: {age}{expiry}, next rotation {self.next_rotation or 'unknown'}{due}, {tested}"
 
 
 def _period_days(raw: str | None, default: float) -> float:
@@ -115,10 +135,17 @@ class StatusReport:
     """Answers ``status`` requests."""
 
     def __init__(
-        self, secrets: SecretStore, *, default_rotation_period_days: float, clock: Callable[[], datetime] = now_utc
+        self,
+        secrets: SecretStore,
+        *,
+        default_rotation_period_days: float,
+        expiry_margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
+        clock: Callable[[], datetime] = now_utc,
     ) -> None:
+        """``expiry_margin_seconds`` as the sweep's, so that "next rotation" is when the sweep will rotate."""
         self._secrets = secrets
         self._default_period = default_rotation_period_days
+        self._expiry_margin = expiry_margin_seconds
         self._clock = clock
 
     def status(self, request: StatusRequest) -> Outcome:
@@ -139,7 +166,8 @@ class StatusReport:
                 Status.FAILED, f"no integration named {request.name} is provisioned", code="integration-not-found"
             )
         found = sorted(
-            (IntegrationStatus.from_record(r, now, self._default_period) for r in records), key=lambda s: s.name
+            (IntegrationStatus.from_record(r, now, self._default_period, self._expiry_margin) for r in records),
+            key=lambda s: s.name,
         )
         reason = "; ".join(s.summary() for s in found) if found else "no integrations are provisioned"
         if not request.name:

@@ -9,7 +9,11 @@ labels, annotations and aliases come with the listing) and publishes one
 so the rotations run in parallel function instances.
 
 Due means ``rotated-at`` + period ≤ now (period from the ``rotation-period`` annotation,
-else the default), or never rotated, or an interrupted rotation (``pending`` exists).
+else the default), or the ``current`` key expires within the safety margin (its
+``key-expires-at`` annotation, under an organisation's key-expiry policy: docs/external-apis.md
+§3.3), or never rotated, or an interrupted rotation (``pending`` exists). The result names the
+integrations due because of their key's expiry, and those whose key has already expired
+(Dataloop cannot pull with it: the rotation is late, and someone should know why).
 A secret whose lease is live is being rotated right now and is left out. A duplicate
 message is harmless: the rotation re-checks due-ness and takes the lease with an etag.
 """
@@ -25,7 +29,14 @@ from shared.core.errors import PermanentError
 from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
 from shared.model.results import Outcome, Status
 from shared.ports import FanOut, SecretLister
-from shared.workflows.rotation.state import Lease, is_due
+from shared.workflows.rotation.state import (
+    DEFAULT_EXPIRY_MARGIN_SECONDS,
+    Lease,
+    due_by_expiry,
+    is_due,
+    key_expires_at,
+    timestamp,
+)
 
 KIND = "rotation-sweep"
 #: Lists in the result are cut at this length (counts are always complete).
@@ -46,11 +57,15 @@ class Sweep:
         fanout: FanOut,
         *,
         default_period_seconds: float = 30 * 86400.0,
+        expiry_margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``expiry_margin_seconds``: the least notice of a key's expiry (the rotation must use the
+        same, or it would refuse as not due what the sweep sent it)."""
         self._secrets = secrets
         self._fanout = fanout
         self.default_period_seconds = default_period_seconds
+        self.expiry_margin_seconds = expiry_margin_seconds
         self._clock = clock
 
     def run(self, *, dry_run: bool = False, request_id: str | None = None) -> Outcome:
@@ -67,14 +82,21 @@ class Sweep:
         due: list[str] = []
         busy: list[str] = []
         invalid: dict[str, str] = {}
+        expiring: dict[str, str] = {}  # due because the key expires: secret id -> key-expires-at
+        expired: list[str] = []
         for record in records:
             try:
                 ManagedIntegration.from_secret(record)
             except PermanentError as exc:
                 invalid[record.secret_id] = exc.reason
                 continue
-            if not is_due(record, now, self.default_period_seconds):
+            expires = key_expires_at(record.annotations)
+            if expires is not None and expires <= now:
+                expired.append(record.secret_id)
+            if not is_due(record, now, self.default_period_seconds, self.expiry_margin_seconds):
                 continue
+            if expires is not None and due_by_expiry(record, self.default_period_seconds, self.expiry_margin_seconds):
+                expiring[record.secret_id] = timestamp(expires)
             lease = Lease.from_annotations(record.annotations)
             if lease is not None and lease.live(now):
                 busy.append(record.secret_id)
@@ -84,6 +106,8 @@ class Sweep:
         verb = "would publish" if dry_run else "published"
         reason = (
             f"{len(due)} of {len(records)} managed integrations due; {verb} {len(due)} rotation messages"
+            + (f"; {len(expiring)} because their key expires soon" if expiring else "")
+            + (f"; {len(expired)} with a key that has EXPIRED (Dataloop cannot pull)" if expired else "")
             + (f"; {len(busy)} already rotating" if busy else "")
             + (f"; {len(invalid)} malformed, left out" if invalid else "")
         )
@@ -94,6 +118,10 @@ class Sweep:
             "dry_run": dry_run,
             "due": due[:MAX_LISTED],
         }
+        if expiring:
+            details["key_expiring"] = dict(list(expiring.items())[:MAX_LISTED])
+        if expired:
+            details["key_expired"] = expired[:MAX_LISTED]
         if busy:
             details["in_progress"] = busy[:MAX_LISTED]
         if invalid:

@@ -369,6 +369,39 @@ def test_org_policy_refuses_key_creation_with_a_precondition_failure(iam: IamSta
     assert create_key(iam_client, account.email).name
 
 
+def test_the_key_expiry_org_policy_gives_new_keys_a_valid_before_time_and_spares_older_ones(
+    iam: IamStandIn, iam_client: Any
+) -> None:
+    account = create_account(iam_client)
+    older = create_key(iam_client, account.email)
+    iam.state.set_key_expiry(8 * 3600)  # the constraint's smallest value, 8 hours
+
+    key = create_key(iam_client, account.email)
+
+    lifetime = key.valid_before_time.timestamp() - key.valid_after_time.timestamp()
+    assert 8 * 3600 <= lifetime < 8 * 3600 + 2  # valid_after is whole seconds, valid_before not
+    listed = {k.name: k for k in user_keys(iam_client, account.email)}
+    assert listed[key.name].valid_before_time == key.valid_before_time
+    assert listed[older.name].valid_before_time.year == 9999  # not retroactive
+    key_file = key.private_key_data.decode()
+    assert iam.state.check_key_file(key_file).accepted
+    iam.state.advance(8 * 3600 - 5)
+    assert iam.state.check_key_file(key_file).accepted
+    iam.state.advance(10)
+    assert iam.state.check_key_file(key_file).reason == "key expired"
+    assert iam.state.check_key_file(older.private_key_data.decode()).accepted
+    iam.state.set_key_expiry(None)
+    assert create_key(iam_client, account.email).valid_before_time.year == 9999
+
+
+def test_a_key_expiry_is_forgotten_on_reset(iam: IamStandIn) -> None:
+    iam.state.set_key_expiry(3600)
+    iam.reset()
+    assert iam.state.key_expiry_seconds is None
+    with pytest.raises(ValueError, match="positive"):
+        iam.state.set_key_expiry(0)
+
+
 def test_key_creation_for_a_missing_account_is_not_found(iam_client: Any) -> None:
     with pytest.raises(exceptions.NotFound, match="Gaia id not found for email ghost-account@proj-1"):
         create_key(iam_client, "ghost-account@proj-1.iam.gserviceaccount.com")

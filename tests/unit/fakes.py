@@ -15,6 +15,7 @@ constructor option, so the choice is visible where the world is built.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import secrets
 import threading
@@ -420,6 +421,8 @@ class FakeAccounts(Faults):
         self.keys: dict[str, FakeKey] = {}  # deleted keys are removed
         self.created = 0
         self.creation_disabled = False
+        #: The key-expiry org policy: keys made from now on stop working this long after creation.
+        self.key_lifetime: timedelta | None = None
         self._key_id = key_id
 
     # -- set-up and inspection -------------------------------------------------------------
@@ -429,10 +432,13 @@ class FakeAccounts(Faults):
         key_id = self._key_id(self.created)
         text = key_file(key_id, email)
         moment = (at or self.clock()).replace(microsecond=0)
+        valid_before = moment + self.key_lifetime if self.key_lifetime is not None else None
         self.keys[key_id] = FakeKey(
-            KeyInfo(key_id, f"projects/proj/serviceAccounts/{email}/keys/{key_id}", moment, None, False), text, email
+            KeyInfo(key_id, f"projects/proj/serviceAccounts/{email}/keys/{key_id}", moment, valid_before, False),
+            text,
+            email,
         )
-        return ServiceAccountKey.from_json(text)
+        return dataclasses.replace(ServiceAccountKey.from_json(text), valid_before=valid_before)
 
     def live(self, email: str = EMAIL) -> list[str]:
         return [k for k, v in self.keys.items() if v.email == email]

@@ -110,6 +110,21 @@ def test_create_key_returns_a_usable_key_file_whose_id_is_iams(
     assert key.json_text not in repr(key)
 
 
+def test_a_created_key_carries_its_expiry_under_the_key_expiry_policy(
+    iam: IamStandIn, accounts: ServiceAccounts, email: str
+) -> None:
+    assert accounts.create_key(email).expires_at is None  # IAM's 9999-12-31: never
+    iam.state.set_key_expiry(8 * 3600)
+
+    key = accounts.create_key(email)
+
+    stored = next(k for k in iam.state.keys_of(email) if k.key_id == key.key_id)
+    assert key.expires_at is not None
+    assert abs(key.expires_at.timestamp() - stored.valid_before.timestamp()) < 0.001
+    listed = next(k for k in accounts.list_keys(email) if k.key_id == key.key_id)
+    assert listed.expires_at == key.expires_at
+
+
 def test_list_keys_shows_only_user_managed_keys_oldest_first(
     iam: IamStandIn, accounts: ServiceAccounts, email: str
 ) -> None:

@@ -16,7 +16,9 @@ re-sent request converges instead of duplicating anything:
    attempt already stored, else delete the keys an interrupted attempt made but never
    stored (those the record's ``created-keys`` ledger lists), then create one the way
    rotation does (:func:`shared.workflows.stored_keys.create_key`: recorded, then stored) and
-   alias it ``current``;
+   alias it ``current``, noting its expiry (``key-expires-at``) under an organisation's
+   key-expiry policy (docs/external-apis.md §3.3), with a warning in the result when the
+   requested period is longer than the key lives;
 7. **dataloop** — ensure the integration by name with the current key's options, unless
    this very request (a redelivery: same ``request_id``) already did and nothing has been
    retired since; a re-sent request with a new id converges Dataloop again. An existing
@@ -91,11 +93,20 @@ _REQUEST_OWNED = (Annotation.CANARY_IMAGE, Annotation.CANARY_SERVICE)
 #: What a retired record forgets when it is provisioned again.
 _HISTORY = (
     Annotation.ROTATED_AT,
+    Annotation.KEY_EXPIRES_AT,
     Annotation.LAST_TEST,
     RETIRED_KEYS,
     PROVISIONED_AT,
     PROVISIONED_FOR_REQUEST,
 )
+
+
+def _set_expiry(notes: dict[str, str], expires: datetime | None) -> None:
+    """``key-expires-at`` for the key becoming (or staying) current; absent when it never expires."""
+    if expires is None:
+        notes.pop(Annotation.KEY_EXPIRES_AT, None)
+    else:
+        notes[Annotation.KEY_EXPIRES_AT] = timestamp(expires)
 
 
 def account_display_name(integration_name: str) -> str:
@@ -211,6 +222,10 @@ class Provisioner:
             record, version, key, how = self._ensure_current_key(request, record, email)
         steps.done("key", how)
         facts.update(key_version=version, key_id=key.key_id)
+        warning = self._expiry_warning(request, record)
+        if warning:
+            facts["key_expires_at"] = record.annotations[Annotation.KEY_EXPIRES_AT]
+            facts["warnings"] = [warning]
 
         with steps.step("dataloop"):
             integration_id = self._handed_by_this_request(request, record)
@@ -231,7 +246,8 @@ class Provisioner:
 
         image = request.image_to_test
         if image is None:
-            return steps.outcome(Status.OK, f"integration {request.name} is provisioned", details=facts)
+            reason = f"integration {request.name} is provisioned" + (f"; warning: {warning}" if warning else "")
+            return steps.outcome(Status.OK, reason, details=facts)
         with steps.step("test"):
             verdict, attempts = self._test_new_key(record, key, image)
             result = summary(image, verdict, attempts)
@@ -245,7 +261,33 @@ class Provisioner:
                 details=facts,
             )
         return steps.outcome(
-            Status.OK, f"integration {request.name} is provisioned and can pull {image}", details=facts
+            Status.OK,
+            f"integration {request.name} is provisioned and can pull {image}"
+            + (f"; warning: {warning}" if warning else ""),
+            details=facts,
+        )
+
+    def _expiry_warning(self, request: ProvisionRequest, record: SecretRecord) -> str | None:
+        """Say so when the requested period is longer than the key will live.
+
+        Nothing breaks (rotation is due before the key expires, whatever the period), but the
+        request asked for something the organisation's key-expiry policy will not allow
+        (docs/external-apis.md §3.3), and whoever sent it should learn that keys are replaced
+        sooner, and why, from the answer rather than from the rotation log.
+        """
+        notes = record.annotations
+        expires = parse_timestamp(notes.get(Annotation.KEY_EXPIRES_AT))
+        if expires is None:
+            return None
+        made = parse_timestamp(notes.get(Annotation.ROTATED_AT)) or self._clock()
+        lifetime = (expires - made).total_seconds()
+        period = self._period_seconds(request)
+        if period <= lifetime:
+            return None
+        return (
+            f"the rotation period ({period / 86400:g} days) is longer than the key lives ({lifetime / 3600:.4g} hours, "
+            f"until {timestamp(expires)}: the organisation's iam.serviceAccountKeyExpiryHours policy); each key is "
+            "rotated before it expires instead, so more often than the period says"
         )
 
     def _test_new_key(self, record: SecretRecord, key: ServiceAccountKey, image: RegistryImage) -> tuple[Verdict, int]:
@@ -535,6 +577,7 @@ class Provisioner:
                     f'{{"version": 1, "action": "rotate", "name": "{request.name}", "force": true}}',
                     code="current-key-missing",
                 )
+            record = self._note_expiry(secret_id, record, live[key.key_id].expires_at)
             return record, current, key, "kept"
 
         versions = self._secrets.list_versions(secret_id)
@@ -549,6 +592,7 @@ class Provisioner:
 
         if reusable is not None:
             version, key = reusable
+            expires = live[key.key_id].expires_at
             how = "reused a key stored by an interrupted attempt"
         else:
             deleted = self._delete_unstored_keys(record, email, set(live), stored)
@@ -564,6 +608,7 @@ class Provisioner:
                 )
 
             version, key = create_key(self._accounts, self._secrets, secret_id, email, record_created)
+            expires = key.expires_at
             how = "created" + (f" (deleted {len(deleted)} key(s) an interrupted attempt made)" if deleted else "")
 
         def alias(current_record: SecretRecord) -> dict[str, Any] | None:
@@ -571,6 +616,7 @@ class Provisioner:
                 return None  # someone (a concurrent delivery) finished first; theirs stands
             notes = dict(current_record.annotations)
             notes[Annotation.ROTATED_AT] = timestamp(self._clock())
+            _set_expiry(notes, expires)
             return {"version_aliases": {**current_record.version_aliases, CURRENT: version}, "annotations": notes}
 
         record = update_record(self._secrets, secret_id, alias, record=record)
@@ -582,6 +628,17 @@ class Provisioner:
             return record, final, read_key(self._secrets, secret_id, final), "kept (set concurrently)"
         log(logger, logging.INFO, "integration key stored", secret_id=secret_id, version=version, key_id=key.key_id)
         return record, version, key, how
+
+    def _note_expiry(self, secret_id: str, record: SecretRecord, expires: datetime | None) -> SecretRecord:
+        """Record the kept key's expiry if the record lacks it (a record older than the annotation),
+        so the sweep rotates it before it expires."""
+
+        def change(current: SecretRecord) -> dict[str, Any] | None:
+            notes = dict(current.annotations)
+            _set_expiry(notes, expires)
+            return None if notes == dict(current.annotations) else {"annotations": notes}
+
+        return update_record(self._secrets, secret_id, change, record=record)
 
     def _delete_unstored_keys(self, record: SecretRecord, email: str, live: set[str], stored: set[str]) -> list[str]:
         """Delete the keys an interrupted attempt created but never stored.

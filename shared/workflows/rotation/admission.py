@@ -21,7 +21,7 @@ from shared.model.results import Status
 from shared.ports import SecretStore
 from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation.report import Refused
-from shared.workflows.rotation.state import due_at, is_due
+from shared.workflows.rotation.state import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, is_due, key_expires_at
 
 
 def read(secrets: SecretStore, secret_id: str) -> SecretRecord:
@@ -80,7 +80,13 @@ def rotatable(record: SecretRecord, integration: ManagedIntegration, policy: Acc
 
 
 def wanted(
-    record: SecretRecord, now: datetime, *, force: bool, request_id: str | None, default_period_seconds: float
+    record: SecretRecord,
+    now: datetime,
+    *,
+    force: bool,
+    request_id: str | None,
+    default_period_seconds: float,
+    expiry_margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
 ) -> None:
     """Skip a run that another run is doing, that this request already did, or that is not due yet."""
     held = Lease.from_annotations(record.annotations)
@@ -101,11 +107,14 @@ def wanted(
             f"{record.annotations.get(Annotation.ROTATED_AT, 'an unrecorded time')}): a redelivery, not rotated again",
             "already-rotated",
         )
-    if not force and not is_due(record, now, default_period_seconds):
-        when = due_at(record, default_period_seconds)
+    if not force and not is_due(record, now, default_period_seconds, expiry_margin_seconds):
+        when = due_at(record, default_period_seconds, expiry_margin_seconds)
+        expires = key_expires_at(record.annotations)
         raise Refused(
             Status.SKIPPED,
-            f"not due: next rotation at {timestamp(when) if when else 'now'} (force to rotate anyway)",
+            f"not due: next rotation at {timestamp(when) if when else 'now'}"
+            + (f" (the key expires at {timestamp(expires)})" if expires else "")
+            + " (force to rotate anyway)",
             "not-due",
         )
 

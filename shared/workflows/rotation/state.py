@@ -7,6 +7,11 @@ run must know lives on it, and every change goes through one etag-guarded update
 - annotation ``rotation-lease``: ``{"holder", "expires"}`` of the run that may write;
 - annotation ``rotated-at``: when ``current`` last moved; with ``rotation-period`` it
   decides when the next rotation is due;
+- annotation ``key-expires-at``: when the ``current`` key stops authenticating, under an
+  organisation's key-expiry policy (docs/external-apis.md §3.3); written with ``rotated-at``
+  from what IAM answered when it created the key, so the sweep, which reads annotations
+  only, knows it. A rotation is due at the earlier of the period and the expiry less a
+  safety margin (:func:`expiry_margin`);
 - annotation ``retired-keys``: versions that stopped being ``previous`` but whose key is
   kept until the grace period has passed, with their key id (so the key can be deleted
   even after the version is disabled and its payload can no longer be read) and the
@@ -61,17 +66,79 @@ def rotation_period_seconds(annotations: Mapping[str, str], default_seconds: flo
     return value if math.isfinite(value) and value > 0 else default_seconds
 
 
-def due_at(record: SecretRecord, default_period_seconds: float) -> datetime | None:
-    """When the next rotation is due; None means now (never rotated, or ``rotated-at`` unreadable)."""
+#: The least notice a key's expiry gets by default: a day (the ``KEY_EXPIRY_MARGIN_SECONDS`` setting).
+DEFAULT_EXPIRY_MARGIN_SECONDS = 86400.0
+#: Long-lived keys get a tenth of their lifetime when that is more than the floor...
+EXPIRY_MARGIN_SHARE = 0.1
+#: ...and short-lived ones never more than half of it.
+MAX_EXPIRY_MARGIN_SHARE = 0.5
+
+
+def key_expires_at(annotations: Mapping[str, str]) -> datetime | None:
+    """When the ``current`` key expires; None when it never does (or the annotation is unreadable)."""
+    return parse_timestamp(annotations.get(Annotation.KEY_EXPIRES_AT))
+
+
+def expiry_margin(lifetime: timedelta, floor_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS) -> timedelta:
+    """How long before it expires a key is replaced: ``floor_seconds``, or a tenth of the
+    key's lifetime when that is longer, but never more than half the lifetime.
+
+    The floor has to cover what stands between "due" and "replaced": the sweep's schedule
+    (daily at worst), a run that fails for a transient reason and is redelivered, and an
+    operator who reads a failed rotation's result and acts; a day covers a daily sweep and
+    one retry. A tenth scales the notice with long lifetimes (9 days of a 90-day key). The
+    cap at half keeps the shortest keys the policy allows (8 hours) in service for half
+    their life: a margin as long as the lifetime would rotate on every sweep and pile up
+    keys waiting out the grace period against the 10-key limit.
+    """
+    lifetime = max(lifetime, timedelta(0))
+    margin = max(timedelta(seconds=floor_seconds), lifetime * EXPIRY_MARGIN_SHARE)
+    return min(margin, lifetime * MAX_EXPIRY_MARGIN_SHARE)
+
+
+def expiry_due_at(record: SecretRecord, margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS) -> datetime | None:
+    """When the ``current`` key's expiry makes a rotation due; None when the key never expires.
+
+    The lifetime is measured from ``rotated-at``, which is written together with the expiry
+    when the key becomes current (moments after IAM created it).
+    """
+    expires = key_expires_at(record.annotations)
+    if expires is None:
+        return None
+    rotated_at = parse_timestamp(record.annotations.get(Annotation.ROTATED_AT)) or expires
+    return expires - expiry_margin(expires - rotated_at, margin_seconds)
+
+
+def due_at(
+    record: SecretRecord, default_period_seconds: float, margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS
+) -> datetime | None:
+    """When the next rotation is due: the period elapsed, or the key about to expire, whichever is
+    first; None means now (never rotated, or ``rotated-at`` unreadable)."""
     rotated_at = parse_timestamp(record.annotations.get(Annotation.ROTATED_AT))
     if rotated_at is None:
         return None
-    return rotated_at + timedelta(seconds=rotation_period_seconds(record.annotations, default_period_seconds))
+    by_period = rotated_at + timedelta(seconds=rotation_period_seconds(record.annotations, default_period_seconds))
+    by_expiry = expiry_due_at(record, margin_seconds)
+    return by_period if by_expiry is None else min(by_period, by_expiry)
 
 
-def is_due(record: SecretRecord, now: datetime, default_period_seconds: float) -> bool:
-    """Whether a rotation should run now: due by time, or one was interrupted (``pending`` exists)."""
+def due_by_expiry(
+    record: SecretRecord, default_period_seconds: float, margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS
+) -> bool:
+    """Whether the key's expiry, not the period, sets when the next rotation is due."""
+    by_expiry = expiry_due_at(record, margin_seconds)
+    return by_expiry is not None and by_expiry == due_at(record, default_period_seconds, margin_seconds)
+
+
+def is_due(
+    record: SecretRecord,
+    now: datetime,
+    default_period_seconds: float,
+    margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
+) -> bool:
+    """Whether a rotation should run now: due by time (period or key expiry), or one was
+    interrupted (``pending`` exists)."""
     if PENDING in record.version_aliases:
         return True
-    moment = due_at(record, default_period_seconds)
+    moment = due_at(record, default_period_seconds, margin_seconds)
     return moment is None or moment <= now

@@ -9,6 +9,8 @@ is one procedure (:mod:`shared.workflows.rotation.rollback`), whichever step gav
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from shared.core.errors import PermanentError, RegistryUnavailable, TransientError
 from shared.model.integrations import Annotation
 from shared.model.key_ledger import with_created_key
@@ -123,7 +125,24 @@ def finish(run: Run, current_version: int, pending_version: int) -> None:
         step.note = _finish_note(run)
 
 
+def _pending_expiry(run: Run, pending_version: int) -> datetime | None:
+    """When the pending key expires: as IAM answered its creation, or, when an earlier run
+    created it (a resumed rotation), as IAM lists it.
+
+    Recorded as ``key-expires-at`` when the key becomes current, so that the sweep, which reads
+    annotations only, rotates it before an organisation's key-expiry policy ends it
+    (docs/external-apis.md §3.3).
+    """
+    key = run.key(pending_version)
+    if not run.resumed:
+        return key.expires_at
+    listed = {k.key_id: k for k in run.services.accounts.list_keys(run.account)}
+    info = listed.get(key.key_id)
+    return info.expires_at if info is not None else None
+
+
 def _promote(run: Run, current_version: int, pending_version: int) -> None:
+    expires = _pending_expiry(run, pending_version)
     now = run.services.clock()
     old_previous = run.aliases.get(PREVIOUS)
     retiring: RetiredKey | None = None
@@ -143,6 +162,10 @@ def _promote(run: Run, current_version: int, pending_version: int) -> None:
         aliases[CURRENT] = pending_version
         del aliases[PENDING]
         annotations[Annotation.ROTATED_AT] = timestamp(now)
+        if expires is not None:
+            annotations[Annotation.KEY_EXPIRES_AT] = timestamp(expires)
+        else:
+            annotations.pop(Annotation.KEY_EXPIRES_AT, None)
         if run.request_id:
             annotations[Annotation.ROTATED_FOR_REQUEST] = run.request_id[:256]
         else:

@@ -65,6 +65,7 @@ from shared.workflows.rotation.plan import plan
 from shared.workflows.rotation.report import Refused, outcome, report
 from shared.workflows.rotation.rollback import rollback
 from shared.workflows.rotation.run import Run, Services
+from shared.workflows.rotation.state import DEFAULT_EXPIRY_MARGIN_SECONDS
 
 
 def _utcnow() -> datetime:
@@ -84,6 +85,8 @@ class KeyRotation:
         test_timeout_seconds: bound on the test step (the function times out at 540 s).
         lease_seconds: how long a run may hold the lease.
         default_period_seconds: rotation period when the secret has no ``rotation-period``.
+        expiry_margin_seconds: the least notice of a key's expiry
+            (:func:`shared.workflows.rotation.state.expiry_margin`); the sweep's must match.
         dry_run: the default for runs that do not say.
     """
 
@@ -98,6 +101,7 @@ class KeyRotation:
         test_timeout_seconds: float = 420.0,
         lease_seconds: float = 900.0,
         default_period_seconds: float = 30 * 86400.0,
+        expiry_margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
         dry_run: bool = False,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
@@ -115,6 +119,7 @@ class KeyRotation:
         self.test_timeout_seconds = test_timeout_seconds
         self.lease_seconds = lease_seconds
         self.default_period_seconds = default_period_seconds
+        self.expiry_margin_seconds = expiry_margin_seconds
         self.dry_run = dry_run
         self._clock = clock
         self._monotonic = monotonic
@@ -127,8 +132,8 @@ class KeyRotation:
         ``secret_id`` may also be the integration's name: an argument that does not start
         with ``dataloop-gar-`` is a name, and its secret is ``dataloop-gar-`` + it (see
         :func:`shared.workflows.rotation.admission.read`). Without ``force`` a run does
-        nothing unless the rotation is due (``rotated-at`` + period has passed) or was
-        interrupted.
+        nothing unless the rotation is due (``rotated-at`` + period has passed, or the key
+        expires within the margin) or was interrupted.
 
         Returns one ``rotation`` Outcome: ``ok``, ``failed`` (permanent; the reason says
         what to fix), or ``skipped`` (not due, another run holds the lease, dry run).
@@ -177,6 +182,7 @@ class KeyRotation:
             force=force,
             request_id=request_id,
             default_period_seconds=self.default_period_seconds,
+            expiry_margin_seconds=self.expiry_margin_seconds,
         )
         return record, integration
 
