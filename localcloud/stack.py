@@ -8,10 +8,12 @@ endpoints in their environment (docs/external-apis.md §7):
   Dataloop gateway stand-in, served in this process on free ``127.0.0.1`` ports;
 * Google's Pub/Sub emulator with the system's topics, and push subscriptions that deliver
   to each function the way Eventarc does (CloudEvent ``source`` from the topic path, a
-  retry policy so failures back off, a bounded dead-letter policy);
+  retry policy so failures back off, a bounded dead-letter policy); plus a second
+  project's own ``gcr`` topic, subscribed to ``on_push`` from this project as deploy wires a
+  repository project other than its own (docs/external-apis.md §6.6);
 * Debian's ``docker-registry`` with token auth behind a GAR-like token endpoint that asks
   the IAM and Artifact Registry stand-ins who may pull, and whose push notifications the
-  :mod:`localcloud.bridge` publishes on ``gcr`` as Artifact Registry would;
+  :mod:`localcloud.bridge` publishes on the image's project's ``gcr`` as Artifact Registry would;
 * ``on_push``, ``requests`` and ``rotate`` under functions-framework, one process each.
 
 Start order follows the dependencies (stand-ins, emulator and topics, bridge, registry,
