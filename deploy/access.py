@@ -360,13 +360,17 @@ def requester_grants(settings: DeploySettings) -> list[Grant]:
 
 def trigger_grants(settings: DeploySettings) -> list[Grant]:
     trigger = _sa(settings.account_email(settings.trigger_account_key))
+    why = "Eventarc pushes each Pub/Sub message to the function as this account"
+    others = ", ".join(settings.other_gcr_projects)
     return [
         Grant(
             trigger,
             "roles/run.invoker",
             "function",
             settings.function_name(spec.key),
-            "Eventarc pushes each Pub/Sub message to the function as this account",
+            f"{why}; so do the subscriptions to the gcr topics of {others}"
+            if others and spec.key == "on_push"
+            else why,
             location=settings.region,
             project=settings.project,
         )
@@ -406,6 +410,18 @@ def subscription_grant(spec: FunctionSpec) -> Grant:
     )
 
 
+def gcr_subscription_grant(settings: DeploySettings, project: str) -> Grant:
+    """Dead-lettering from the push subscription that brings ``project``'s pushes to on_push."""
+    return Grant(
+        _sa(PUBSUB_AGENT),
+        "roles/pubsub.subscriber",
+        "subscription",
+        settings.gcr_subscription(project),
+        f"Pub/Sub acknowledges what it dead-letters from the subscription to {project}'s gcr topic",
+        project=settings.project,
+    )
+
+
 def roles_table(settings: DeploySettings) -> str:
     """Markdown: each service account, its roles, where each is granted, and why."""
     lines = [
@@ -428,4 +444,10 @@ def roles_table(settings: DeploySettings) -> str:
         "| `service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com` (service agent) | `roles/pubsub.subscriber` "
         "| each trigger's Eventarc subscription | Pub/Sub acknowledges what it dead-letters |"
     )
+    for project in settings.other_gcr_projects:
+        grant = gcr_subscription_grant(settings, project)
+        lines.append(
+            "| `service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com` (service agent) | `roles/pubsub.subscriber` "
+            f"| {grant.where()} | {grant.why} |"
+        )
     return "\n".join(lines)

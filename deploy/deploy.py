@@ -7,8 +7,10 @@
 ``deploy`` enables the APIs, creates the topics (``gcr`` only if absent), the dead-letter
 subscription, one service account per function and one for the triggers, grants each only
 what it needs, stages and deploys the three gen2 functions with Pub/Sub triggers (retry
-on, bounded by a dead-letter policy), and creates or updates the scheduler job. Running it
-again updates what changed and creates nothing twice. ``--dry-run`` prints every command,
+on, bounded by a dead-letter policy), and creates or updates the scheduler job. A repository
+in another project gets that project's ``gcr`` topic delivered to ``on_push`` by a push
+subscription (checked before anything changes; deploy/README.md, "Repositories in other
+projects"). Running it again updates what changed and creates nothing twice. ``--dry-run`` prints every command,
 with the reason for it, and runs none (it needs neither gcloud credentials nor network).
 
 ``--project``/``--region``/``--project-number`` override the file (Cloud Build passes its

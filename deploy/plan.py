@@ -23,6 +23,7 @@ from deploy.access import (
     agent_grants,
     custom_roles,
     function_grants,
+    gcr_subscription_grant,
     requester_grants,
     subscription_grant,
     trigger_grants,
@@ -53,6 +54,7 @@ class Kind(enum.Enum):
     CREATE = "create"  # run when ``probe`` fails with not-found; else ``otherwise`` if any
     DELETE = "delete"  # run when ``probe`` succeeds (and prints ``expect``, if given)
     LOOKUP = "lookup"  # run and keep its output as the fact ``fact``
+    CHECK = "check"  # a read that must succeed (with ``missing_ok``: or say not-found); changes nothing
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def gcloud(command: str, *args: str) -> tuple[str, ...]:
 def placeholders(settings: DeploySettings) -> dict[str, str]:
     """What the dry run shows for each fact (a known project number is shown as it is)."""
     s = settings
-    facts = {"project_number": s.project_number or "PROJECT_NUMBER"}
+    facts = {"project_number": s.project_number or "PROJECT_NUMBER", "on_push_url": "ON_PUSH_URL"}
     for spec in FUNCTIONS:
         name = spec.key.upper()
         facts[f"trigger_{spec.key}"] = f"projects/{s.project}/locations/{s.region}/triggers/TRIGGER_OF_{name}"
@@ -101,6 +103,7 @@ def placeholders(settings: DeploySettings) -> dict[str, str]:
 def deploy_steps(settings: DeploySettings, *, source_root: str = "build/functions") -> list[Step]:
     """The whole deployment, in the order it must run."""
     return [
+        *_preflight(settings),
         *_foundation(settings),
         *_topics(settings),
         *_identities(settings),
@@ -108,8 +111,31 @@ def deploy_steps(settings: DeploySettings, *, source_root: str = "build/function
         *_grants(settings),
         *_functions(settings, source_root),
         *_dead_lettering(settings),
+        *_other_projects_delivery(settings),
         _scheduler(settings),
     ]
+
+
+def _preflight(s: DeploySettings) -> list[Step]:
+    """Reads in every other repository project, first: one that cannot be wired stops the run
+    before anything anywhere has changed (an integration there would never have a push tested)."""
+    steps: list[Step] = []
+    for project in s.other_gcr_projects:
+        steps += [
+            Step(
+                f"project {project} holds a repository: the deployer must see it before anything changes",
+                gcloud("projects describe", project, "--format=value(projectId)"),
+                kind=Kind.CHECK,
+            ),
+            Step(
+                f"Pub/Sub must answer in {project} (API enabled, deployer allowed) for its `{s.topics.gcr}` topic "
+                "to be created and subscribed to; the topic itself may be absent",
+                gcloud("pubsub topics describe", s.topics.gcr, f"--project={project}", "--format=value(name)"),
+                kind=Kind.CHECK,
+                missing_ok=True,
+            ),
+        ]
+    return steps
 
 
 def _foundation(s: DeploySettings) -> list[Step]:
@@ -155,6 +181,16 @@ def _topics(s: DeploySettings) -> list[Step]:
             probe=gcloud("pubsub topics describe", topic, p, "--format=value(name)"),
         )
         for attribute, topic in s.topics.all().items()
+    ]
+    steps += [
+        Step(
+            f"topic {s.topics.gcr} in {project}: Artifact Registry notifies pushes to that project's repositories "
+            "only there (created only if absent)",
+            gcloud("pubsub topics create", s.topics.gcr, f"--labels={LABEL}", f"--project={project}"),
+            kind=Kind.CREATE,
+            probe=gcloud("pubsub topics describe", s.topics.gcr, f"--project={project}", "--format=value(name)"),
+        )
+        for project in s.other_gcr_projects
     ]
     subscription = s.dead_letter_subscription
     steps.append(
@@ -308,6 +344,72 @@ def _dead_lettering(s: DeploySettings) -> list[Step]:
     return steps
 
 
+def _other_projects_delivery(s: DeploySettings) -> list[Step]:
+    """Deliver each other repository project's ``gcr`` topic to ``on_push``.
+
+    A Pub/Sub subscription may live in another project than its topic, so each one is
+    created here, in the deployment's project, pushing to the function's URL with an OIDC
+    token of the trigger account (which may invoke it). Living beside the function, its
+    pushes count as internal traffic, which ``--ingress-settings=internal-only`` requires;
+    an Eventarc trigger is documented only for topics of its own project. Retries, ack
+    deadline and dead-lettering are those of the Eventarc subscriptions (docs/external-apis.md §6.6).
+    """
+    if not s.other_gcr_projects:
+        return []
+    name = s.function_name("on_push")
+    p = f"--project={s.project}"
+    steps = [
+        Step(
+            f"look up the URL of {name}: the other projects' subscriptions push to it",
+            gcloud(
+                "functions describe",
+                name,
+                f"--region={s.region}",
+                "--gen2",
+                p,
+                "--format=value(serviceConfig.uri)",
+            ),
+            kind=Kind.LOOKUP,
+            fact="on_push_url",
+        )
+    ]
+    delivery = (
+        "--push-endpoint=${on_push_url}",
+        f"--push-auth-service-account={s.account_email(s.trigger_account_key)}",
+        f"--ack-deadline={ACK_DEADLINE_SECONDS}",
+        "--min-retry-delay=10s",
+        "--max-retry-delay=600s",
+        f"--dead-letter-topic={s.topic_path(s.topics.dead_letter)}",
+        f"--max-delivery-attempts={s.max_delivery_attempts}",
+        "--expiration-period=never",
+    )
+    for project in s.other_gcr_projects:
+        subscription = s.gcr_subscription(project)
+        steps += [
+            Step(
+                f"subscription {subscription}: pushes of {project} (its topic {s.topics.gcr}) to {name}, as "
+                f"{s.account_id(s.trigger_account_key)}; after {s.max_delivery_attempts} attempts an event goes "
+                f"to {s.topics.dead_letter}",
+                gcloud(
+                    "pubsub subscriptions create",
+                    subscription,
+                    f"--topic=projects/{project}/topics/{s.topics.gcr}",
+                    *delivery,
+                    f"--labels={LABEL}",
+                    p,
+                ),
+                kind=Kind.CREATE,
+                probe=gcloud("pubsub subscriptions describe", subscription, p, "--format=value(name)"),
+                otherwise=gcloud("pubsub subscriptions update", subscription, *delivery, f"--update-labels={LABEL}", p),
+            ),
+            Step(
+                "the Pub/Sub service agent acknowledges what it dead-letters",
+                gcr_subscription_grant(s, project).add(),
+            ),
+        ]
+    return steps
+
+
 def _scheduler(s: DeploySettings) -> Step:
     p = f"--project={s.project}"
     job = s.scheduler_job
@@ -427,6 +529,17 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
             )
             for spec in FUNCTIONS
         ),
+        *(
+            delete(
+                f"delete subscription {s.gcr_subscription(project)} (pushes of {project} to on_push) if ours",
+                "pubsub subscriptions describe",
+                "pubsub subscriptions delete",
+                s.gcr_subscription(project),
+                fmt=f"value(labels.{label_key})",
+                expect=label_value,
+            )
+            for project in s.other_gcr_projects
+        ),
         delete(
             f"delete subscription {s.dead_letter_subscription} (dead-lettered events are lost with it)",
             "pubsub subscriptions describe",
@@ -448,6 +561,21 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
             )
         else:
             steps.append(delete(f"delete topic {topic}", "pubsub topics describe", "pubsub topics delete", topic))
+    for project in s.other_gcr_projects:
+        steps.append(
+            Step(
+                f"delete topic {s.topics.gcr} in {project} if the deployment created it (it carries our label)",
+                gcloud("pubsub topics delete", s.topics.gcr, f"--project={project}", "--quiet"),
+                kind=Kind.DELETE,
+                probe=gcloud(
+                    "pubsub topics describe",
+                    s.topics.gcr,
+                    f"--project={project}",
+                    f"--format=value(labels.{label_key})",
+                ),
+                expect=label_value,
+            )
+        )
     for key, grants in function_grants(s).items():
         steps += [
             Step(f"revoke {grant.role} of {s.account_id(key)} on {grant.resource}", grant.remove(), missing_ok=True)

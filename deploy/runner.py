@@ -102,6 +102,10 @@ class PlanRunner:
                 self._say(f"#   lookup {step.fact}: {quoted(resolve(step.argv, facts))}")
                 self._say(f"#   (the dry run uses {step.fact} = {facts[step.fact or '']})")
                 continue
+            if step.kind is Kind.CHECK:
+                self._say(f"#   check: {quoted(resolve(step.argv, facts))}")
+                self._say("#   (stops the run unless it succeeds" + (" or finds nothing)" if step.missing_ok else ")"))
+                continue
             if step.probe is not None:
                 condition = "if present" if step.kind is Kind.DELETE else "if absent"
                 if step.expect is not None:
@@ -135,6 +139,10 @@ class PlanRunner:
                 raise GcloudError(f"{quoted(argv)} printed nothing; cannot continue without {step.fact}")
             facts[step.fact or ""] = value
             self._say(f"    {step.fact} = {value}")
+        elif step.kind is Kind.CHECK:
+            if not self._present(argv, None) and not step.missing_ok:
+                raise GcloudError(f"{quoted(argv)} found nothing")
+            self._say("    ok")
         elif step.kind is Kind.RUN:
             self._call(argv, settle=step.settle, missing_ok=step.missing_ok)
         elif step.kind is Kind.CREATE:

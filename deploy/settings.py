@@ -208,6 +208,26 @@ class DeploySettings:
         return f"{self.topics.dead_letter}-sub"
 
     @property
+    def gcr_projects(self) -> tuple[str, ...]:
+        """Projects whose ``gcr`` topic deploy delivers to ``on_push``: its own, and every repository's.
+
+        Artifact Registry notifies only the ``gcr`` topic of the repository's own project
+        (docs/external-apis.md §1.1), so a repository in another project is tested only if
+        that project's topic is wired too; the access policy names these projects, so that
+        provisioning refuses a repository anywhere else.
+        """
+        return tuple(dict.fromkeys([self.project, *(r.project for r in self.repositories)]))
+
+    @property
+    def other_gcr_projects(self) -> tuple[str, ...]:
+        """Repository projects other than the deployment's: wired by a push subscription each."""
+        return tuple(p for p in self.gcr_projects if p != self.project)
+
+    def gcr_subscription(self, project: str) -> str:
+        """The push subscription (in the deployment's project) that brings ``project``'s pushes to on_push."""
+        return f"{self.function_name('on_push')}-{project}"
+
+    @property
     def exact_service_accounts(self) -> tuple[str, ...]:
         return tuple(a for a in self.service_accounts if not a.startswith("*@"))
 
@@ -235,6 +255,7 @@ class DeploySettings:
             created_account_prefix=self.created_account_prefix,
             deployment_accounts=frozenset(self.deployment_accounts()),
             canary_services=frozenset(self.canary_services),
+            gcr_projects=frozenset(self.gcr_projects),
         )
 
     def topic_path(self, topic: str) -> str:

@@ -47,7 +47,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_up(args: argparse.Namespace) -> int:
     from localcloud.registry import build_oci_layout
-    from localcloud.stack import LOCATION, REPOSITORY, LocalCloud
+    from localcloud.stack import LOCATION, REPOSITORY, SECOND_PROJECT, LocalCloud
 
     workdir = Path(args.workdir).resolve() if args.workdir else None
     cloud = LocalCloud(
@@ -70,6 +70,10 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"  Dataloop org {cloud.seed.org_id} (its admin API key is in Secret Manager, dataloop-api-credentials)")
         print(f"  canary service {cloud.seed.canary_service_id} runs {cloud.seed.runner_image.by_tag}")
         print(f"  repositories {cloud.seed.repository_path}, {cloud.seed.other_repository_path}")
+        print(
+            f"  and {cloud.seed.second_project_repository_path}, whose project's own gcr topic "
+            f"({cloud.gcr_topic(SECOND_PROJECT)}) is wired to on_push"
+        )
 
         env = f"PUBSUB_EMULATOR_HOST={cloud.emulator.host_port}"
         me = f"{shlex.quote(sys.executable)} -m localcloud"

@@ -25,6 +25,11 @@ What distribution 2.8 sends, and what becomes of it (observed; see the e2e tests
 ``HOST`` is the registry's own ``127.0.0.1:PORT`` given to the bridge (GAR names its
 canonical host whatever the client typed), falling back to ``request.host``.
 
+Artifact Registry publishes on the ``gcr`` topic *of the repository's project*
+(docs/external-apis.md §1.1), so every message goes out with the project it belongs to: the
+first component of the registry repository (``PROJECT/REPOSITORY/IMAGE``). Which topic that
+is, is the publisher's to say; the local cloud has one per project it wires.
+
 The registry retries an endpoint that does not answer 2xx (``threshold``/``backoff`` in its
 config), so a publish failure answers 503 and the envelope comes back later; envelopes that
 are not what distribution sends answer 400 with the reason.
@@ -59,8 +64,8 @@ MANIFEST_MEDIA_TYPES = frozenset(
 #: A large envelope is a bug or an attack; distribution batches a handful of events.
 MAX_ENVELOPE_BYTES = 1024 * 1024
 
-#: ``publish(payload) -> message id``: puts one GAR-shaped message on the ``gcr`` topic.
-Publisher = Callable[[dict[str, str]], str]
+#: ``publish(project, payload) -> message id``: puts one GAR-shaped message on that project's ``gcr`` topic.
+Publisher = Callable[[str, dict[str, str]], str]
 
 
 class EnvelopeError(ValueError):
@@ -74,6 +79,8 @@ class GarMessage:
     action: str  # INSERT or DELETE
     digest: str | None = None  # HOST/REPO@sha256:…
     tag: str | None = None  # HOST/REPO:TAG
+    #: The project holding the repository, whose ``gcr`` topic GAR publishes this on; not in the payload.
+    project: str = ""
 
     def payload(self) -> dict[str, str]:
         body = {"action": self.action}
@@ -91,13 +98,17 @@ class Forwarded:
     message_id: str
     message: GarMessage
 
+    @property
+    def project(self) -> str:
+        return self.message.project
+
 
 class RegistryNotificationBridge:
     """WSGI app receiving distribution's notifications and publishing GAR messages.
 
     Args:
-        publish: puts one payload on the ``gcr`` topic and returns its message id; raising
-            makes the registry retry the whole envelope.
+        publish: puts one payload on the ``gcr`` topic of the given project and returns its
+            message id; raising makes the registry retry the whole envelope.
         registry_host: ``127.0.0.1:PORT``, the host GAR-style references are built with;
             None uses each event's ``request.host``.
     """
@@ -151,6 +162,7 @@ class RegistryNotificationBridge:
         digest = target.get("digest") if isinstance(target.get("digest"), str) else None
         tag = target.get("tag") if isinstance(target.get("tag"), str) else None
         base = f"{host}/{repository}"
+        project = repository.split("/", 1)[0]
 
         if action == "push":
             if target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
@@ -159,17 +171,19 @@ class RegistryNotificationBridge:
                 raise EnvelopeError(f"events[{index}]: a manifest push without a digest")
             with self._lock:
                 self._manifests.add((repository, digest))
-            return GarMessage("INSERT", digest=f"{base}@{digest}", tag=f"{base}:{tag}" if tag else None)
+            return GarMessage(
+                "INSERT", digest=f"{base}@{digest}", tag=f"{base}:{tag}" if tag else None, project=project
+            )
 
         if tag:
-            return GarMessage("DELETE", tag=f"{base}:{tag}")
+            return GarMessage("DELETE", tag=f"{base}:{tag}", project=project)
         if not digest:
             raise EnvelopeError(f"events[{index}]: a delete with neither digest nor tag")
         with self._lock:
             if (repository, digest) not in self._manifests:
                 return None  # a blob delete: distribution gives it the same shape
         # The digest stays known: a retried envelope must translate the same way again.
-        return GarMessage("DELETE", digest=f"{base}@{digest}")
+        return GarMessage("DELETE", digest=f"{base}@{digest}", project=project)
 
     # -- WSGI ----------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -191,7 +205,7 @@ class RegistryNotificationBridge:
         forwarded: list[str] = []
         for message in messages:
             try:
-                message_id = self.publish(message.payload())
+                message_id = self.publish(message.project, message.payload())
             except Exception as exc:
                 # The registry retries the envelope; on_push handles the duplicates (at-least-once).
                 log.warning("registry bridge: publishing %s failed: %s", message.payload(), exc)

@@ -8,10 +8,12 @@ endpoints in their environment (docs/external-apis.md §7):
   Dataloop gateway stand-in, served in this process on free ``127.0.0.1`` ports;
 * Google's Pub/Sub emulator with the system's topics, and push subscriptions that deliver
   to each function the way Eventarc does (CloudEvent ``source`` from the topic path, a
-  retry policy so failures back off, a bounded dead-letter policy);
+  retry policy so failures back off, a bounded dead-letter policy); plus a second
+  project's own ``gcr`` topic, subscribed to ``on_push`` from this project as deploy wires a
+  repository project other than its own (docs/external-apis.md §6.6);
 * Debian's ``docker-registry`` with token auth behind a GAR-like token endpoint that asks
   the IAM and Artifact Registry stand-ins who may pull, and whose push notifications the
-  :mod:`localcloud.bridge` publishes on ``gcr`` as Artifact Registry would;
+  :mod:`localcloud.bridge` publishes on the image's project's ``gcr`` as Artifact Registry would;
 * ``on_push``, ``requests`` and ``rotate`` under functions-framework, one process each.
 
 Start order follows the dependencies (stand-ins, emulator and topics, bridge, registry,
@@ -71,6 +73,10 @@ LOCATION = "us-central1"
 #: The GAR-like repository the demo integration covers, and one that nothing covers.
 REPOSITORY = "images"
 OTHER_REPOSITORY = "scratch"
+#: A second project holding a repository, with its own ``gcr`` topic wired to on_push the way
+#: deploy wires a repository project other than its own (a push subscription beside the function).
+SECOND_PROJECT = "other-project"
+SECOND_REPOSITORY = "images"
 REGISTRY_SERVICE = "localcloud-registry"
 REGISTRY_ISSUER = "localcloud-token-issuer"
 DATALOOP_CREDENTIALS_SECRET = "dataloop-api-credentials"
@@ -152,6 +158,7 @@ class Seed:
     runner_image: PushedImage
     repository_path: str  # projects/P/locations/L/repositories/R, covered by the demo integration
     other_repository_path: str
+    second_project_repository_path: str  # in SECOND_PROJECT, whose own gcr topic reaches on_push
 
 
 class LocalCloud:
@@ -323,6 +330,9 @@ class LocalCloud:
             self._processes.append(self.emulator.process)
             for topic in self.topics.all():
                 self.emulator.ensure_topic(topic)
+            # The emulator takes any project's topics: the second project's gcr lives beside ours.
+            for project in self.gcr_projects:
+                self.emulator.ensure_topic(self.gcr_topic(project))
             # Dead letters are kept where a person can look at them.
             self.emulator.ensure_pull_subscription("dead-letters", self.topics.dead_letter)
 
@@ -332,7 +342,7 @@ class LocalCloud:
             # the bridge's URL: so the registry's port is chosen first.
             port = free_port()
             self.bridge = RegistryNotificationBridge(
-                lambda payload: self.emulator.publish_json(self.topics.gcr, payload),
+                lambda project, payload: self.emulator.publish_json(self.gcr_topic(project), payload),
                 registry_host=f"127.0.0.1:{port}",
             )
             bridge_url = self._serve("registry-bridge", self.bridge).url
@@ -400,6 +410,21 @@ class LocalCloud:
                     retry_policy=RETRY_POLICY,
                     dead_letter=DeadLetter(self.topics.dead_letter, MAX_DELIVERY_ATTEMPTS),
                 )
+            if "on_push" in self.functions:
+                on_push = next(spec for spec in self._specs if spec.name == "on_push")
+                for project in self.gcr_projects:
+                    if project == self.project:
+                        continue
+                    # As deploy does: a subscription of this project on the other project's topic.
+                    topic = self.gcr_topic(project)
+                    self.emulator.ensure_push_subscription(
+                        f"gcr-{project}-to-on_push",
+                        topic,
+                        topic_push_endpoint(self.functions["on_push"].url, topic),
+                        ack_deadline_seconds=on_push.ack_deadline_seconds,
+                        retry_policy=RETRY_POLICY,
+                        dead_letter=DeadLetter(self.topics.dead_letter, MAX_DELIVERY_ATTEMPTS),
+                    )
 
             # Secret Manager's notifications (SECRET_ROTATE, SECRET_VERSION_ADD, …) go to Pub/Sub.
             def publish(topic: str, attributes: dict[str, str], data: bytes) -> None:
@@ -423,6 +448,7 @@ class LocalCloud:
             state = self.artifact_registry.state
             repository = state.create_repository(self.project, LOCATION, REPOSITORY, {"format": "DOCKER"})
             other = state.create_repository(self.project, LOCATION, OTHER_REPOSITORY, {"format": "DOCKER"})
+            second = state.create_repository(SECOND_PROJECT, LOCATION, SECOND_REPOSITORY, {"format": "DOCKER"})
             service_id = self.dataloop.add_service(
                 org_id, CANARY_SERVICE_NAME, self._runner.by_tag, service_id=self.canary_service_id
             )
@@ -434,6 +460,7 @@ class LocalCloud:
                 runner_image=self._runner,
                 repository_path=repository["name"],
                 other_repository_path=other["name"],
+                second_project_repository_path=second["name"],
             )
 
     def _store_dataloop_credentials(self, api_key: str) -> None:
@@ -494,14 +521,37 @@ class LocalCloud:
         env.update(self._extra_env)
         return env
 
+    @property
+    def gcr_projects(self) -> tuple[str, ...]:
+        """Projects whose ``gcr`` topic reaches on_push: this one and the second (deploy's ``gcr_projects``)."""
+        return (self.project, SECOND_PROJECT)
+
+    def gcr_topic(self, project: str) -> str:
+        """The ``gcr`` topic Artifact Registry would notify for a repository of ``project``.
+
+        A project the local cloud does not wire falls back to its own topic, so that tests
+        pushing ad-hoc names (``a/b/c``) still see their notifications.
+        """
+        home = project if project in self.gcr_projects else self.project
+        return f"projects/{home}/topics/{self.topics.gcr}"
+
     def access_policy(self) -> AccessPolicy:
-        """What a deployment of the local cloud would allow: its org, its two repositories, its project."""
+        """What a deployment of the local cloud would allow: its org, its repositories (two here, one in the
+        second project), its project; and the projects it wires, as deploy says them."""
         return AccessPolicy(
             org_ids=frozenset([self.org_id]),
             repositories=frozenset(
-                f"projects/{self.project}/locations/{LOCATION}/repositories/{r}" for r in (REPOSITORY, OTHER_REPOSITORY)
+                [
+                    *(
+                        f"projects/{self.project}/locations/{LOCATION}/repositories/{r}"
+                        for r in (REPOSITORY, OTHER_REPOSITORY)
+                    ),
+                    f"projects/{SECOND_PROJECT}/locations/{LOCATION}/repositories/{SECOND_REPOSITORY}",
+                ]
             ),
-            account_projects=frozenset([self.project]),
+            gcr_projects=frozenset(self.gcr_projects),
+            # Puller accounts of the second project's integrations live beside its repository.
+            account_projects=frozenset([self.project, SECOND_PROJECT]),
             service_accounts=(f"*@{self.project}.iam.gserviceaccount.com",),
             canary_services=frozenset([self.canary_service_id]),
         )
@@ -565,20 +615,24 @@ class LocalCloud:
         *,
         repository: str = REPOSITORY,
         content: bytes | None = None,
+        project: str | None = None,
     ) -> PushedImage:
         """``skopeo copy`` a one-layer image to ``HOST/PROJECT/REPOSITORY/IMAGE:TAG``.
 
         The registry then notifies the bridge, which publishes on ``gcr``, which triggers
         ``on_push``: exactly what a ``docker push`` to GAR sets off. Distinct ``content``
-        (unique by default) gives a distinct digest.
+        (unique by default) gives a distinct digest. ``project`` (default: the local cloud's)
+        is the project the repository is in, as in a GAR image name: the notification goes to
+        that project's ``gcr`` topic.
         """
+        project = project or self.project
         number = next(self._counter)
         layout = build_oci_layout(
             self.workdir / "images" / f"layout-{number}",
             tag=tag,
             content=content if content is not None else f"image {number} {uuid.uuid4()}\n".encode(),
         )
-        name = f"{self.project}/{repository}/{image}"
+        name = f"{project}/{repository}/{image}"
         digest = push_image(
             layout,
             registry_host=self.registry_host,
@@ -587,7 +641,7 @@ class LocalCloud:
             username=self.registry_admin[0],
             password=self.registry_admin[1],
         )
-        return PushedImage(RegistryImage(self.registry_host, self.project, repository, image, tag, digest))
+        return PushedImage(RegistryImage(self.registry_host, project, repository, image, tag, digest))
 
     def delete(self, pushed: PushedImage) -> None:
         """Delete a manifest by digest, as a cleanup policy would; the registry notifies a DELETE."""

@@ -64,6 +64,7 @@ ADOPTABLE_ACCOUNT = re.compile(
 CREATED_ACCOUNT_PREFIX = re.compile(r"[a-z][a-z0-9-]{1,14}-")
 
 NOT_ALLOWED = "not-allowed"
+PROJECT_NOT_WIRED = "project-not-wired"
 
 
 class NotAllowed(RejectedMessage):
@@ -74,6 +75,17 @@ class NotAllowed(RejectedMessage):
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         super().__init__(f"{field}: {reason}")
+
+
+class ProjectNotWired(NotAllowed):
+    """A repository whose project's ``gcr`` topic the deployment does not deliver to ``on_push``.
+
+    Artifact Registry notifies only its own project's ``gcr`` topic (docs/external-apis.md
+    §1.1): an integration there would be provisioned and rotated while none of its pushes is
+    ever tested, so it is refused with a code of its own, which says what to change.
+    """
+
+    code = PROJECT_NOT_WIRED
 
 
 def account_description(integration_name: str) -> str:
@@ -113,6 +125,8 @@ class AccessPolicy:
     created_account_prefix: str = DEFAULT_CREATED_ACCOUNT_PREFIX
     deployment_accounts: frozenset[str] = frozenset()
     canary_services: frozenset[str] = frozenset()  # Dataloop service ids set aside as canaries
+    #: Projects whose ``gcr`` topic reaches ``on_push``; None (a hand-written policy): those of ``repositories``.
+    gcr_projects: frozenset[str] | None = None
     configured: bool = True
 
     # -- building ---------------------------------------------------------------------------
@@ -141,6 +155,7 @@ class AccessPolicy:
             "created_account_prefix",
             "deployment_accounts",
             "canary_services",
+            "gcr_projects",
         }
         problems += [f"ACCESS_POLICY.{key}: unknown setting" for key in sorted(set(data) - known)]
 
@@ -165,6 +180,7 @@ class AccessPolicy:
             created_account_prefix=prefix,
             deployment_accounts=frozenset(texts("deployment_accounts", USER_MANAGED_ACCOUNT)),
             canary_services=frozenset(texts("canary_services", SERVICE_ID)),
+            gcr_projects=frozenset(texts("gcr_projects", _PROJECT)) if "gcr_projects" in data else None,
         )
         clash = sorted(a for a in policy.deployment_accounts if a.startswith(prefix))
         if clash:
@@ -177,18 +193,18 @@ class AccessPolicy:
 
     def to_json(self) -> str:
         """The ``ACCESS_POLICY`` text for this policy (what deploy writes)."""
-        return json.dumps(
-            {
-                "org_ids": sorted(self.org_ids),
-                "repositories": sorted(self.repositories),
-                "account_projects": sorted(self.account_projects),
-                "service_accounts": list(self.service_accounts),
-                "created_account_prefix": self.created_account_prefix,
-                "deployment_accounts": sorted(self.deployment_accounts),
-                "canary_services": sorted(self.canary_services),
-            },
-            separators=(",", ":"),
-        )
+        document: dict[str, Any] = {
+            "org_ids": sorted(self.org_ids),
+            "repositories": sorted(self.repositories),
+            "account_projects": sorted(self.account_projects),
+            "service_accounts": list(self.service_accounts),
+            "created_account_prefix": self.created_account_prefix,
+            "deployment_accounts": sorted(self.deployment_accounts),
+            "canary_services": sorted(self.canary_services),
+        }
+        if self.gcr_projects is not None:
+            document["gcr_projects"] = sorted(self.gcr_projects)
+        return json.dumps(document, separators=(",", ":"))
 
     # -- the projects the policy lists ----------------------------------------------------------
     @property
@@ -198,6 +214,13 @@ class AccessPolicy:
         found |= {_project_of_pattern(p) for p in self.service_accounts}
         found |= {m["project"] for r in self.repositories if (m := _REPOSITORY.fullmatch(r))}
         return frozenset(found)
+
+    @property
+    def wired_projects(self) -> frozenset[str]:
+        """Projects whose pushes reach ``on_push``: where an integration's pushes are tested."""
+        if self.gcr_projects is not None:
+            return self.gcr_projects
+        return frozenset(m["project"] for r in self.repositories if (m := _REPOSITORY.fullmatch(r)))
 
     # -- checks -----------------------------------------------------------------------------
     def _closed(self, field: str) -> NotAllowed | None:
@@ -226,6 +249,13 @@ class AccessPolicy:
         if closed:
             raise closed
         path = f"projects/{project}/locations/{location}/repositories/{repository}"
+        if project not in self.wired_projects:
+            raise ProjectNotWired(
+                field,
+                f"repository {path} is in project {project}, whose gcr topic this deployment does not deliver to "
+                "on_push, so no push there would ever be tested; ask the operator to add a repository of that "
+                "project to [access] repositories and deploy again (deploy wires each repository's project)",
+            )
         if path not in self.repositories:
             raise NotAllowed(
                 field,

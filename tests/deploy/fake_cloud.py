@@ -42,7 +42,7 @@ class Binding:
 class FakeCloud:
     project: str
     region: str
-    topics: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels
+    topics: dict[str, dict[str, str]] = field(default_factory=dict)  # id (another project's: its path) -> labels
     subscriptions: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> settings
     accounts: set[str] = field(default_factory=set)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -53,6 +53,8 @@ class FakeCloud:
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # custom role id -> its flags
     bindings: list[Binding] = field(default_factory=list)
     calls: list[tuple[str, ...]] = field(default_factory=list)
+    #: Projects the deployer cannot see (``projects describe`` is refused).
+    hidden_projects: set[str] = field(default_factory=set)
     #: Called first with every argv; a result it returns replaces the normal answer.
     intercept: Callable[[tuple[str, ...]], Result[str] | None] | None = None
 
@@ -69,7 +71,9 @@ class FakeCloud:
             return ok()
         if group == "projects":
             if verb == "describe":
-                return ok(PROJECT_NUMBER + "\n")
+                if words[2] in self.hidden_projects:
+                    return error(f"PERMISSION_DENIED: the caller does not have permission on project {words[2]}")
+                return ok((words[2] if flags.get("format") == "value(projectId)" else PROJECT_NUMBER) + "\n")
             return (self._bind if verb.startswith("add") else self._unbind)(f"project/{words[2]}", flags)
         handlers = {
             "pubsub": lambda: self._topics(words, flags) if verb == "topics" else self._subscriptions(words, flags),
@@ -107,8 +111,14 @@ class FakeCloud:
         self.bindings = [b for b in self.bindings if b.resource != resource]
 
     # -- resources --------------------------------------------------------------------------
+    def _topic_key(self, name: str, project: str | None) -> str:
+        """A topic of the deployment's project by its id, another project's by its path."""
+        if name.startswith("projects/"):
+            project, name = name.split("/")[1], name.rsplit("/", 1)[-1]
+        return name if project in (None, self.project) else f"projects/{project}/topics/{name}"
+
     def _topics(self, words: list[str], flags: dict[str, str]) -> Result[str]:
-        verb, name = words[2], words[3]
+        verb, name = words[2], self._topic_key(words[3], flags.get("project"))
         if verb == "create":
             if name in self.topics:
                 return error(f"ALREADY_EXISTS: Resource already exists in the project (resource={name}).")
@@ -121,7 +131,7 @@ class FakeCloud:
             fmt = flags.get("format", "")
             if fmt.startswith("value(labels."):
                 return ok(self.topics[name].get(fmt[len("value(labels.") : -1], "") + "\n")
-            return ok(f"projects/{self.project}/topics/{name}\n")
+            return ok((name if name.startswith("projects/") else f"projects/{self.project}/topics/{name}") + "\n")
         if verb == "delete":
             del self.topics[name]
             self._drop_bindings(f"topic/{name}")
@@ -135,20 +145,30 @@ class FakeCloud:
         if verb == "create":
             if name in self.subscriptions:
                 return error("ALREADY_EXISTS: Resource already exists in the project")
-            topic = flags["topic"].rsplit("/", 1)[-1]
+            topic = self._topic_key(flags["topic"], None)
             if topic not in self.topics:
                 return not_found(f"Resource (resource={topic})")
-            self.subscriptions[name] = {"topic": topic}
+            self.subscriptions[name] = {"topic": topic, **{k: v for k, v in flags.items() if k != "topic"}}
             return ok()
         if name not in self.subscriptions:
             return not_found(f"Resource (resource={name})")
         if verb == "describe":
+            fmt = flags.get("format", "")
+            if fmt.startswith("value(labels."):
+                key = fmt[len("value(labels.") : -1]
+                labels = dict(
+                    pair.split("=", 1) for pair in self.subscriptions[name].get("labels", "").split(",") if pair
+                )
+                return ok(labels.get(key, "") + "\n")
             return ok(f"projects/{self.project}/subscriptions/{name}\n")
         if verb == "update":
             dead_letter = flags.get("dead-letter-topic", "").rsplit("/", 1)[-1]
             if dead_letter and dead_letter not in self.topics:
                 return not_found(f"Resource (resource={dead_letter})")
-            self.subscriptions[name].update(flags)
+            updates = dict(flags)
+            if "update-labels" in updates:
+                updates["labels"] = updates.pop("update-labels")
+            self.subscriptions[name].update(updates)
             return ok()
         if verb == "delete":
             del self.subscriptions[name]
@@ -241,6 +261,8 @@ class FakeCloud:
         if verb == "describe":
             if flags.get("format") == "value(eventTrigger.trigger)":
                 return ok(self.functions[name]["trigger"] + "\n")
+            if flags.get("format") == "value(serviceConfig.uri)":
+                return ok(f"https://{name}-abcdefghij-ez.a.run.app\n")
             return ok(f"projects/{self.project}/locations/{self.region}/functions/{name}\n")
         if verb == "add-invoker-policy-binding":
             return self._bind(f"function/{name}", flags)

@@ -241,3 +241,119 @@ def test_a_fact_used_before_it_is_looked_up_is_a_plan_error() -> None:
     runner = PlanRunner(lambda argv: ok(), out=io.StringIO())
     with pytest.raises(GcloudError, match="uses the fact 'subscription_x' before a step looked it up"):
         runner.execute([Step("update", ("pubsub", "subscriptions", "update", "${subscription_x}"))], {})
+
+
+# -- repositories in other projects ---------------------------------------------------------------
+
+REGISTRY_PROJECT = "registry-proj"
+OTHER_GCR = f"projects/{REGISTRY_PROJECT}/topics/gcr"
+OTHER_SUBSCRIPTION = f"dataloop-gar-on-push-{REGISTRY_PROJECT}"
+
+
+def two_project_config(tmp_path: Path) -> Path:
+    text = EXAMPLE.read_text().replace(
+        'repositories = ["us-central1/images"]',
+        f'repositories = ["us-central1/images", "projects/{REGISTRY_PROJECT}/locations/us/repositories/shared"]',
+    )
+    assert REGISTRY_PROJECT in text
+    path = tmp_path / "two-projects.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def two_projects(tmp_path: Path) -> FakeCloud:
+    return FakeCloud(PROJECT, REGION, repositories={f"{PROJECT}/{REGION}/images", f"{REGISTRY_PROJECT}/us/shared"})
+
+
+def deploy_two(cloud: FakeCloud, tmp_path: Path, *args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    config = two_project_config(tmp_path)
+    code = main([*args, "--config", str(config), "--stage-dir", str(tmp_path / "staged")], run=cloud, out=out)
+    return code, out.getvalue()
+
+
+def test_another_projects_gcr_topic_is_created_and_pushed_to_on_push_as_the_trigger_account(
+    two_projects: FakeCloud, tmp_path: Path
+) -> None:
+    cloud = two_projects
+    code, out = deploy_two(cloud, tmp_path)
+    assert code == 0, out
+    assert cloud.topics[OTHER_GCR] == {"deployed-by": "dataloop-gar"}
+    subscription = cloud.subscriptions[OTHER_SUBSCRIPTION]
+    assert subscription["topic"] == OTHER_GCR
+    assert subscription["push-endpoint"] == "https://dataloop-gar-on-push-abcdefghij-ez.a.run.app"
+    assert subscription["push-auth-service-account"] == f"dataloop-gar-trigger@{PROJECT}.iam.gserviceaccount.com"
+    assert subscription["dead-letter-topic"] == f"projects/{PROJECT}/topics/dataloop-gar-dead-letter"
+    assert (subscription["max-delivery-attempts"], subscription["ack-deadline"]) == ("10", "600")
+    agent = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+    assert (f"subscription/{OTHER_SUBSCRIPTION}", agent, "roles/pubsub.subscriber") in {
+        (b.resource, b.member, b.role) for b in cloud.bindings
+    }
+    # the trigger account may invoke on_push: the token the subscription presents is its own
+    assert ("function/dataloop-gar-on-push", "roles/run.invoker") in {
+        (b.resource, b.role) for b in cloud.bindings_of("dataloop-gar-trigger@")
+    }
+    # the functions are told which projects are wired, so provisioning refuses any other
+    policy = env_vars(cloud.functions["dataloop-gar-requests"]["set-env-vars"])["ACCESS_POLICY"]
+    assert f'"gcr_projects":["{PROJECT}","{REGISTRY_PROJECT}"]' in policy
+
+    first, calls_before = cloud.state(), len(cloud.calls)
+    assert deploy_two(cloud, tmp_path)[0] == 0
+    assert cloud.state() == first and changing(cloud.calls[calls_before:]) == []
+    assert any(c[:4] == ("pubsub", "subscriptions", "update", OTHER_SUBSCRIPTION) for c in cloud.calls[calls_before:])
+
+
+def test_teardown_removes_the_other_projects_subscription_and_the_gcr_topic_it_made_there(
+    two_projects: FakeCloud, tmp_path: Path
+) -> None:
+    cloud = two_projects
+    assert deploy_two(cloud, tmp_path)[0] == 0
+    code, out = deploy_two(cloud, tmp_path, "teardown")
+    assert code == 0, out
+    assert cloud.topics == {} and cloud.subscriptions == {}
+    assert cloud.bindings_of("gcp-sa-pubsub") == []
+
+
+def test_another_projects_existing_gcr_topic_is_used_and_survives_teardown(
+    two_projects: FakeCloud, tmp_path: Path
+) -> None:
+    cloud = two_projects
+    cloud.topics[OTHER_GCR] = {}  # made by Artifact Registry (or its owners), not by us
+    assert deploy_two(cloud, tmp_path)[0] == 0
+    assert not any(
+        c[:4] == ("pubsub", "topics", "create", "gcr") and f"--project={REGISTRY_PROJECT}" in c for c in cloud.calls
+    )
+    assert cloud.subscriptions[OTHER_SUBSCRIPTION]["topic"] == OTHER_GCR
+    assert deploy_two(cloud, tmp_path, "teardown")[0] == 0
+    assert set(cloud.topics) == {OTHER_GCR} and OTHER_SUBSCRIPTION not in cloud.subscriptions
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "hidden project",
+        "PERMISSION_DENIED: User not authorized to perform this action.",
+        "FAILED_PRECONDITION: Cloud Pub/Sub API has not been used in project registry-proj before or it is disabled.",
+    ],
+)
+def test_a_project_that_cannot_be_wired_stops_the_deploy_before_anything_changes(
+    two_projects: FakeCloud, tmp_path: Path, refusal: str, capsys
+) -> None:
+    cloud = two_projects
+    if refusal == "hidden project":
+        cloud.hidden_projects.add(REGISTRY_PROJECT)
+    else:
+
+        def refuse(argv: tuple[str, ...]):
+            if argv[:3] == ("pubsub", "topics", "describe") and f"--project={REGISTRY_PROJECT}" in argv:
+                return error(refusal)
+            return None
+
+        cloud.intercept = refuse
+    code, _ = deploy_two(cloud, tmp_path)
+    assert code == 1
+    assert all(c[:2] == ("projects", "describe") or c[2] == "describe" for c in cloud.calls), cloud.calls
+    assert cloud.state() == FakeCloud(PROJECT, REGION).state()
+    err = capsys.readouterr().err
+    assert REGISTRY_PROJECT in err and ("step 1/" in err or "step 2/" in err)

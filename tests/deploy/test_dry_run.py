@@ -599,3 +599,24 @@ def test_access_settings_that_would_open_the_boundary_are_refused(access_table: 
     with pytest.raises(SettingsError) as raised:
         parse({"project": "p-123456", "region": "us-central1", "access": access_table})
     assert any(problem in p for p in raised.value.problems), raised.value.problems
+
+
+def test_a_repository_in_another_project_is_checked_first_and_wired_to_on_push(full_config: Path) -> None:
+    text = dry_run("--config", str(full_config))
+    commands = [" ".join(c) for c in printed_commands(text)]
+    first_change = next(i for i, line in enumerate(text.splitlines()) if line.startswith("gcloud "))
+    checks = [line for line in text.splitlines()[:first_change] if line.startswith("#   check: ")]
+    assert checks == [
+        "#   check: gcloud projects describe registry-proj '--format=value(projectId)'",
+        "#   check: gcloud pubsub topics describe gcr --project=registry-proj '--format=value(name)'",
+    ]
+    assert "pubsub topics create gcr --labels=deployed-by=dataloop-gar --project=registry-proj" in commands
+    (create,) = [c for c in commands if c.startswith("pubsub subscriptions create dlgar-on-push-registry-proj ")]
+    assert "--topic=projects/registry-proj/topics/gcr" in create and "--push-endpoint=ON_PUSH_URL" in create
+    assert "--push-auth-service-account=dlgar-trigger@dlgar-full-test.iam.gserviceaccount.com" in create
+    assert "--project=dlgar-full-test" in create  # beside the function: internal traffic
+    teardown = [" ".join(c) for c in printed_commands(dry_run("teardown", "--config", str(full_config)))]
+    assert "pubsub subscriptions delete dlgar-on-push-registry-proj --project=dlgar-full-test --quiet" in teardown
+    assert "pubsub topics delete gcr --project=registry-proj --quiet" in teardown
+    # the example wires only its own project: nothing of this is printed for it
+    assert "check:" not in dry_run("--config", str(EXAMPLE)) and "ON_PUSH_URL" not in dry_run("--config", str(EXAMPLE))

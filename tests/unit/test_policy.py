@@ -90,7 +90,6 @@ REFUSED = {
     "an org the policy does not list": ({"org_id": "someone-elses-org"}, "/org_id"),
     "a repository the policy does not list": ({"repositories": ["images", "secret-stuff"]}, "/repositories/1"),
     "a listed repository id in another location": ({"location": "europe-west4"}, "/repositories/0"),
-    "a repository of another project": ({"project": OTHER}, "/repositories/0"),
     "the default compute account": (
         {"service_account": {"email": "123456789012-compute@developer.gserviceaccount.com"}},
         "/service_account/email",
@@ -156,6 +155,29 @@ def test_an_allowed_request_reaches_the_workflow() -> None:
         with pytest.raises(AssertionError, match="provision workflow"):
             handler(POLICY, counter).handle(PubSubMessage(data=json.dumps(provision(**overrides)).encode()))
         assert counter.built == ["provision"], overrides
+
+
+def test_a_repository_whose_project_is_not_wired_is_rejected_as_such_before_any_workflow_is_built() -> None:
+    outcome, counter = send(POLICY, provision(project=OTHER))
+
+    assert (outcome.status, outcome.code, counter.built) == (Status.REJECTED, "project-not-wired", [])
+    assert outcome.details["field"] == "/repositories/0"
+    assert f"project {OTHER}" in outcome.reason and "gcr topic" in outcome.reason
+
+
+def test_the_wired_projects_are_those_the_policy_names_else_those_of_its_repositories() -> None:
+    other_repository = f"projects/{OTHER}/locations/us-central1/repositories/images"
+    listed_not_wired = AccessPolicy(
+        org_ids=frozenset([ORG]), repositories=frozenset([other_repository]), gcr_projects=frozenset([PROJECT])
+    )
+    wired_not_listed = AccessPolicy(
+        org_ids=frozenset([ORG]), repositories=POLICY.repositories, gcr_projects=frozenset([PROJECT, OTHER])
+    )
+
+    assert POLICY.wired_projects == {PROJECT}
+    assert send(listed_not_wired, provision(project=OTHER))[0].code == "project-not-wired"
+    # A wired project does not list its repositories: each one still has to be named.
+    assert send(wired_not_listed, provision(project=OTHER))[0].code == "not-allowed"
 
 
 def test_without_a_policy_nothing_is_provisioned() -> None:
@@ -229,6 +251,9 @@ def test_the_policy_round_trips_through_its_json() -> None:
     assert AccessPolicy.from_json(POLICY.to_json()) == POLICY
     assert POLICY.created_account_prefix == DEFAULT_CREATED_ACCOUNT_PREFIX
     assert POLICY.projects == {PROJECT, OTHER}
+    wired = AccessPolicy.from_json(json.dumps({**json.loads(POLICY.to_json()), "gcr_projects": [PROJECT, OTHER]}))
+    assert wired.gcr_projects == {PROJECT, OTHER} and AccessPolicy.from_json(wired.to_json()) == wired
+    assert "gcr_projects" not in json.loads(POLICY.to_json())
 
 
 @pytest.mark.parametrize(
@@ -242,6 +267,7 @@ def test_the_policy_round_trips_through_its_json() -> None:
         ('{"created_account_prefix": "x"}', "created_account_prefix"),
         ('{"owners": []}', "owners: unknown setting"),
         ('{"canary_services": ["../x"]}', "canary_services: '../x' does not match"),
+        ('{"gcr_projects": ["Not A Project"]}', "gcr_projects: 'Not A Project' does not match"),
         (
             '{"created_account_prefix": "dataloop-", "deployment_accounts": ["dataloop-gar-rotate@my-proj.iam.gserviceaccount.com"]}',
             "start with the created-account prefix",
