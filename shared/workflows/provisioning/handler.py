@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from shared.core import logs
 from shared.core.errors import PermanentError, RejectedMessage
@@ -34,15 +34,10 @@ from shared.workflows.provisioning.provision import Provisioner
 from shared.workflows.provisioning.steps import KIND
 from shared.workflows.status import StatusReport
 
+if TYPE_CHECKING:  # the seam's type only: a request that never rotates loads no rotation code
+    from shared.workflows.rotation.messages import Rotator
+
 logger = logging.getLogger(__name__)
-
-
-class KeyRotation(Protocol):
-    """The rotation workflow the ``rotate`` action hands over to: a seam between workflows, not a service."""
-
-    def rotate(
-        self, secret_id: str, *, force: bool = False, dry_run: bool = False, request_id: str | None = None
-    ) -> Outcome: ...
 
 
 class RequestHandler:
@@ -58,7 +53,7 @@ class RequestHandler:
         *,
         provisioner: Callable[[], Provisioner],
         deprovisioner: Callable[[], Deprovisioner],
-        rotation: Callable[[], KeyRotation],
+        rotation: Callable[[], Rotator],
         image_check: Callable[[], ImageCheck],
         status: Callable[[], StatusReport],
         policy: AccessPolicy,
