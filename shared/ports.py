@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.model.record import CURRENT
 
 if TYPE_CHECKING:
-    from shared.model.dataloop import Integration
+    from shared.model.dataloop import Integration, ServiceStatus
     from shared.model.images import ManifestRef, RegistryImage, RepositoryInfo
     from shared.model.integrations import ManagedIntegration
     from shared.model.keys import KeyInfo, RegistryCredential, ServiceAccountKey
@@ -221,7 +221,7 @@ class ServiceControl(Protocol):
     def get(self, service_id: str) -> dict[str, Any]: ...
     def set_runner_image(self, service_id: str, image: str) -> dict[str, Any]: ...
     def restart(self, service_id: str) -> None: ...
-    def status(self, service_id: str) -> Any: ...
+    def status(self, service_id: str) -> ServiceStatus: ...
 
 
 # -- Pub/Sub: results out, and the sweep's fan-out on the rotation topic --------------------------

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shared.core import json_text
@@ -217,3 +218,83 @@ def runner_image(service: Mapping[str, Any]) -> str | None:
     runtime = service.get("runtime")
     image = runtime.get("runnerImage") if isinstance(runtime, Mapping) else None
     return image if isinstance(image, str) and image else None
+
+
+# -- services: what the platform tier reads of a canary's runtime (docs/external-apis.md §5.4) --
+
+
+#: Kubelet reasons that mean the image could not be pulled (credentials, name or network).
+PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """One ``runtimeStatus`` entry: the state of a replica at ``created_at``."""
+
+    status: bool
+    reason: str | None = None
+    message: str | None = None
+    created_at: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def pull_failed(self) -> bool:
+        return not self.status and self.reason in PULL_FAILURES
+
+    @property
+    def when(self) -> datetime | None:
+        return _timestamp(self.created_at)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuntimeStatus:
+        reason, message = data.get("reason"), data.get("message")
+        return cls(
+            status=data.get("status") is True,
+            reason=reason if isinstance(reason, str) and reason else None,
+            message=message if isinstance(message, str) and message else None,
+            created_at=data.get("createdAt") if isinstance(data.get("createdAt"), str) else None,
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A service's runtime status entries, oldest first."""
+
+    service_id: str
+    entries: tuple[RuntimeStatus, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def since(self, moment: datetime) -> tuple[RuntimeStatus, ...]:
+        """Entries stamped at or after ``moment`` (timezone-aware): what a restart produced."""
+        return tuple(e for e in self.entries if (when := e.when) is not None and when >= moment)
+
+    @property
+    def latest(self) -> RuntimeStatus | None:
+        return self.entries[-1] if self.entries else None
+
+    @classmethod
+    def from_json(cls, service_id: str, data: Any) -> ServiceStatus:
+        """Read ``GET /services/{id}/status``.
+
+        Raises:
+            DataloopError: the answer has no ``runtimeStatus`` list.
+        """
+        items = data.get("runtimeStatus") if isinstance(data, Mapping) else None
+        if items is None and isinstance(data, Mapping):
+            items = []
+        if not isinstance(items, list):
+            raise DataloopError(f"Dataloop's status of service {service_id} has no runtimeStatus list")
+        entries = [RuntimeStatus.from_json(item) for item in items if isinstance(item, Mapping)]
+        # Oldest first; entries without a time keep their place at the start.
+        entries.sort(key=lambda e: (e.when is not None, e.when.timestamp() if e.when else 0.0))
+        return cls(service_id, tuple(entries), dict(data) if isinstance(data, Mapping) else {})

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.dataloop.services import ServiceStatus
 from shared.core.errors import Conflict, CredentialsRefused, ImageNotFound, PermanentError, RegistryUnavailable
-from shared.model.dataloop import Integration, IntegrationNameTaken
+from shared.model.dataloop import Integration, IntegrationNameTaken, ServiceStatus
 from shared.model.images import ManifestRef, RegistryImage, RepositoryInfo, location_of
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation, ManagedIntegration
 from shared.model.keys import KeyInfo, RegistryCredential, ServiceAccountKey

@@ -13,7 +13,6 @@ import requests
 from shared.adapters.dataloop.auth import jwt_claims, renew_at
 from shared.adapters.dataloop.client import DataloopClient, gate_origin
 from shared.adapters.dataloop.errors import error_from_response
-from shared.adapters.dataloop.services import ServiceStatus
 from shared.core.errors import PermanentError, TransientError
 from shared.core.redaction import MASK, redact_text
 from shared.model.dataloop import (
@@ -25,6 +24,7 @@ from shared.model.dataloop import (
     DataloopUnauthorized,
     DataloopUnavailable,
     Integration,
+    ServiceStatus,
     gar_options,
     registry_host_for,
     runner_image,
