@@ -46,7 +46,7 @@ class Settings:
     rotation_period_days: float = 30.0
     #: The least notice before a key's expiry (an organisation's key-expiry policy) at which its
     #: rotation is due; a tenth of the key's lifetime when more, never over half of it. A day covers
-    #: a daily sweep plus one redelivered run (shared.workflows.rotation.state.expiry_margin).
+    #: a daily sweep plus one redelivered run (shared.model.schedule.expiry_margin).
     key_expiry_margin_seconds: float = 86400.0
     key_grace_period_seconds: float = 86400.0
     rotation_test_timeout_seconds: float = 420.0

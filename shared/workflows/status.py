@@ -19,6 +19,7 @@ from shared.model.integrations import SECRET_PREFIX, Annotation
 from shared.model.record import CURRENT, PREVIOUS, SecretRecord, parse_timestamp, timestamp
 from shared.model.request import StatusRequest
 from shared.model.results import Outcome, Status
+from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_expires_at
 from shared.ports import SecretStore
 from shared.workflows.provisioning.records import (
     DEPROVISIONED_AT,
@@ -31,7 +32,6 @@ from shared.workflows.provisioning.records import (
     rotation_holder,
 )
 from shared.workflows.provisioning.steps import Steps
-from shared.workflows.rotation.state import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_expires_at
 
 #: Every secret provisioning wrote, complete or not (``name:`` matches a substring of the id).
 RECORD_FILTER = f"name:{SECRET_PREFIX}"

@@ -27,16 +27,11 @@ from typing import Any
 
 from shared.core.errors import PermanentError
 from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
+from shared.model.lease import Lease
+from shared.model.record import timestamp
 from shared.model.results import Outcome, Status
+from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_by_expiry, is_due, key_expires_at
 from shared.ports import FanOut, SecretLister
-from shared.workflows.rotation.state import (
-    DEFAULT_EXPIRY_MARGIN_SECONDS,
-    Lease,
-    due_by_expiry,
-    is_due,
-    key_expires_at,
-    timestamp,
-)
 
 KIND = "rotation-sweep"
 #: Lists in the result are cut at this length (counts are always complete).

@@ -45,11 +45,11 @@ from shared.app.entrypoint import handle_event
 from shared.core.errors import TransientError
 from shared.model.events import PubSubMessage
 from shared.model.integrations import Annotation
+from shared.model.record import timestamp
 from shared.model.results import Outcome, Status
 from shared.workflows.push import PushTester
 from shared.workflows.reference_test import ReferenceTest
 from shared.workflows.rotation.messages import RotationMessages
-from shared.workflows.rotation.state import timestamp
 from shared.workflows.sweep import Sweep
 from tests.fixtures.localcloud import provision_request, wait_for_reply
 from tests.fixtures.provisioning import Cloud

@@ -21,9 +21,9 @@ from shared.core.errors import PermanentError
 from shared.core.json_text import MAX_DEPTH, TooDeep, loads, nesting_exceeds
 from shared.model.integrations import Annotation
 from shared.model.keys import ServiceAccountKey
-from shared.model.record import SecretRecord
+from shared.model.lease import Lease
+from shared.model.record import RETIRED_KEYS, SecretRecord, retired_keys
 from shared.workflows.provisioning.records import read_last_test, retired_key_ids, rotation_holder
-from shared.workflows.rotation.state import RETIRED_KEYS, Lease, retired_keys
 
 DEEP = '{"a":' * 10_000 + "1" + "}" * 10_000
 

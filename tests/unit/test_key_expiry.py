@@ -17,10 +17,10 @@ from shared.core.config import load_settings
 from shared.model.dataloop import DataloopUnavailable
 from shared.model.integrations import Annotation
 from shared.model.keys import expiry
-from shared.model.record import SecretRecord
+from shared.model.record import SecretRecord, timestamp
 from shared.model.request import parse_request
 from shared.model.results import Status
-from shared.workflows.rotation.state import due_at, due_by_expiry, expiry_margin, is_due, timestamp
+from shared.model.schedule import due_at, due_by_expiry, expiry_margin, is_due
 from shared.workflows.status import IntegrationStatus, StatusReport
 from shared.workflows.sweep import Sweep
 from tests.unit import test_provisioning as provisioning

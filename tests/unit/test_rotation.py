@@ -24,18 +24,12 @@ from shared.model.events import PubSubMessage
 from shared.model.integrations import Annotation
 from shared.model.key_ledger import created_keys
 from shared.model.keys import ServiceAccountKey
+from shared.model.lease import Lease
+from shared.model.record import RETIRED_KEYS, parse_timestamp, retired_keys, timestamp
 from shared.model.results import Status
+from shared.model.schedule import due_at, is_due
 from shared.workflows.key_probe import PROBE_IMAGE, KeyProbe, probe_target
 from shared.workflows.rotation.messages import RotationMessages
-from shared.workflows.rotation.state import (
-    RETIRED_KEYS,
-    Lease,
-    due_at,
-    is_due,
-    parse_timestamp,
-    retired_keys,
-    timestamp,
-)
 from shared.workflows.rotation.workflow import KeyRotation
 from shared.workflows.sweep import Sweep
 from tests.fixtures.policy import allowing_records

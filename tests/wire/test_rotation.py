@@ -40,9 +40,8 @@ from shared.core.errors import GarDataloopError, RegistryUnavailable, ServiceUna
 from shared.model.dataloop import DataloopUnavailable
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.policy import AccessPolicy
-from shared.model.record import retired_keys
+from shared.model.record import retired_keys, timestamp
 from shared.model.results import Outcome, Status
-from shared.workflows.rotation.state import timestamp
 from tests.fixtures.registry import REGISTRY_SERVICE, TEST_PROJECT, TEST_REPOSITORY
 from tests.fixtures.rotation import EMAIL, SECRET_ID, TOPIC, Crash, Stack
 from tests.fixtures.secretmanager import SecretManagerHandle, deployed_access, make_client

@@ -5,11 +5,11 @@ in one place and each part checked on its own: :mod:`.workflow` is the dispatche
 (admission, then the steps in order, then the report) and holds the protocol's
 description; :mod:`.steps` the four steps; :mod:`.cleanup`, :mod:`.rollback`,
 :mod:`.lease`, :mod:`.admission`, :mod:`.plan` and :mod:`.report` what the steps and the
-dispatcher share; :mod:`.run` the state of one run; :mod:`.state` what the secret
-records about its rotation; :mod:`.messages` what arrives on the rotation topic. Beside
+dispatcher share; :mod:`.run` the state of one run; :mod:`.messages` what arrives on the rotation topic. Beside
 this package: the test step's registry check, :mod:`shared.workflows.key_probe`, which
 provisioning's first key passes too, and the scheduled fan-out, :mod:`shared.workflows.sweep`.
 
 Import from the defining module: this package re-exports nothing, so that importing one
-part (the sweep needs only :mod:`.state`) never loads the rest.
+part never loads the rest. When a rotation is due is the model's
+(:mod:`shared.model.schedule`), so the sweep and ``status`` need nothing from here.
 """

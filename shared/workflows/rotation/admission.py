@@ -18,10 +18,10 @@ from shared.model.lease import Lease
 from shared.model.policy import AccessPolicy, NotAllowed
 from shared.model.record import CURRENT, PENDING, SecretRecord, timestamp
 from shared.model.results import Status
+from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, is_due, key_expires_at
 from shared.ports import SecretStore
 from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation.report import Refused
-from shared.workflows.rotation.state import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, is_due, key_expires_at
 
 
 def read(secrets: SecretStore, secret_id: str) -> SecretRecord:

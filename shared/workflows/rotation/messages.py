@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.core.errors import PermanentError, RejectedMessage
 from shared.model.events import PubSubMessage
 from shared.model.integrations import MANAGED_LABEL, SECRET_PREFIX, Annotation
+from shared.model.record import parse_timestamp
 from shared.model.results import Outcome, Status
 from shared.workflows.rotation.report import KIND
-from shared.workflows.rotation.state import parse_timestamp
 
 if TYPE_CHECKING:
     from shared.ports import SecretStore

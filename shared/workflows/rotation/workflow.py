@@ -58,6 +58,7 @@ from shared.model.integrations import SECRET_PREFIX, ManagedIntegration
 from shared.model.policy import AccessPolicy
 from shared.model.record import CURRENT, SecretRecord, retired_keys
 from shared.model.results import Outcome, Status
+from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS
 from shared.ports import DataloopCredentials, KeyAccounts, SecretStore
 from shared.workflows.key_probe import KeyProbe
 from shared.workflows.rotation import admission, lease, steps
@@ -65,7 +66,6 @@ from shared.workflows.rotation.plan import plan
 from shared.workflows.rotation.report import Refused, outcome, report
 from shared.workflows.rotation.rollback import rollback
 from shared.workflows.rotation.run import Run, Services
-from shared.workflows.rotation.state import DEFAULT_EXPIRY_MARGIN_SECONDS
 
 
 def _utcnow() -> datetime:
@@ -86,7 +86,7 @@ class KeyRotation:
         lease_seconds: how long a run may hold the lease.
         default_period_seconds: rotation period when the secret has no ``rotation-period``.
         expiry_margin_seconds: the least notice of a key's expiry
-            (:func:`shared.workflows.rotation.state.expiry_margin`); the sweep's must match.
+            (:func:`shared.model.schedule.expiry_margin`); the sweep's must match.
         dry_run: the default for runs that do not say.
     """
 

@@ -1,4 +1,4 @@
-"""What a managed secret says about its rotation: aliases, the lease, retired keys, due-ness.
+"""When an integration's next rotation is due, from what its managed secret says about its rotation.
 
 The secret is the only database (docs/external-apis.md §4.1), so everything a resumed or concurrent
 run must know lives on it, and every change goes through one etag-guarded update:
@@ -32,24 +32,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from shared.model.integrations import Annotation
-
-# The lease lives in shared.model.lease (the platform tier takes leases too), the timestamps in
-# shared.model.record; re-exported here, where the rotation code has always found them.
-from shared.model.lease import Lease as Lease
-
-# The record's aliases, timestamps and retired keys are defined in shared.model.record (every
-# workflow reads them); re-exported here, where the rotation code finds them.
-from shared.model.record import CURRENT as CURRENT
-from shared.model.record import KEY_ALIASES as KEY_ALIASES
-from shared.model.record import PENDING as PENDING
-from shared.model.record import PREVIOUS as PREVIOUS
-from shared.model.record import RETIRED_KEYS as RETIRED_KEYS
-from shared.model.record import RetiredKey as RetiredKey
-from shared.model.record import SecretRecord
-from shared.model.record import parse_timestamp as parse_timestamp
-from shared.model.record import retired_annotation as retired_annotation
-from shared.model.record import retired_keys as retired_keys
-from shared.model.record import timestamp as timestamp
+from shared.model.record import PENDING, SecretRecord, parse_timestamp
 
 
 def rotation_period_seconds(annotations: Mapping[str, str], default_seconds: float) -> float:
