@@ -3,11 +3,14 @@
     python deploy/deploy.py --config deploy/config.toml [--dry-run]
     python deploy/deploy.py teardown --config deploy/config.toml [--dry-run] [--delete-credentials]
     python deploy/deploy.py roles --config deploy/config.toml      # the README's roles table
+    python deploy/deploy.py monitoring --config deploy/config.toml # write the alert and dashboard configs, to read
 
 ``deploy`` enables the APIs, creates the topics (``gcr`` only if absent), the dead-letter
 subscription, one service account per function and one for the triggers, grants each only
 what it needs, stages and deploys the three gen2 functions with Pub/Sub triggers (retry
-on, bounded by a dead-letter policy), and creates or updates the scheduler job. A repository
+on, bounded by a dead-letter policy), creates or updates the scheduler job, and the log-based
+metrics, alert policies, notification channels and dashboard (deploy/README.md, "Alerts and the
+dashboard"). A repository
 in another project gets that project's ``gcr`` topic delivered to ``on_push`` by a push
 subscription (checked before anything changes; deploy/README.md, "Repositories in other
 projects"). Running it again updates what changed and creates nothing twice. ``--dry-run`` prints every command,
@@ -32,11 +35,13 @@ from typing import TextIO
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy import access, plan, stage
+from deploy import access, monitoring, plan, stage
 from deploy.runner import GcloudError, PlanRunner, Run, gcloud_runner
 from deploy.settings import DeploySettings, SettingsError, load
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+#: Beside the staged functions: the metric, policy and dashboard files the plan's commands read.
+MONITORING_SUBDIR = "monitoring"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python deploy/deploy.py",
         description="Deploy dataloop-gar to Google Cloud (idempotent), or tear it down.",
     )
-    parser.add_argument("action", nargs="?", default="deploy", choices=("deploy", "teardown", "roles"))
+    parser.add_argument("action", nargs="?", default="deploy", choices=("deploy", "teardown", "roles", "monitoring"))
     parser.add_argument("--config", type=Path, required=True, help="settings file (see deploy/config.example.toml)")
     parser.add_argument("--dry-run", action="store_true", help="print every command and why; run none")
     parser.add_argument("--project", help="override the settings' project")
@@ -121,14 +126,24 @@ def main(argv: Sequence[str] | None = None, *, run: Run | None = None, out: Text
         return EXIT_OK
 
     stage_dir = args.stage_dir.resolve()
+    monitoring_dir = stage_dir / MONITORING_SUBDIR
+    if args.action == "monitoring":
+        for path in monitoring.write(settings, monitoring_dir):
+            print(path, file=out)
+        return EXIT_OK
     if args.action == "deploy":
-        steps = plan.deploy_steps(settings, source_root=str(stage_dir))
+        steps = plan.deploy_steps(settings, source_root=str(stage_dir), monitoring_dir=str(monitoring_dir))
     else:
         steps = plan.teardown_steps(settings, delete_credentials=args.delete_credentials)
 
     if args.dry_run:
         PlanRunner(run=_refuse, out=out).print_plan(steps, plan.placeholders(settings))
         if args.action == "deploy":
+            print(
+                f"\nThe monitoring configs these commands read are written to {monitoring_dir} when deploy runs; "
+                f"to read them now: python deploy/deploy.py monitoring --config {args.config}",
+                file=out,
+            )
             print("\n" + trust_summary(settings), file=out)
         return EXIT_OK
 
@@ -143,6 +158,8 @@ def main(argv: Sequence[str] | None = None, *, run: Run | None = None, out: Text
         if args.action == "deploy":
             for key, path in stage.stage_all(stage_dir).items():
                 print(f"staged {key}: {path}", file=out)
+            monitoring.write(settings, monitoring_dir)
+            print(f"wrote the monitoring configs: {monitoring_dir}", file=out)
         PlanRunner(run=run, out=out).execute(steps, facts)
     except (GcloudError, stage.StageError) as exc:
         print(

@@ -19,6 +19,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from deploy import monitoring
 from deploy.access import (
     agent_grants,
     custom_roles,
@@ -42,6 +43,8 @@ APIS = (
     "cloudscheduler.googleapis.com",
     "iam.googleapis.com",  # service accounts and their keys
     "cloudresourcemanager.googleapis.com",  # project IAM policy
+    "logging.googleapis.com",  # log-based metrics
+    "monitoring.googleapis.com",  # alert policies, notification channels, the dashboard
 )
 SWEEP_MESSAGE = '{"kind":"sweep"}'
 #: Pub/Sub's longest ack deadline; a push that has not answered by then is redelivered.
@@ -53,6 +56,9 @@ class Kind(enum.Enum):
     RUN = "run"  # always run (idempotent by itself)
     CREATE = "create"  # run when ``probe`` fails with not-found; else ``otherwise`` if any
     DELETE = "delete"  # run when ``probe`` succeeds (and prints ``expect``, if given)
+    # CREATE and DELETE with a ``fact``: ``probe`` is a search printing the resource's
+    # server-assigned name, or nothing when absent; that name is the fact (a CREATE's
+    # ``argv`` prints it when it makes the resource).
     LOOKUP = "lookup"  # run and keep its output as the fact ``fact``
     CHECK = "check"  # a read that must succeed (with ``missing_ok``: or say not-found); changes nothing
 
@@ -90,6 +96,13 @@ def placeholders(settings: DeploySettings) -> dict[str, str]:
     """What the dry run shows for each fact (a known project number is shown as it is)."""
     s = settings
     facts = {"project_number": s.project_number or "PROJECT_NUMBER", "on_push_url": "ON_PUSH_URL"}
+    for index, _ in enumerate(s.notification_emails):
+        facts[f"channel_{index}"] = f"projects/{s.project}/notificationChannels/CHANNEL_{index}"
+    for policy in monitoring.policies(s):
+        facts[_policy_fact(policy)] = (
+            f"projects/{s.project}/alertPolicies/POLICY_{policy.key.upper().replace('-', '_')}"
+        )
+    facts["dashboard"] = f"projects/{s.project}/dashboards/DASHBOARD"
     for spec in FUNCTIONS:
         name = spec.key.upper()
         facts[f"trigger_{spec.key}"] = f"projects/{s.project}/locations/{s.region}/triggers/TRIGGER_OF_{name}"
@@ -100,8 +113,10 @@ def placeholders(settings: DeploySettings) -> dict[str, str]:
 # -- the deploy plan --------------------------------------------------------------------------------
 
 
-def deploy_steps(settings: DeploySettings, *, source_root: str = "build/functions") -> list[Step]:
-    """The whole deployment, in the order it must run."""
+def deploy_steps(
+    settings: DeploySettings, *, source_root: str = "build/functions", monitoring_dir: str = "build/monitoring"
+) -> list[Step]:
+    """The whole deployment, in the order it must run; ``monitoring_dir`` holds :func:`monitoring.write`'s files."""
     return [
         *_preflight(settings),
         *_foundation(settings),
@@ -113,6 +128,7 @@ def deploy_steps(settings: DeploySettings, *, source_root: str = "build/function
         *_dead_lettering(settings),
         *_other_projects_delivery(settings),
         _scheduler(settings),
+        *_monitoring(settings, monitoring_dir),
     ]
 
 
@@ -431,6 +447,166 @@ def _scheduler(s: DeploySettings) -> Step:
     )
 
 
+def _policy_fact(policy: monitoring.Policy) -> str:
+    return "policy_" + policy.key.replace("-", "_")
+
+
+def _channel_search(s: DeploySettings, email: str) -> tuple[str, ...]:
+    """Our email channel for ``email``: by address and the display name deploy gives it (someone
+    else's channel for the same address is neither reused nor, at teardown, deleted)."""
+    return gcloud(
+        "beta monitoring channels list",
+        f'--filter=type="email" AND labels.email_address="{email}" AND displayName="{_channel_name(s, email)}"',
+        "--format=value(name)",
+        "--limit=1",
+        f"--project={s.project}",
+    )
+
+
+def _channel_name(s: DeploySettings, email: str) -> str:
+    return f"{s.prefix} alerts: {email}"
+
+
+def _by_display_name(command: str, s: DeploySettings, display_name: str) -> tuple[str, ...]:
+    return gcloud(
+        command, f'--filter=displayName="{display_name}"', "--format=value(name)", "--limit=1", f"--project={s.project}"
+    )
+
+
+def _monitoring(s: DeploySettings, directory: str) -> list[Step]:
+    """Log-based metrics, notification channels, alert policies and the dashboard (docs/external-apis.md §11).
+
+    Metrics have names of our choosing, so ``describe`` tells whether one exists; channels,
+    policies and dashboards are named by the server, so a search by display name finds
+    ours, and its name is the fact the update uses. Alert policies are under ``gcloud alpha``
+    only; channels under ``beta`` too, which the deployment already needs.
+    """
+    p = f"--project={s.project}"
+    steps = []
+    for metric in monitoring.metrics(s):
+        name = metric.name(s)
+        config = f"--config-from-file={directory}/metric-{metric.key}.json"
+        steps.append(
+            Step(
+                f"log-based metric {name}: {metric.description}",
+                gcloud("logging metrics create", name, config, p),
+                kind=Kind.CREATE,
+                probe=gcloud("logging metrics describe", name, p, "--format=value(name)"),
+                otherwise=gcloud("logging metrics update", name, config, p),
+            )
+        )
+    channels = [s.channel_path(c) for c in s.notification_channels]
+    for index, email in enumerate(s.notification_emails):
+        steps.append(
+            Step(
+                f"email notification channel for {email} (found by its display name, or created)",
+                gcloud(
+                    "beta monitoring channels create",
+                    f"--display-name={_channel_name(s, email)}",
+                    "--description=dataloop-gar alert policies notify here",
+                    "--type=email",
+                    f"--channel-labels=email_address={email}",
+                    f"--user-labels={LABEL}",
+                    "--format=value(name)",
+                    p,
+                ),
+                kind=Kind.CREATE,
+                probe=_channel_search(s, email),
+                fact=f"channel_{index}",
+            )
+        )
+        channels.append(f"${{channel_{index}}}")
+    notifies = (
+        f"notifies {len(channels)} channel(s)"
+        if channels
+        else "notifies nobody: no [monitoring] notification_emails or notification_channels are set, so its "
+        "incidents show only in the console"
+    )
+    for policy in monitoring.policies(s):
+        config = f"--policy-from-file={directory}/policy-{policy.key}.json"
+        fact = _policy_fact(policy)
+        steps.append(
+            Step(
+                f"alert policy {policy.display_name(s)!r}; {notifies}",
+                gcloud(
+                    "alpha monitoring policies create",
+                    config,
+                    "--format=value(name)",
+                    *((f"--notification-channels={','.join(channels)}",) if channels else ()),
+                    p,
+                ),
+                kind=Kind.CREATE,
+                probe=_by_display_name("alpha monitoring policies list", s, policy.display_name(s)),
+                otherwise=gcloud(
+                    "alpha monitoring policies update",
+                    f"${{{fact}}}",
+                    config,
+                    *((f"--set-notification-channels={','.join(channels)}",) if channels else ()),
+                    p,
+                ),
+                fact=fact,
+            )
+        )
+    title = monitoring.dashboard_name(s)
+    config = f"--config-from-file={directory}/dashboard.json"
+    steps.append(
+        Step(
+            f"dashboard {title!r}: verdicts by status, failures by integration, rotations, keys, dead letters",
+            gcloud("monitoring dashboards create", config, "--format=value(name)", p),
+            kind=Kind.CREATE,
+            probe=_by_display_name("monitoring dashboards list", s, title),
+            otherwise=gcloud("monitoring dashboards update", "${dashboard}", config, p),
+            fact="dashboard",
+        )
+    )
+    return steps
+
+
+def _monitoring_teardown(s: DeploySettings) -> list[Step]:
+    """Policies first (a channel they name cannot be deleted), then channels deploy made, metrics, the dashboard."""
+    p = f"--project={s.project}"
+    steps = [
+        Step(
+            f"delete alert policy {policy.display_name(s)!r}",
+            gcloud("alpha monitoring policies delete", f"${{{_policy_fact(policy)}}}", p, "--quiet"),
+            kind=Kind.DELETE,
+            probe=_by_display_name("alpha monitoring policies list", s, policy.display_name(s)),
+            fact=_policy_fact(policy),
+        )
+        for policy in monitoring.policies(s)
+    ]
+    steps += [
+        Step(
+            f"delete the email notification channel deploy made for {email}",
+            gcloud("beta monitoring channels delete", f"${{channel_{index}}}", p, "--quiet"),
+            kind=Kind.DELETE,
+            probe=_channel_search(s, email),
+            fact=f"channel_{index}",
+        )
+        for index, email in enumerate(s.notification_emails)
+    ]
+    steps += [
+        Step(
+            f"delete log-based metric {metric.name(s)}",
+            gcloud("logging metrics delete", metric.name(s), p, "--quiet"),
+            kind=Kind.DELETE,
+            probe=gcloud("logging metrics describe", metric.name(s), p, "--format=value(name)"),
+        )
+        for metric in monitoring.metrics(s)
+    ]
+    title = monitoring.dashboard_name(s)
+    steps.append(
+        Step(
+            f"delete dashboard {title!r}",
+            gcloud("monitoring dashboards delete", "${dashboard}", p, "--quiet"),
+            kind=Kind.DELETE,
+            probe=_by_display_name("monitoring dashboards list", s, title),
+            fact="dashboard",
+        )
+    )
+    return steps
+
+
 def env_flag(env: dict[str, str]) -> str:
     """``--set-env-vars``, with gcloud's ``^DELIM^`` escape when a value holds a comma."""
     pairs = [f"{k}={v}" for k, v in env.items()]
@@ -511,6 +687,7 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
 
     job = s.scheduler_job
     steps = [
+        *_monitoring_teardown(s),
         delete(
             f"delete scheduler job {job}",
             "scheduler jobs describe",

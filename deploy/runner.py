@@ -110,7 +110,13 @@ class PlanRunner:
                 condition = "if present" if step.kind is Kind.DELETE else "if absent"
                 if step.expect is not None:
                     condition = f"if it prints {step.expect!r}"
+                if step.fact is not None:
+                    condition = "if it prints a name" if step.kind is Kind.DELETE else "if it prints nothing"
                 self._say(f"#   probe: {quoted(resolve(step.probe, facts))}")
+                if step.fact is not None:
+                    self._say(
+                        f"#   (prints the name as {step.fact}; the dry run uses {step.fact} = {facts[step.fact]})"
+                    )
                 self._say(f"#   {condition}:")
             self._say(quoted(resolve(step.argv, facts)))
             if step.otherwise is not None:
@@ -132,6 +138,9 @@ class PlanRunner:
                 raise GcloudError(f"step {number}/{total} ({step.why}) failed:\n{exc}") from None
 
     def _execute(self, step: Step, facts: dict[str, str]) -> None:
+        if step.kind in (Kind.CREATE, Kind.DELETE) and step.fact is not None:
+            self._by_search(step, facts)  # its commands name the fact the search finds
+            return
         argv = resolve(step.argv, facts)
         if step.kind is Kind.LOOKUP:
             value = self._call(argv).stdout.strip()
@@ -157,6 +166,29 @@ class PlanRunner:
                 self._call(argv, missing_ok=True)
             else:
                 self._say("    not there (or not ours); nothing to delete")
+
+    def _by_search(self, step: Step, facts: dict[str, str]) -> None:
+        """A resource the server names: the search prints its name (the fact), or nothing if absent."""
+        fact = step.fact or ""
+        found = self._call(resolve(step.probe or (), facts)).stdout.strip().splitlines()
+        if found:
+            facts[fact] = found[0].strip()
+            self._say(f"    {fact} = {facts[fact]}")
+        if step.kind is Kind.DELETE:
+            if found:
+                self._call(resolve(step.argv, facts), missing_ok=True)
+            else:
+                self._say("    not there (or not ours); nothing to delete")
+        elif not found:
+            made = self._call(resolve(step.argv, facts)).stdout.strip()
+            if not made:
+                raise GcloudError(f"{quoted(step.argv)} printed no name; cannot continue without {fact}")
+            facts[fact] = made.splitlines()[0].strip()
+            self._say(f"    {fact} = {facts[fact]}")
+        elif step.otherwise is not None:
+            self._call(resolve(step.otherwise, facts))
+        else:
+            self._say("    exists; left as it is")
 
     def _present(self, probe: tuple[str, ...], expect: str | None) -> bool:
         result = self._run(probe)

@@ -53,6 +53,10 @@ REPOSITORY = re.compile(
 REQUESTER = re.compile(r"(?:user|group|serviceAccount):[^\s@,=]+@[^\s@,=]+|domain:[a-z0-9.-]+")
 #: ``LOCATION/REPOSITORY`` (in the deployment's project) or the full resource name.
 REPOSITORY_REFERENCE = re.compile(rf"{REPOSITORY.pattern}|[a-z0-9-]+/[a-z][a-z0-9-]*[a-z0-9]")
+#: A notification channel's address for alerts.
+EMAIL = re.compile(r"[^\s@,=\"']+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+#: An existing Cloud Monitoring notification channel: its full name, or its id in the deployment's project.
+CHANNEL = re.compile(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/notificationChannels/[0-9]+|[0-9]+")
 MEMORY = re.compile(r"[1-9][0-9]*(Mi|Gi|M|G)")
 #: vCPUs per instance: "1", "2", "0.5", ".5", "2.0", or millicpus, "500m" (gcloud's --cpu forms).
 CPU = re.compile(r"(?P<cpus>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)|(?P<millis>[1-9][0-9]*)m")
@@ -184,6 +188,9 @@ class DeploySettings:
     functions: Mapping[str, FunctionSettings] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     build_service_account: str | None = None
+    #: Alert notifications: addresses deploy makes email channels for, and channels that exist already.
+    notification_emails: tuple[str, ...] = ()
+    notification_channels: tuple[str, ...] = ()
 
     # -- derived names ----------------------------------------------------------------------
     def function_name(self, key: str) -> str:
@@ -258,6 +265,10 @@ class DeploySettings:
             gcr_projects=frozenset(self.gcr_projects),
         )
 
+    def channel_path(self, channel: str) -> str:
+        """An existing channel's full name (an id alone is in the deployment's project)."""
+        return channel if channel.startswith("projects/") else f"projects/{self.project}/notificationChannels/{channel}"
+
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
 
@@ -292,7 +303,7 @@ class DeploySettings:
 
 _SECTIONS: dict[str, set[str]] = {
     "": {"project", "region", "prefix", "project_number", "build_service_account"}
-    | {"dataloop", "topics", "rotation", "delivery", "access", "functions", "env"},
+    | {"dataloop", "topics", "rotation", "delivery", "access", "functions", "env", "monitoring"},
     "dataloop": {"org_id", "base_url", "credentials_secret"},
     "topics": {f.name for f in dataclasses.fields(Topics)},
     "rotation": {"schedule", "time_zone"},
@@ -306,6 +317,7 @@ _SECTIONS: dict[str, set[str]] = {
         "created_account_prefix",
         "canary_services",
     },
+    "monitoring": {"notification_emails", "notification_channels"},
     "functions": {spec.key for spec in FUNCTIONS},
     "function": {"memory", "timeout_seconds", "max_instances", "concurrency", "cpu"},
 }
@@ -449,6 +461,10 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
 
     env = reader.env(reader.table(data, "env", section=None))
 
+    monitoring = reader.table(data, "monitoring")
+    emails = reader.texts(monitoring, "notification_emails", EMAIL, where="monitoring.")
+    channels = reader.texts(monitoring, "notification_channels", CHANNEL, where="monitoring.")
+
     settings = DeploySettings(
         project=project,
         region=region,
@@ -471,6 +487,8 @@ def parse(data: Mapping[str, Any]) -> DeploySettings:
         functions=functions,
         env=env,
         build_service_account=build_account,
+        notification_emails=emails,
+        notification_channels=channels,
     )
     if not problems:
         problems.extend(_derived_problems(settings))

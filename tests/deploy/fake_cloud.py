@@ -9,6 +9,8 @@ command it does not know fails the test: the plan may not grow commands nobody m
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,10 @@ class FakeCloud:
     repositories: set[str] = field(default_factory=set)
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # custom role id -> its flags
     bindings: list[Binding] = field(default_factory=list)
+    metrics: dict[str, dict[str, object]] = field(default_factory=dict)  # log-based metric name -> its config
+    #: Server-named Cloud Monitoring resources: kind ("notificationChannels", "alertPolicies",
+    #: "dashboards") -> full name -> the resource, as its config file or flags described it.
+    monitoring: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     #: Projects the deployer cannot see (``projects describe`` is refused).
     hidden_projects: set[str] = field(default_factory=set)
@@ -69,6 +75,10 @@ class FakeCloud:
         verb = words[1] if len(words) > 1 else ""
         if group in ("services", "beta services"):
             return ok()
+        if (words[0] in ("alpha", "beta") and words[1] == "monitoring") or words[0] == "monitoring":
+            return self._monitoring(words[words.index("monitoring") + 1 :], flags)
+        if words[0] == "logging":
+            return self._metrics(words, flags)
         if group == "projects":
             if verb == "describe":
                 if words[2] in self.hidden_projects:
@@ -301,6 +311,66 @@ class FakeCloud:
             return ok()
         raise AssertionError(f"jobs {verb}")
 
+    def _metrics(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        verb, name = words[2], words[3]
+        if verb == "create":
+            if name in self.metrics:
+                return error(f"ALREADY_EXISTS: metric {name} already exists")
+            self.metrics[name] = _config(flags["config-from-file"])
+            return ok()
+        if name not in self.metrics:
+            return not_found(f"Metric {name}")
+        if verb == "describe":
+            return ok(f"{name}\n")
+        if verb == "update":
+            self.metrics[name] = _config(flags["config-from-file"])
+            return ok()
+        if verb == "delete":
+            del self.metrics[name]
+            return ok()
+        raise AssertionError(f"metrics {verb}")
+
+    def _monitoring(self, words: list[str], flags: dict[str, str]) -> Result[str]:
+        """Channels, policies and dashboards: named by the server, found by ``list --filter``."""
+        group, verb = words[0], words[1]
+        kind = {"channels": "notificationChannels", "policies": "alertPolicies", "dashboards": "dashboards"}[group]
+        found = self.monitoring.setdefault(kind, {})
+        if verb == "list":
+            wanted = dict(re.findall(r'([\w.]+)="([^"]*)"', flags.get("filter", "")))
+            names = [n for n, r in found.items() if all(_field(r, k) == v for k, v in wanted.items())]
+            return ok("".join(f"{n}\n" for n in names[: int(flags.get("limit", len(names) or 1))]))
+        if verb == "create":
+            name = f"projects/{flags['project']}/{kind}/{len(self.calls)}"
+            found[name] = self._monitoring_resource(group, flags, {})
+            return ok(f"{name}\n" if flags.get("format") == "value(name)" else "")
+        name = words[2]
+        if name not in found:
+            return not_found(f"{kind} {name}")
+        if verb == "update":
+            found[name] = self._monitoring_resource(group, flags, found[name])
+            return ok()
+        if verb == "delete":
+            if group == "channels" and "force" not in flags:
+                users = [p for p, r in self.monitoring.get("alertPolicies", {}).items() if name in r["channels"]]
+                if users:
+                    return error(f"FAILED_PRECONDITION: channel {name} is referenced by {users}")
+            del found[name]
+            return ok()
+        raise AssertionError(f"monitoring {group} {verb}")
+
+    def _monitoring_resource(self, group: str, flags: dict[str, str], old: dict[str, object]) -> dict[str, object]:
+        if group == "channels":
+            key, _, value = flags["channel-labels"].partition("=")
+            return {"displayName": flags["display-name"], "type": flags["type"], "labels": {key: value}}
+        resource = _config(flags.get("policy-from-file") or flags["config-from-file"])
+        if group == "policies":
+            given = flags.get("notification-channels") or flags.get("set-notification-channels")
+            resource["channels"] = given.split(",") if given else []
+            for channel in resource["channels"]:
+                if "/notificationChannels/" not in channel or "$" in channel:
+                    raise AssertionError(f"a policy names no channel: {channel}")
+        return resource
+
     # -- what tests compare -----------------------------------------------------------------
     def state(self) -> dict[str, object]:
         return {
@@ -312,4 +382,19 @@ class FakeCloud:
             "functions": {k: dict(v) for k, v in self.functions.items()},
             "jobs": {k: dict(v) for k, v in self.jobs.items()},
             "bindings": sorted((b.resource, b.member, b.role, b.condition) for b in self.bindings),
+            "metrics": json.dumps(self.metrics, sort_keys=True),
+            "monitoring": json.dumps(self.monitoring, sort_keys=True),
         }
+
+
+def _config(path: str) -> dict[str, object]:
+    """The file a ``--config-from-file`` names, read now (as gcloud does while it parses)."""
+    with open(path, encoding="utf-8") as file:
+        config: dict[str, object] = json.load(file)
+    return config
+
+
+def _field(resource: object, dotted: str) -> object:
+    for key in dotted.split("."):
+        resource = resource.get(key) if isinstance(resource, dict) else None
+    return resource

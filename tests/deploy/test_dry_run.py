@@ -87,6 +87,10 @@ FULL = textwrap.dedent(
     concurrency = 2
     cpu = 1
 
+    [monitoring]
+    notification_emails = ["oncall@example.com", "platform-team@example.com"]
+    notification_channels = ["projects/dlgar-full-test/notificationChannels/1234567890", "987654"]
+
     [env]
     LOG_LEVEL = "DEBUG"
     SKIP_TAG_PATTERNS = ["*.sig", "*.att", "sha256-*"]
@@ -146,11 +150,16 @@ def full_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def every_printed_command(full_config: Path) -> list[tuple[str, ...]]:
+def every_printed_command(full_config: Path, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, ...]]:
+    """Every command of both settings files; the monitoring configs they read are written where they
+    say, as deploy writes them (gcloud reads ``--config-from-file`` while it parses)."""
+    staged = tmp_path_factory.mktemp("staged")
+    for config in (EXAMPLE, full_config):
+        assert main(["monitoring", "--config", str(config), "--stage-dir", str(staged / config.stem)]) == 0
     texts = [
-        dry_run("--config", str(EXAMPLE)),
-        dry_run("teardown", "--config", str(EXAMPLE)),
-        dry_run("--config", str(full_config)),
+        dry_run("--config", str(EXAMPLE), "--stage-dir", str(staged / EXAMPLE.stem)),
+        dry_run("teardown", "--config", str(EXAMPLE), "--stage-dir", str(staged / EXAMPLE.stem)),
+        dry_run("--config", str(full_config), "--stage-dir", str(staged / full_config.stem)),
         dry_run("teardown", "--config", str(full_config), "--delete-credentials"),
     ]
     return list(dict.fromkeys(c for text in texts for c in printed_commands(text)))
@@ -167,7 +176,8 @@ def gcloud_install(tmp_path_factory: pytest.TempPathFactory) -> gcloud_cli.Insta
 @pytest.mark.parametrize("action", ["deploy", "teardown"])
 def test_the_dry_run_prints_every_command_of_the_plan_in_order(action: str, full_config: Path) -> None:
     settings = load(full_config)
-    steps = plan.deploy_steps(settings, source_root=str(REPO_ROOT / "build" / "functions"))
+    staged = REPO_ROOT / "build" / "functions"
+    steps = plan.deploy_steps(settings, source_root=str(staged), monitoring_dir=str(staged / "monitoring"))
     if action == "teardown":
         steps = plan.teardown_steps(settings)
     text = dry_run(action, "--config", str(full_config))

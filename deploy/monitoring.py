@@ -1,0 +1,319 @@
+"""Alerts and a dashboard over what the functions log: log-based metrics, alert policies, one dashboard.
+
+Every function ends an event in one structured line whose ``jsonPayload.outcome`` is the
+result message (``shared.model.results.Outcome.to_message``), so the metrics are filters on
+that object and nothing else: a field the functions stop writing is a test failure in
+tests/deploy/test_monitoring.py, which runs these filters on lines the code really writes.
+The configs are data built from the settings alone (like the plan); deploy writes them as
+files because ``--config-from-file`` and ``--policy-from-file`` read files
+(docs/external-apis.md §11).
+
+Why no key-age distribution: the sweep's result reports counts and the integrations whose key
+expires or has expired, not each key's age, and a distribution takes one number per log line
+(docs/external-apis.md §11.1). The sweep metric here is the distribution the sweep does log:
+integrations due per sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.settings import DEPLOYED_BY_LABEL, DeploySettings
+
+DASHBOARD_TEMPLATE = Path(__file__).with_name("dashboard.json")
+#: Gen2 functions run as Cloud Run services; their stdout lines are entries of this resource.
+RESOURCE = "cloud_run_revision"
+#: An integration name starts every clause of a reference-test reason ("team-a: …").
+INTEGRATION_IN_REASON = r"^([a-z0-9][a-z0-9-]*[a-z0-9]): "
+#: Alignment of every alert condition: an outcome is counted within five minutes.
+ALIGNMENT = "300s"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One log-based metric: a counter, or a distribution of one number per line."""
+
+    key: str
+    description: str
+    filter: str
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (extractor, description)
+    value_extractor: str | None = None
+    unit: str = "1"
+
+    def name(self, settings: DeploySettings) -> str:
+        return f"{settings.prefix}-{self.key}"
+
+    def metric_type(self, settings: DeploySettings) -> str:
+        return f"logging.googleapis.com/user/{self.name(settings)}"
+
+    def config(self) -> dict[str, Any]:
+        """The LogMetric body ``gcloud logging metrics create/update --config-from-file`` takes."""
+        descriptor: dict[str, Any] = {
+            "metricKind": "DELTA",
+            "valueType": "DISTRIBUTION" if self.value_extractor else "INT64",
+            "unit": self.unit,
+            "labels": [
+                {"key": key, "valueType": "STRING", "description": why} for key, (_, why) in self.labels.items()
+            ],
+        }
+        body: dict[str, Any] = {"description": self.description, "filter": self.filter, "metricDescriptor": descriptor}
+        if self.labels:
+            body["labelExtractors"] = {key: extractor for key, (extractor, _) in self.labels.items()}
+        if self.value_extractor:
+            body["valueExtractor"] = self.value_extractor
+            body["bucketOptions"] = {"explicitBuckets": {"bounds": [0, 1, 2, 5, 10, 20, 50, 100, 200, 500]}}
+        return body
+
+
+def _services(settings: DeploySettings, *keys: str) -> str:
+    names = [f'resource.labels.service_name="{settings.function_name(key)}"' for key in keys]
+    return names[0] if len(names) == 1 else "(" + " OR ".join(names) + ")"
+
+
+def _outcome_filter(settings: DeploySettings, kind: str, *keys: str, extra: str = "") -> str:
+    clauses = [f'resource.type="{RESOURCE}"', _services(settings, *keys), f'jsonPayload.outcome.kind="{kind}"']
+    if extra:
+        clauses.append(extra)
+    return " AND ".join(clauses)
+
+
+STATUS = ("EXTRACT(jsonPayload.outcome.status)", "passed, failed, rejected, skipped, ignored, uncovered, ok")
+CODE = ("EXTRACT(jsonPayload.outcome.code)", "the failure's code (README), empty when none")
+
+
+def metrics(settings: DeploySettings) -> list[Metric]:
+    """Every log-based metric, in the order deploy creates them."""
+    s = settings
+    return [
+        Metric(
+            "verdicts",
+            "Reference-test outcomes of on_push, one per tested push",
+            _outcome_filter(s, "reference-test", "on_push"),
+            {
+                "status": STATUS,
+                "code": CODE,
+                "integration": (
+                    f'REGEXP_EXTRACT(jsonPayload.outcome.reason, "{INTEGRATION_IN_REASON}")',
+                    "the (first) integration the verdict is about; empty when none covers the image",
+                ),
+            },
+        ),
+        Metric(
+            "rotations",
+            "Key-rotation outcomes (scheduled, SECRET_ROTATE, or requested)",
+            _outcome_filter(s, "rotation", "rotate", "requests"),
+            {
+                "status": STATUS,
+                "code": CODE,
+                "integration": ("EXTRACT(jsonPayload.outcome.subject.integration)", "the integration rotated"),
+            },
+        ),
+        Metric(
+            "rotation-rollbacks",
+            "Rotations whose new key was rolled back (the rotation failed; the old key stays)",
+            _outcome_filter(
+                s, "rotation", "rotate", "requests", extra='jsonPayload.outcome.details.steps.step="rollback"'
+            ),
+            {"integration": ("EXTRACT(jsonPayload.outcome.subject.integration)", "the integration rotated")},
+        ),
+        Metric(
+            "requests",
+            "Outcomes of provision, deprovision, rotate, test and status requests",
+            _outcome_filter(s, "request", "requests"),
+            {
+                "status": STATUS,
+                "code": CODE,
+                "action": ("EXTRACT(jsonPayload.outcome.subject.action)", "the request's action"),
+            },
+        ),
+        Metric(
+            "sweep-due",
+            "Integrations due for rotation per sweep (one value per sweep)",
+            _outcome_filter(s, "rotation-sweep", "rotate"),
+            value_extractor="EXTRACT(jsonPayload.outcome.details.due_count)",
+        ),
+        Metric(
+            "keys-expiring",
+            "Sweeps that found a key expiring within the margin (its rotation is due because of it)",
+            _outcome_filter(s, "rotation-sweep", "rotate", extra="jsonPayload.outcome.details.key_expiring:*"),
+        ),
+        Metric(
+            "keys-expired",
+            "Sweeps that found a key already expired: its rotation is overdue and Dataloop cannot pull",
+            _outcome_filter(s, "rotation-sweep", "rotate", extra="jsonPayload.outcome.details.key_expired:*"),
+        ),
+    ]
+
+
+def metric(settings: DeploySettings, key: str) -> Metric:
+    return next(m for m in metrics(settings) if m.key == key)
+
+
+# -- alert policies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    key: str
+    title: str
+    documentation: str
+    conditions: tuple[dict[str, Any], ...]
+
+    def display_name(self, settings: DeploySettings) -> str:
+        return f"{settings.prefix}: {self.title}"
+
+    def config(self, settings: DeploySettings) -> dict[str, Any]:
+        """The AlertPolicy body; notification channels are given on the command line (their names are
+        known only once deploy has found or created them)."""
+        return {
+            "displayName": self.display_name(settings),
+            "documentation": {"content": self.documentation, "mimeType": "text/markdown"},
+            "userLabels": {DEPLOYED_BY_LABEL[0]: DEPLOYED_BY_LABEL[1]},
+            "combiner": "OR",
+            "conditions": list(self.conditions),
+            "alertStrategy": {"autoClose": "604800s"},
+        }
+
+
+def _count_above_zero(title: str, metric_filter: str) -> dict[str, Any]:
+    return {
+        "displayName": title,
+        "conditionThreshold": {
+            "filter": metric_filter,
+            "comparison": "COMPARISON_GT",
+            "thresholdValue": 0,
+            "duration": "0s",
+            "trigger": {"count": 1},
+            "aggregations": [{"alignmentPeriod": ALIGNMENT, "perSeriesAligner": "ALIGN_SUM"}],
+        },
+    }
+
+
+def _log_metric_filter(settings: DeploySettings, key: str, *labels: str) -> str:
+    clauses = [f'metric.type="{metric(settings, key).metric_type(settings)}"', f'resource.type="{RESOURCE}"']
+    return " AND ".join([*clauses, *labels])
+
+
+def policies(settings: DeploySettings) -> list[Policy]:
+    s = settings
+    dead_letter = s.dead_letter_subscription
+    return [
+        Policy(
+            "pull-refused",
+            "a pushed image cannot be pulled with the integration key",
+            "A reference test of a pushed image failed with code `credentials-refused` (the registry answered "
+            "401/403: key revoked, or no reader role) or `image-pull-failed` (the canary service reported "
+            "`ErrImagePull` / `ImagePullBackOff`). Dataloop cannot pull that image with the integration's key.\n\n"
+            "What to do: read the verdict (label `integration`; the `on_push` log line with "
+            '`jsonPayload.outcome.kind="reference-test"` says which key and image), then send a `status` '
+            "request for the integration; a revoked key or a missing `roles/artifactregistry.reader` on the "
+            "repository is fixed by a `rotate` request or by re-sending `provision`.",
+            (
+                _count_above_zero(
+                    "verdict credentials-refused",
+                    _log_metric_filter(s, "verdicts", 'metric.label.code="credentials-refused"'),
+                ),
+                _count_above_zero(
+                    "verdict image-pull-failed",
+                    _log_metric_filter(s, "verdicts", 'metric.label.code="image-pull-failed"'),
+                ),
+            ),
+        ),
+        Policy(
+            "rotation-failed",
+            "a key rotation failed or was rolled back",
+            "A key rotation ended `failed` (the reason says what to fix), or its pending key was rolled back "
+            "(never accepted within `ROTATION_TEST_TIMEOUT_SECONDS`, or refused by Dataloop): the integration "
+            "keeps its current key, which still works, but it was not replaced.\n\n"
+            "What to do: read the `rotation` result (label `integration`; its `details.steps` says how far the "
+            "run got), fix the cause, and send a `rotate` request; each step first checks whether it is already "
+            "done, so a re-run repairs an interrupted one.",
+            (
+                _count_above_zero(
+                    "rotation failed", _log_metric_filter(s, "rotations", 'metric.label.status="failed"')
+                ),
+                _count_above_zero("rotation rolled back", _log_metric_filter(s, "rotation-rollbacks")),
+            ),
+        ),
+        Policy(
+            "rotation-overdue",
+            "a key rotation is overdue or a key expires within the margin",
+            "The sweep found an integration whose key expires within the safety margin (`key_expiring`: its "
+            "rotation is due because of the expiry) or has already expired (`key_expired`: the rotation is "
+            "overdue and Dataloop cannot pull).\n\n"
+            "What to do: look for a failed `rotation` result of those integrations (the sweep's result lists "
+            "them), fix its cause, and send a `rotate` request; an expired key must be replaced before any pull "
+            "works again.",
+            (
+                _count_above_zero("key expired (rotation overdue)", _log_metric_filter(s, "keys-expired")),
+                _count_above_zero("key expires within the margin", _log_metric_filter(s, "keys-expiring")),
+            ),
+        ),
+        Policy(
+            "dead-letter",
+            "events wait in the dead-letter subscription",
+            f"An event reached `{s.topics.dead_letter}` after {s.max_delivery_attempts} delivery attempts: no "
+            "function could handle it (a transient failure that never cleared, or a bug logged with its stack). "
+            f"It is kept 7 days in `{dead_letter}`.\n\n"
+            f"What to do: read the function's errors around that time, fix the cause, then pull the messages "
+            f"from `{dead_letter}` (`gcloud pubsub subscriptions pull {dead_letter} --project={s.project}`) and "
+            "publish them again on their topic, or acknowledge them.",
+            (
+                {
+                    "displayName": "undelivered messages in the dead-letter subscription",
+                    "conditionThreshold": {
+                        "filter": 'metric.type="pubsub.googleapis.com/subscription/num_undelivered_messages" AND '
+                        f'resource.type="pubsub_subscription" AND resource.label.subscription_id="{dead_letter}"',
+                        "comparison": "COMPARISON_GT",
+                        "thresholdValue": 0,
+                        "duration": "0s",
+                        "trigger": {"count": 1},
+                        "aggregations": [{"alignmentPeriod": ALIGNMENT, "perSeriesAligner": "ALIGN_MAX"}],
+                    },
+                },
+            ),
+        ),
+    ]
+
+
+# -- the dashboard ----------------------------------------------------------------------------------
+
+
+def dashboard_name(settings: DeploySettings) -> str:
+    return f"{settings.prefix}: verdicts, rotations, keys, dead letters"
+
+
+def dashboard(settings: DeploySettings) -> dict[str, Any]:
+    """deploy/dashboard.json with this deployment's metric types, subscription and title filled in."""
+    values = {m.key.replace("-", "_"): m.metric_type(settings) for m in metrics(settings)}
+    values.update(display_name=dashboard_name(settings), dead_letter_subscription=settings.dead_letter_subscription)
+    text = string.Template(DASHBOARD_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+    body: dict[str, Any] = json.loads(text)
+    body["labels"] = {DEPLOYED_BY_LABEL[0]: DEPLOYED_BY_LABEL[1]}
+    return body
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+
+def files(settings: DeploySettings) -> dict[str, dict[str, Any]]:
+    """Every config deploy passes to gcloud, by file name."""
+    configs = {f"metric-{m.key}.json": m.config() for m in metrics(settings)}
+    configs.update({f"policy-{p.key}.json": p.config(settings) for p in policies(settings)})
+    configs["dashboard.json"] = dashboard(settings)
+    return configs
+
+
+def write(settings: DeploySettings, directory: Path) -> list[Path]:
+    """Write the configs where the plan's commands read them; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, body in files(settings).items():
+        path = directory / name
+        path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
