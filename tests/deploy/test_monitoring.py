@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from shared.workflows.reference_test import ReferenceTest, Verdict
 from shared.workflows.rotation.messages import RotationMessages
 from shared.workflows.status import StatusReport
 from shared.workflows.sweep import Sweep
+from tests.deploy import gcloud_cli
 from tests.deploy.fake_cloud import FakeCloud
 from tests.unit.fakes import (
     DIGEST,
@@ -471,3 +473,34 @@ def test_another_prefix_names_other_metrics_and_services() -> None:
     verdicts = monitoring.metric(other, "verdicts")
     assert verdicts.name(other) == "dlgar-verdicts"
     assert 'resource.labels.service_name="dlgar-on-push"' in verdicts.filter
+
+
+MESSAGE_DRIVER = Path(__file__).with_name("gcloud_message_driver.py")
+#: Which API message each file is (docs/external-apis.md §11).
+MESSAGES = {
+    "metric": ("logging", "v2", "LogMetric"),
+    "policy": ("monitoring", "v3", "AlertPolicy"),
+    "dashboard": ("monitoring", "v1", "Dashboard"),
+}
+
+
+@pytest.mark.timeout(120)
+def test_every_config_file_is_a_message_gcloud_knows_field_by_field(tmp_path: Path) -> None:
+    """The parse check stops at credentials, before gcloud reads a file's fields: decode them here,
+    with the message classes gcloud would send, so a misspelt field or enum fails now."""
+    install = gcloud_cli.installation(tmp_path / "gcloud-config")
+    paths = monitoring.write(load(with_channels(tmp_path)), tmp_path / "monitoring")
+    requests = [[*MESSAGES[path.stem.split("-")[0]], str(path)] for path in paths]
+    result = subprocess.run(
+        [install.python, str(MESSAGE_DRIVER), install.sdk_root],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        env=gcloud_cli.offline_env(tmp_path / "gcloud-config"),
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdicts = json.loads(result.stdout)
+    assert len(verdicts) == len(paths) == len(monitoring.metrics(SETTINGS)) + len(monitoring.policies(SETTINGS)) + 1
+    assert {Path(v["path"]).name: v["problems"] for v in verdicts} == {path.name: [] for path in paths}
