@@ -6,11 +6,11 @@ that object and nothing else: a field the functions stop writing is a test failu
 tests/deploy/test_monitoring.py, which runs these filters on lines the code really writes.
 The configs are data built from the settings alone (like the plan); deploy writes them as
 files because ``--config-from-file`` and ``--policy-from-file`` read files
-(docs/external-apis.md §11).
+(docs/external-apis.md §9).
 
 Why no key-age distribution: the sweep's result reports counts and the integrations whose key
 expires or has expired, not each key's age, and a distribution takes one number per log line
-(docs/external-apis.md §11.1). The sweep metric here is the distribution the sweep does log:
+(docs/external-apis.md §9.1). The sweep metric here is the distribution the sweep does log:
 integrations due per sweep.
 """
 
@@ -29,6 +29,13 @@ DASHBOARD_TEMPLATE = Path(__file__).with_name("dashboard.json")
 RESOURCE = "cloud_run_revision"
 #: An integration name starts every clause of a reference-test reason ("team-a: …").
 INTEGRATION_IN_REASON = r"^([a-z0-9][a-z0-9-]*[a-z0-9]): "
+#: How a rotation's reason says its pending key was undone (shared/workflows/rotation/rollback.py). Its
+#: steps say it too, but how a comparison treats a repeated field is not documented (docs/external-apis.md
+#: §9.1); ``:`` on a string is.
+ROLLED_BACK = "rolled back version"
+#: How the sweep's reason says it found a key already expired (shared/workflows/sweep.py); its
+#: ``key_expired`` list says it too, but is a repeated field (as above).
+EXPIRED = "with a key that has EXPIRED"
 #: Alignment of every alert condition: an outcome is counted within five minutes.
 ALIGNMENT = "300s"
 
@@ -115,9 +122,7 @@ def metrics(settings: DeploySettings) -> list[Metric]:
         Metric(
             "rotation-rollbacks",
             "Rotations whose new key was rolled back (the rotation failed; the old key stays)",
-            _outcome_filter(
-                s, "rotation", "rotate", "requests", extra='jsonPayload.outcome.details.steps.step="rollback"'
-            ),
+            _outcome_filter(s, "rotation", "rotate", "requests", extra=f'jsonPayload.outcome.reason:"{ROLLED_BACK}"'),
             {"integration": ("EXTRACT(jsonPayload.outcome.subject.integration)", "the integration rotated")},
         ),
         Metric(
@@ -144,7 +149,7 @@ def metrics(settings: DeploySettings) -> list[Metric]:
         Metric(
             "keys-expired",
             "Sweeps that found a key already expired: its rotation is overdue and Dataloop cannot pull",
-            _outcome_filter(s, "rotation-sweep", "rotate", extra="jsonPayload.outcome.details.key_expired:*"),
+            _outcome_filter(s, "rotation-sweep", "rotate", extra=f'jsonPayload.outcome.reason:"{EXPIRED}"'),
         ),
     ]
 
