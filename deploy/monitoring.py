@@ -6,7 +6,7 @@ that object and nothing else: a field the functions stop writing is a test failu
 tests/deploy/test_monitoring.py, which runs these filters on lines the code really writes.
 The configs are data built from the settings alone (like the plan); deploy writes them as
 files because ``--config-from-file`` and ``--policy-from-file`` read files
-(docs/external-apis.md §9).
+(docs/external-apis.md §9.4).
 
 Why no key-age distribution: the sweep's result reports counts and the integrations whose key
 expires or has expired, not each key's age, and a distribution takes one number per log line

@@ -474,7 +474,7 @@ def _by_display_name(command: str, s: DeploySettings, display_name: str) -> tupl
 
 
 def _monitoring(s: DeploySettings, directory: str) -> list[Step]:
-    """Log-based metrics, notification channels, alert policies and the dashboard (docs/external-apis.md §9).
+    """Log-based metrics, notification channels, alert policies and the dashboard (docs/external-apis.md §9.3, §9.4).
 
     Metrics have names of our choosing, so ``describe`` tells whether one exists; channels,
     policies and dashboards are named by the server, so a search by display name finds
