@@ -134,8 +134,17 @@ def deploy_steps(
 
 def _preflight(s: DeploySettings) -> list[Step]:
     """Reads in every other repository project, first: one that cannot be wired stops the run
-    before anything anywhere has changed (an integration there would never have a push tested)."""
-    steps: list[Step] = []
+    before anything anywhere has changed (an integration there would never have a push tested).
+    So does a notification channel of the settings that is not there (a typo would otherwise
+    fail the last steps, with the functions already deployed)."""
+    steps: list[Step] = [
+        Step(
+            f"notification channel {channel} ([monitoring]) must exist for the alert policies to name it",
+            gcloud("beta monitoring channels describe", s.channel_path(channel), "--format=value(name)"),
+            kind=Kind.CHECK,
+        )
+        for channel in s.notification_channels
+    ]
     for project in s.other_gcr_projects:
         steps += [
             Step(
@@ -660,6 +669,9 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
 
     The ``gcr`` topic goes only if the deployment created it (it carries our label), and
     the Dataloop credentials secret only when asked: it holds a credential you made.
+    Monitoring goes first: the alert policies (a channel they name cannot be deleted), the
+    email channels deploy made (found by their display name), the log-based metrics and the
+    dashboard; channels named in the settings stay.
     Managed integrations (their secrets, puller accounts and Dataloop integrations) are
     not touched: deprovision them first, while the functions still run. Bindings are
     revoked before the accounts are deleted, or they would linger as ``deleted:`` members.

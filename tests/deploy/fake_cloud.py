@@ -346,6 +346,8 @@ class FakeCloud:
         name = words[2]
         if name not in found:
             return not_found(f"{kind} {name}")
+        if verb == "describe":
+            return ok(f"{name}\n")
         if verb == "update":
             found[name] = self._monitoring_resource(group, flags, found[name])
             return ok()

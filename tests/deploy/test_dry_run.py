@@ -616,6 +616,9 @@ def test_a_repository_in_another_project_is_checked_first_and_wired_to_on_push(f
     commands = [" ".join(c) for c in printed_commands(text)]
     first_change = next(i for i, line in enumerate(text.splitlines()) if line.startswith("gcloud "))
     checks = [line for line in text.splitlines()[:first_change] if line.startswith("#   check: ")]
+    channels = [line for line in checks if " monitoring channels describe " in line]  # tests/deploy/test_monitoring.py
+    assert len(channels) == 2
+    checks = [line for line in checks if line not in channels]
     assert checks == [
         "#   check: gcloud projects describe registry-proj '--format=value(projectId)'",
         "#   check: gcloud pubsub topics describe gcr --project=registry-proj '--format=value(name)'",

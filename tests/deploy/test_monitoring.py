@@ -30,7 +30,7 @@ import pytest
 
 from deploy import monitoring
 from deploy.deploy import main
-from deploy.settings import DeploySettings, load
+from deploy.settings import DeploySettings, SettingsError, load, parse
 from shared.adapters.pubsub import PubSubFanOut
 from shared.app import entrypoint
 from shared.core.logs import CloudLoggingFormatter
@@ -427,8 +427,10 @@ def test_deploy_makes_the_monitoring_once_and_teardown_removes_it(tmp_path: Path
     settings = load(config)
     cloud = FakeCloud("my-gcp-project", "us-central1", repositories={"my-gcp-project/us-central1/images"})
     someone_elses = "projects/my-gcp-project/notificationChannels/7"
+    existing = "projects/my-gcp-project/notificationChannels/42"
     cloud.monitoring["notificationChannels"] = {
-        someone_elses: {"displayName": "ops", "type": "email", "labels": {"email_address": "oncall@example.com"}}
+        someone_elses: {"displayName": "ops", "type": "email", "labels": {"email_address": "oncall@example.com"}},
+        existing: {"displayName": "pager", "type": "pagerduty", "labels": {}},
     }
     run(cloud, config, tmp_path)
     assert set(cloud.metrics) == {m.name(settings) for m in monitoring.metrics(settings)}
@@ -437,7 +439,7 @@ def test_deploy_makes_the_monitoring_once_and_teardown_removes_it(tmp_path: Path
     assert sorted(p["displayName"] for p in policies.values()) == sorted(
         p.display_name(settings) for p in monitoring.policies(settings)
     )
-    ours = [n for n, c in cloud.monitoring["notificationChannels"].items() if n != someone_elses]
+    ours = [n for n in cloud.monitoring["notificationChannels"] if n not in (someone_elses, existing)]
     assert len(ours) == 1
     for policy in policies.values():
         assert policy["channels"] == ["projects/my-gcp-project/notificationChannels/42", ours[0]]
@@ -455,7 +457,44 @@ def test_deploy_makes_the_monitoring_once_and_teardown_removes_it(tmp_path: Path
     run(cloud, config, tmp_path, "teardown")
     assert cloud.metrics == {}
     assert cloud.monitoring["alertPolicies"] == {} and cloud.monitoring["dashboards"] == {}
-    assert list(cloud.monitoring["notificationChannels"]) == [someone_elses]  # not ours: left
+    assert list(cloud.monitoring["notificationChannels"]) == [someone_elses, existing]  # not ours: left
+
+
+def test_a_missing_channel_stops_the_deploy_before_anything_changes(tmp_path: Path) -> None:
+    cloud = FakeCloud("my-gcp-project", "us-central1", repositories={"my-gcp-project/us-central1/images"})
+    out = io.StringIO()
+    config = with_channels(tmp_path)
+    assert main(["--config", str(config), "--stage-dir", str(tmp_path / "staged")], run=cloud, out=out) == 1
+    assert cloud.calls == [
+        (
+            "beta",
+            "monitoring",
+            "channels",
+            "describe",
+            "projects/my-gcp-project/notificationChannels/42",
+            "--format=value(name)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (
+            {"notification_emails": ["not-an-address"]},
+            "monitoring.notification_emails: 'not-an-address' does not match",
+        ),
+        (
+            {"notification_channels": ["projects/p/channels/1"]},
+            "monitoring.notification_channels: 'projects/p/channels/1'",
+        ),
+        ({"notification_email": []}, "monitoring.notification_email: unknown setting"),
+    ],
+)
+def test_bad_monitoring_settings_are_refused(table: dict[str, Any], problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse({"project": "proj-123", "region": "us-central1", "monitoring": table})
+    assert len(caught.value.problems) == 1 and caught.value.problems[0].startswith(problem), caught.value.problems
 
 
 def test_without_channels_the_policies_exist_and_the_dry_run_says_nobody_is_notified() -> None:
