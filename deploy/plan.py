@@ -512,7 +512,7 @@ def _monitoring(s: DeploySettings, directory: str) -> list[Step]:
                 gcloud(
                     "beta monitoring channels create",
                     f"--display-name={_channel_name(s, email)}",
-                    "--description=dataloop-gar alert policies notify here",
+                    f"--description={s.prefix} alert policies notify here",
                     "--type=email",
                     f"--channel-labels=email_address={email}",
                     f"--user-labels={LABEL}",
