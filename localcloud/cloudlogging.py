@@ -424,7 +424,8 @@ class CloudLoggingStandIn:
 
     def __init__(self, state: LoggingState | None = None, *, project: str = "local-project") -> None:
         self.state = state or LoggingState(project)
-        self.app = Instrumented(CloudLoggingApp(self.state), name="logging")
+        self.api = CloudLoggingApp(self.state)
+        self.app = Instrumented(self.api, name="logging")
         self.server = ServerThread(self.app)
         self.url = self.server.url
 

@@ -4,6 +4,7 @@
         --location us-central1 --repository images --create-sa dlgar-team-a --wait
     python -m shared.cli status --wait
     python -m shared.cli send request.json --wait      # any request written by hand
+    python -m shared.cli history --since 24h --status failed   # past outcomes, from Cloud Logging
 
 The request is validated with the very code the function runs (shared.model.request),
 so a mistake is reported at once, with every field's problem, and nothing is sent (exit 2).
@@ -29,6 +30,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     send = actions.add_parser("send", help="send a request written as JSON (a file, or - for stdin)")
     send.add_argument("file", help="path of the JSON request, or -")
     _common(send)
+
+    _history_parser(actions)
     return parser
 
 
@@ -247,6 +251,88 @@ class RequestChannel:
         return None
 
 
+# -- history: past outcomes, read from Cloud Logging ------------------------------------------------
+
+HISTORY_COLUMNS = ("time", "kind", "integration", "status", "code", "reason")
+_SINCE_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _history_parser(actions: Any) -> None:
+    history = actions.add_parser("history", help="recent outcomes, read from Cloud Logging")
+    history.add_argument("--name", help="only outcomes about this integration")
+    history.add_argument("--since", type=parse_since, default="24h", help="how far back: 30m, 24h, 7d (default 24h)")
+    history.add_argument("--status", help="only this status (passed, ok, failed, rejected, skipped, ...)")
+    history.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
+    history.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    history.add_argument(
+        "--project",
+        default=os.environ.get("GCP_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT"),
+        help="project the functions log in (default: $GCP_PROJECT or $GOOGLE_CLOUD_PROJECT)",
+    )
+    history.add_argument(
+        "--logging-endpoint",
+        default=os.environ.get("LOGGING_API_ENDPOINT"),
+        help="Logging API base URL, e.g. the local cloud's (default: $LOGGING_API_ENDPOINT, else Google's)",
+    )
+
+
+def parse_since(text: str) -> timedelta:
+    """``30m``/``24h``/``7d`` as a duration; argparse turns the ValueError into a usage error."""
+    unit = text[-1:].lower()
+    if unit not in _SINCE_UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return timedelta(seconds=int(text[:-1]) * _SINCE_UNITS[unit])
+
+
+def _history_row(past: Any) -> tuple[str, ...]:
+    outcome = past.outcome
+    at = past.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if past.at else "?"
+    reason = " ".join(str(outcome.get("reason") or "").split())
+    return (
+        at,
+        str(outcome.get("kind") or ""),
+        ",".join(past.integrations) or "-",
+        str(outcome.get("status") or ""),
+        str(outcome.get("code") or "-"),
+        reason if len(reason) <= 100 else reason[:99] + "…",
+    )
+
+
+def print_history(found: Sequence[Any], stdout: TextIO, *, as_json: bool) -> None:
+    """A table a person scans (widths from the rows), or JSON lines a script reads."""
+    if as_json:
+        for past in found:
+            print(json.dumps(past.to_json(), ensure_ascii=False), file=stdout)
+        return
+    rows = [HISTORY_COLUMNS, *(_history_row(past) for past in found)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HISTORY_COLUMNS) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]), file=stdout)
+
+
+def run_history(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> int:
+    """Exit 0 with what was found (possibly nothing), 2 without a project, 4 if the Logging API fails."""
+    if not args.project:
+        print("--project (or $GCP_PROJECT) is needed to read the logs", file=stderr)
+        return EXIT_INVALID
+    from google.api_core import exceptions as gexc
+
+    from shared.adapters.cloud_logging import OutcomeLog
+
+    since = datetime.now(UTC) - args.since
+    try:
+        found = OutcomeLog(args.project, endpoint=args.logging_endpoint).recent(
+            since, name=args.name, status=args.status, limit=args.limit
+        )
+    except (gexc.GoogleAPIError, OSError) as exc:
+        print(f"Cloud Logging error: {type(exc).__name__}: {exc}", file=stderr)
+        return EXIT_PUBSUB
+    print_history(found, stdout, as_json=args.json)
+    if not args.json:
+        print(f"{len(found)} outcome(s) since {since.strftime('%Y-%m-%d %H:%M:%S')} UTC", file=stderr)
+    return EXIT_OK
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -259,6 +345,8 @@ def _exit_for(reply: dict[str, Any]) -> int:
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     args = build_parser().parse_args(argv)
+    if args.action == "history":
+        return run_history(args, stdout=stdout, stderr=stderr)
     try:
         body = request_from_args(args)
     except (OSError, ValueError) as exc:
