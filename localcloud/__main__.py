@@ -103,6 +103,11 @@ def run_up(args: argparse.Namespace) -> int:
         print("  # rotate the integration's key now")
         rotate = {"kind": "rotate", "integration": "dataloop-gar-team-a", "force": True}
         print(f"  {env} {me} publish {cloud.topics.rotation} {shlex.quote(json.dumps(rotate))}")
+        print("  # what happened, read back from the functions' logs through the Logging API")
+        print(
+            f"  LOGGING_API_ENDPOINT={cloud.cloud_logging.url} {shlex.quote(sys.executable)} -m shared.cli history "
+            f"--project {cloud.project} --since 1h"
+        )
         print(f"\nFunction logs: {cloud.workdir / 'logs'}. Results appear below; Ctrl-C stops everything.")
         print("(Secret Manager's own events reach the rotate function too; their 'ignored' results are not shown.)\n")
         sys.stdout.flush()

@@ -6,6 +6,8 @@ endpoints in their environment (docs/external-apis.md §7):
 
 * Secret Manager (REST), IAM (gRPC) and Artifact Registry (REST) stand-ins, and the
   Dataloop gateway stand-in, served in this process on free ``127.0.0.1`` ports;
+* a Cloud Logging stand-in (``entries.list``) that reads the functions' log files as Cloud Run
+  reads their stdout, so the operator's ``history`` command has something true to show;
 * Google's Pub/Sub emulator with the system's topics, and push subscriptions that deliver
   to each function the way Eventarc does (CloudEvent ``source`` from the topic path, a
   retry policy so failures back off, a bounded dead-letter policy); plus a second
@@ -45,6 +47,7 @@ from google.api_core import exceptions as api_exceptions
 
 from localcloud.artifactregistry import ArtifactRegistryStandIn, ArtifactRegistryState
 from localcloud.bridge import RegistryNotificationBridge
+from localcloud.cloudlogging import CloudLoggingStandIn, LoggingState
 from localcloud.dataloop import DataloopGateway
 from localcloud.functions import REPO_ROOT, FunctionProcess, start_function
 from localcloud.gcp_authority import GcpAuthority
@@ -224,6 +227,7 @@ class LocalCloud:
         self.secret_manager_wire: Instrumented
         self.iam: IamStandIn
         self.artifact_registry: ArtifactRegistryStandIn
+        self.cloud_logging: CloudLoggingStandIn
         self.dataloop: DataloopGateway
         self.token_endpoint: RegistryTokenEndpoint
         self.token_wire: Instrumented
@@ -304,6 +308,10 @@ class LocalCloud:
             self.artifact_registry = ArtifactRegistryStandIn(registry_state).start()
             self._stack.callback(self.artifact_registry.stop)
             self._ports["artifactregistry"] = self.artifact_registry.server.port
+
+            self.cloud_logging = CloudLoggingStandIn(LoggingState(self.project, LOCATION)).start()
+            self._stack.callback(self.cloud_logging.stop)
+            self._ports["logging"] = self.cloud_logging.server.port
 
             self.dataloop = DataloopGateway()
             self._stack.callback(self.dataloop.close)
@@ -393,6 +401,7 @@ class LocalCloud:
                     log_path=self.workdir / "logs" / f"{spec.name}.log",
                 )
                 self._stack.callback(function.stop)
+                self.cloud_logging.state.follow(function.log_path, spec.name.replace("_", "-"))
                 self.functions[spec.name] = function
                 self._ports[f"function {spec.name}"] = function.port
                 self._processes.append(function.process)
@@ -563,6 +572,7 @@ class LocalCloud:
             "Secret Manager (REST)": self.secret_manager_url,
             "IAM (gRPC)": self.iam.target,
             "Artifact Registry (REST)": self.artifact_registry.url,
+            "Cloud Logging (REST, LOGGING_API_ENDPOINT)": self.cloud_logging.url,
             "Dataloop gateway (API base)": f"{self.dataloop_url}/api/v1",
             "registry (docker-registry)": self.registry.url,
             "registry token endpoint": self.token_realm,

@@ -8,6 +8,7 @@ supervisor does) and checks that every printed endpoint is closed afterwards.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -55,6 +56,16 @@ def test_up_prints_working_commands_and_stops_cleanly_on_sigterm(tmp_path: Path)
         assert done.returncode == 0, done.stderr
         # Nothing is provisioned yet, so on_push reports the image as not covered.
         wait_for_text(output, r"^\d\d:\d\d:\d\d reference-test: uncovered: ", process, timeout=30)
+        # The printed history command reads the same verdict back from the functions' logs.
+        history = next(line.strip() for line in text.splitlines() if " -m shared.cli history " in line)
+        assignment, *command = shlex.split(history)
+        name, _, value = assignment.partition("=")
+        assert name == "LOGGING_API_ENDPOINT"
+        shown = subprocess.run(
+            command, cwd=REPO_ROOT, env={**os.environ, name: value}, capture_output=True, text=True, timeout=60
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"^\S+ \S+\s+reference-test\s+-\s+uncovered\s+-\s+", shown.stdout, re.MULTILINE), shown
     finally:
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=30)
