@@ -202,8 +202,6 @@ def _comparison(path: str, operator: str, wanted: str) -> Predicate:
             ordered: tuple[Any, Any] = (left, right)
         elif path == "severity":
             ordered = (_severity_rank(str(actual)), _severity_rank(wanted))
-        elif isinstance(actual, bool):
-            ordered = (str(actual).lower(), wanted.lower())
         else:
             ordered = (str(actual).lower(), wanted.lower())  # string comparison ignores case, as documented
         left, right = ordered

@@ -316,6 +316,7 @@ def run_history(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> 
         print("--project (or $GCP_PROJECT) is needed to read the logs", file=stderr)
         return EXIT_INVALID
     from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exceptions
 
     from shared.adapters.cloud_logging import OutcomeLog
 
@@ -324,7 +325,7 @@ def run_history(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> 
         found = OutcomeLog(args.project, endpoint=args.logging_endpoint).recent(
             since, name=args.name, status=args.status, limit=args.limit
         )
-    except (gexc.GoogleAPIError, OSError) as exc:
+    except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError, OSError) as exc:
         print(f"Cloud Logging error: {type(exc).__name__}: {exc}", file=stderr)
         return EXIT_PUBSUB
     print_history(found, stdout, as_json=args.json)
