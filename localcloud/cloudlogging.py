@@ -10,8 +10,9 @@ function needs a line of code for it.
 It answers ``POST /v2/entries:list`` as google-cloud-logging's HTTP client sends it
 (``resourceNames``, ``filter``, ``orderBy``, ``pageSize``, ``pageToken``) and understands the
 part of the Logging query language the operator CLI writes: comparisons (``=``, ``!=``,
-``<``, ``<=``, ``>``, ``>=``) of a dotted field with a quoted or bare value, ``AND``, ``OR``,
-``NOT`` and parentheses, with OR binding tighter than AND as in the real language. Anything
+``<``, ``<=``, ``>``, ``>=``, and ``:`` has, ``FIELD:*`` present) of a dotted field, whose
+segments may be quoted, with a quoted or bare value, ``AND``, ``OR``, ``NOT`` and parentheses,
+with OR binding tighter than AND as in the real language. Anything
 else is refused with 400 INVALID_ARGUMENT, as Google refuses a filter it cannot parse, so a
 query the stand-in cannot evaluate fails loudly instead of matching everything.
 
@@ -51,7 +52,8 @@ _SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITIC
 # -- the query language subset ---------------------------------------------------------------------
 
 _TOKEN = re.compile(
-    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<op><=|>=|!=|=|<|>)|(?P<paren>[()])|(?P<word>[A-Za-z0-9_.\-:+/@]+))'
+    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<op><=|>=|!=|=|<|>|:)|(?P<paren>[()])|(?P<star>\*)'
+    r"|(?P<word>[A-Za-z0-9_.\-+/@]+))"
 )
 
 
@@ -60,6 +62,7 @@ class _Token:
     kind: str
     text: str
     column: int
+    end: int  # where it ends in the query: a quoted field segment touches its neighbours
 
 
 def _tokens(text: str) -> list[_Token]:
@@ -75,7 +78,7 @@ def _tokens(text: str) -> list[_Token]:
         value = match.group(kind)
         if kind == "string":
             value = json.loads(value)
-        found.append(_Token(kind, value, match.start(kind) + 1))
+        found.append(_Token(kind, value, match.start(kind) + 1, match.end(kind)))
         position = match.end()
     return found
 
@@ -155,18 +158,31 @@ class _Parser:
                 self.at -= 1
                 self._fail()
             return inner
-        if token.kind != "word" or token.text in ("AND", "OR", "NOT"):
+        if token.kind not in ("word", "string") or token.text in ("AND", "OR", "NOT"):
             self.at -= 1
             self._fail()
+        path = self._path(token)
         operator = self._take()
         if operator.kind != "op":
             self.at -= 1
             self._fail()
         value = self._take()
+        if value.kind == "star" and operator.text == ":":
+            return _present(path)
         if value.kind not in ("string", "word") or value.text in ("AND", "OR", "NOT"):
             self.at -= 1
             self._fail()
-        return _comparison(token.text, operator.text, value.text)
+        return _comparison(path, operator.text, value.text)
+
+    def _path(self, first: _Token) -> tuple[str, ...]:
+        """A field path, whose segments may be quoted (``details."team-a".platform``)."""
+        pieces = [first]
+        while (nxt := self._peek()) is not None and nxt.kind in ("word", "string") and nxt.column - 1 == pieces[-1].end:
+            pieces.append(self._take())
+        segments: list[str] = []
+        for piece in pieces:
+            segments.extend([piece.text] if piece.kind == "string" else [p for p in piece.text.split(".") if p])
+        return tuple(segments)
 
 
 def parse_filter(text: str) -> Predicate:
@@ -174,9 +190,9 @@ def parse_filter(text: str) -> Predicate:
     return _Parser(text).parse()
 
 
-def _field(entry: dict[str, Any], path: str) -> Any:
+def _field(entry: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = entry
-    for part in path.split("."):
+    for part in path:
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]
@@ -191,16 +207,23 @@ def _timestamp(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _comparison(path: str, operator: str, wanted: str) -> Predicate:
+def _present(path: tuple[str, ...]) -> Predicate:
+    """``FIELD:*``: the field is there, whatever its value."""
+    return lambda entry: _field(entry, path) is not None
+
+
+def _comparison(path: tuple[str, ...], operator: str, wanted: str) -> Predicate:
     def compare(actual: Any) -> bool:
         if actual is None or isinstance(actual, dict):
             return False
-        if path == "timestamp":
+        if operator == ":":  # "has": the value holds the text, ignoring case
+            return wanted.lower() in str(actual).lower()
+        if path == ("timestamp",):
             left, right = _timestamp(str(actual)), _timestamp(wanted)
             if left is None or right is None:
                 return False
             ordered: tuple[Any, Any] = (left, right)
-        elif path == "severity":
+        elif path == ("severity",):
             ordered = (_severity_rank(str(actual)), _severity_rank(wanted))
         else:
             ordered = (str(actual).lower(), wanted.lower())  # string comparison ignores case, as documented
@@ -220,7 +243,7 @@ def _comparison(path: str, operator: str, wanted: str) -> Predicate:
             return any(compare(item) for item in actual)
         return compare(actual)
 
-    if path == "timestamp" and _timestamp(wanted) is None:
+    if path == ("timestamp",) and _timestamp(wanted) is None:
         raise GoogleApiError(400, f'Invalid timestamp: "{wanted}"')  # unconfirmed text
     return predicate
 

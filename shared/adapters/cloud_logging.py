@@ -68,8 +68,11 @@ def outcome_filter(since: datetime, *, name: str | None = None, status: str | No
     if status:
         terms.append(f"{OUTCOME_FIELD}.status={_quoted(status)}")
     if name:
-        either = " OR ".join(f"{OUTCOME_FIELD}.subject.{key}={_quoted(name)}" for key in NAME_FIELDS)
-        terms.append(f"({either})")
+        either = [f"{OUTCOME_FIELD}.subject.{key}={_quoted(name)}" for key in NAME_FIELDS]
+        # How Logging compares a repeated field (a push's subject.integrations) is not documented; a push's
+        # details are keyed by integration name, and a field's presence (FIELD:*) is documented.
+        either.append(f'({OUTCOME_FIELD}.kind="reference-test" AND {OUTCOME_FIELD}.details.{_quoted(name)}:*)')
+        terms.append(f"({' OR '.join(either)})")
     return " AND ".join(terms)
 
 
@@ -126,4 +129,7 @@ class OutcomeLog:
             page_size=min(self.page_size, max(limit, 1)),
             max_results=limit,
         )
-        return [past for past in map(_past, entries) if past is not None]
+        found = (past for past in map(_past, entries) if past is not None)
+        # The query may match more than asked (details keyed by a name that is not an integration's); the
+        # subject says for sure.
+        return [past for past in found if not name or name in past.integrations]

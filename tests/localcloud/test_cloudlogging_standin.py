@@ -78,6 +78,17 @@ def test_filters_on_payload_fields_case_insensitively_and_orders_by_timestamp(st
     assert minutes(entries_list(standin, filter="")) == [1, 2, 3, 4]
 
 
+def test_has_presence_and_quoted_field_segments(standin: CloudLoggingStandIn) -> None:
+    write(standin, 1, {"outcome": {"reason": "team-a: Pull refused", "details": {"team-a": {"ok": False}}}})
+    write(standin, 2, {"outcome": {"reason": "team-b passed", "details": {"team-b": {"ok": True}}}})
+
+    assert minutes(entries_list(standin, filter='jsonPayload.outcome.details."team-a":*')) == [1]
+    assert minutes(entries_list(standin, filter='jsonPayload.outcome.details."team-a".ok=false')) == [1]
+    assert minutes(entries_list(standin, filter='jsonPayload.outcome.reason:"pull REFUSED"')) == [1]
+    assert minutes(entries_list(standin, filter="jsonPayload.outcome.details:*")) == [1, 2]
+    assert minutes(entries_list(standin, filter="jsonPayload.outcome.code:*")) == []
+
+
 def test_pages_follow_the_token_and_new_entries_do_not_shift_them(standin: CloudLoggingStandIn) -> None:
     for minute in range(1, 6):
         write(standin, minute, outcome("passed"))
@@ -98,6 +109,8 @@ def test_pages_follow_the_token_and_new_entries_do_not_shift_them(standin: Cloud
         ({"filter": 'jsonPayload.outcome.status="failed" AND ('}, "Invalid filter"),
         ({"filter": 'jsonPayload.outcome.status ~ "fail"'}, "Invalid filter"),
         ({"filter": 'timestamp>="yesterday"'}, "Invalid timestamp"),
+        ({"filter": "timestamp>=2026-01-01T00:00:00Z"}, "Invalid filter"),  # unquoted text with ':'
+        ({"filter": "jsonPayload.outcome.status=*"}, "Invalid filter"),
         ({"orderBy": "severity desc"}, "orderBy"),
         ({"pageSize": 1001}, "pageSize"),
         ({"pageToken": "not-a-token"}, "page token"),

@@ -142,7 +142,8 @@ def test_the_filter_names_the_outcome_fields_the_functions_log() -> None:
         'jsonPayload.outcome.schema="dataloop-gar.result/v1" AND timestamp>="2026-01-02T03:04:05Z"'
         ' AND jsonPayload.outcome.status="failed"'
         ' AND (jsonPayload.outcome.subject.name="team-a" OR jsonPayload.outcome.subject.integration="team-a"'
-        ' OR jsonPayload.outcome.subject.integrations="team-a")'
+        ' OR jsonPayload.outcome.subject.integrations="team-a"'
+        ' OR (jsonPayload.outcome.kind="reference-test" AND jsonPayload.outcome.details."team-a":*))'
     )
 
 

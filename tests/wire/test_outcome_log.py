@@ -21,6 +21,8 @@ from shared.model.results import Outcome, Status
 pytestmark = pytest.mark.wire
 
 PROJECT = "proj-1"
+#: A push's details, keyed by integration as shared.workflows.push writes them.
+PASSED = {"team-a": {"registry": {"passed": True}}}
 
 
 @pytest.fixture
@@ -49,11 +51,11 @@ def test_reads_outcomes_newest_first_narrowed_by_name_status_and_time(
     now = datetime.now(UTC)
     lines = [
         log_line(
-            Outcome("reference-test", Status.PASSED, "old", subject={"integrations": ["team-a"]}),
+            Outcome("reference-test", Status.PASSED, "old", subject={"integrations": ["team-a"]}, details=PASSED),
             now - timedelta(hours=3),
         ),
         log_line(
-            Outcome("reference-test", Status.PASSED, "ok", subject={"integrations": ["team-a"]}),
+            Outcome("reference-test", Status.PASSED, "ok", subject={"integrations": ["team-a"]}, details=PASSED),
             now - timedelta(minutes=9),
         ),
         log_line(
@@ -63,6 +65,7 @@ def test_reads_outcomes_newest_first_narrowed_by_name_status_and_time(
                 "refused",
                 code="credentials-refused",
                 subject={"integrations": ["team-a", "team-b"]},
+                details={**PASSED, "team-b": {"registry": {"passed": False}}},
             ),
             now - timedelta(minutes=8),
             "ERROR",
@@ -99,6 +102,7 @@ def test_reads_outcomes_newest_first_narrowed_by_name_status_and_time(
     assert named["orderBy"] == "timestamp desc" and named["pageSize"] == 2
     assert named["filter"].startswith('jsonPayload.outcome.schema="dataloop-gar.result/v1" AND timestamp>="')
     assert 'jsonPayload.outcome.subject.integrations="team-b"' in named["filter"]
+    assert 'jsonPayload.outcome.details."team-b":*' in named["filter"]
     assert any("pageToken" in body for body in sent)  # four outcomes at two a page
 
 
