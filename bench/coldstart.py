@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import launch
@@ -86,7 +86,10 @@ class PushCalls:
 
     first: CallCount  # the instance's first event: nothing known yet
     new_repository: CallCount  # warm instance, an image it has not tested (new token scope)
-    warm: CallCount  # warm instance, another push of an image it has tested
+    warm: CallCount  # warm instance, another push of an image it has tested (verdict unchanged: passed)
+    changed: CallCount | None = None  # warm instance, a push whose verdict changed (passed -> failed: recorded)
+    still_failing: CallCount | None = None  # warm instance, failing again with the same code (nothing written)
+    recovered: CallCount | None = None  # warm instance, passing again (failed -> passed: recorded)
 
 
 @dataclass
@@ -113,6 +116,11 @@ class PushImages:
     first: PushedImage  # image a, tag v1
     same_scope: PushedImage  # image a, tag v2 (another digest, same repository scope)
     other_scope: PushedImage  # image b
+
+    @property
+    def missing(self) -> PushedImage:
+        """Image a under a digest the registry does not hold: a push that fails ``image-missing``."""
+        return PushedImage(replace(self.same_scope.image, tag="gone", digest="sha256:" + "0" * 64))
 
 
 def first_events(cloud: BenchCloud, images: PushImages) -> dict[str, Delivery]:
@@ -175,7 +183,28 @@ def _warm_pushes(
     with cloud.counting() as warm:
         answer = function.send(push_notification(images.same_scope, project=cloud.project, host=cloud.front_host))
     _expect(found, function, answer, "passed")
-    return PushCalls(first=first, new_repository=other["calls"], warm=warm["calls"])
+    # The verdict is recorded only when it changes: a manifest the registry lacks (same scope, so
+    # the token is cached) fails the push, once to change it and once more to keep it; pushing
+    # the image that passes changes it back, so the bursts after this start from a passing record.
+    missing = push_notification(images.missing, project=cloud.project, host=cloud.front_host)
+    counts = []
+    for delivery_, status in (
+        (missing, "failed"),
+        (missing, "failed"),
+        (push_notification(images.same_scope, project=cloud.project, host=cloud.front_host), "passed"),
+    ):
+        with cloud.counting() as counted:
+            answer = function.send(delivery_)
+        _expect(found, function, answer, status)
+        counts.append(counted["calls"])
+    return PushCalls(
+        first=first,
+        new_repository=other["calls"],
+        warm=warm["calls"],
+        changed=counts[0],
+        still_failing=counts[1],
+        recovered=counts[2],
+    )
 
 
 def _rotate_once(cloud: BenchCloud, function: launch.RunningFunction, found: ColdStarts) -> None:

@@ -3,9 +3,10 @@
 Least privilege, concretely: each function runs as its own service account; Secret
 Manager roles are narrowed by IAM conditions to the managed integrations' secrets
 (``dataloop-gar-*``; conditions name secrets by project *number*), and ``on_push`` may
-read and update the canary services' lock secrets (``dataloop-gar_canary-*``) through a
-custom role with exactly those two permissions (no predefined role grants update short
-of admin); the Dataloop credentials are readable as one secret, not by a project-wide
+read and update the canary services' lock secrets (``dataloop-gar_canary-*``) and the
+managed secrets (to record a changed push verdict) through a custom role with exactly
+those two permissions, bound once under each name condition (no predefined role grants
+update short of admin); the Dataloop credentials are readable as one secret, not by a project-wide
 role; key administration is granted on each existing puller account, and project-wide
 only in the projects where provisioning creates accounts at run time (IAM conditions do
 not apply to service accounts, so nothing narrower exists for an account that does not
@@ -120,12 +121,16 @@ class CustomRole:
 
 
 def canary_lock_role(settings: DeploySettings) -> CustomRole:
-    """Read and update a lock secret: GetSecret needs ``secretmanager.secrets.get``, UpdateSecret
-    ``secretmanager.secrets.update`` (Secret Manager, "Access control with IAM")."""
+    """Read and update a secret's metadata: GetSecret needs ``secretmanager.secrets.get``, UpdateSecret
+    ``secretmanager.secrets.update`` (Secret Manager, "Access control with IAM").
+
+    Named for its first use; ``on_push`` also holds it on the managed secrets, to record a
+    changed push verdict. One role, bound twice under two name conditions, rather than a
+    second role with the same permissions (a custom role's id outlives its deletion)."""
     return CustomRole(
         role_id=f"{settings.prefix.replace('-', '_')}_canary_lock",
         title=f"{settings.prefix} canary lock",
-        description="take and drop the platform tier's lease on a canary service's lock secret",
+        description="on_push's metadata updates: a canary lock's lease, a managed integration's push verdict",
         permissions=("secretmanager.secrets.get", "secretmanager.secrets.update"),
     )
 
@@ -249,6 +254,14 @@ def function_grants(settings: DeploySettings) -> dict[str, list[Grant]]:
             "canary tier only: hold a canary service's lease and record its original image (annotations of "
             "its lock secret), so two pushes never test on one service at once",
             canary_locks(),
+        ),
+        Grant(
+            on_push,
+            canary_lock_role(s).name(p),
+            "project",
+            p,
+            "record an integration's push verdict (annotations of its secret), only when it changes",
+            managed_secrets(),
         ),
         credentials("on_push", "canary tier only: the Dataloop API credentials"),
         results("on_push"),

@@ -16,8 +16,13 @@ whose ``request_id`` matches, and deletes the subscription.
 Pub/Sub is the real service, or the emulator when ``PUBSUB_EMULATOR_HOST`` is set (the
 client library reads it). The Pub/Sub library is imported only when something is sent.
 
+``status --wait`` prints a table, one integration a row (``--json``: the reply document),
+and its exit status says whether anything needs someone, so that cron or CI can run it.
+
 Exit status: 0 ok (or validated), 1 the reply says ``failed``, 2 the request is invalid
-(here, or ``rejected`` by the function), 3 no reply before ``--timeout``, 4 Pub/Sub error.
+(here, or ``rejected`` by the function), 3 no reply before ``--timeout``, 4 Pub/Sub error,
+5 (``status`` only) an integration is failing (its last push or last rotation failed),
+overdue (its rotation is late) or expiring (its key expires within the sweep's margin, or has).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ DEFAULT_REQUESTS_TOPIC = "dataloop-gar-requests"
 DEFAULT_RESULTS_TOPIC = "dataloop-gar-results"
 RPC_TIMEOUT = 30.0
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_REPLY, EXIT_PUBSUB = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_REPLY, EXIT_PUBSUB, EXIT_ATTENTION = 0, 1, 2, 3, 4, 5
 
 
 # -- building requests from arguments -------------------------------------------------------------
@@ -110,8 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--name", help="integration to test (default: every integration covering the image)")
     _common(test)
 
-    status = actions.add_parser("status", help="key age, next rotation, last test")
+    status = actions.add_parser(
+        "status", help="key age and expiry, next rotation, last push verdict, last rotation (a table with --wait)"
+    )
     status.add_argument("--name", help="one integration (default: all)")
+    status.add_argument("--json", action="store_true", help="print the reply document instead of the table")
     _common(status)
 
     send = actions.add_parser("send", help="send a request written as JSON (a file, or - for stdin)")
@@ -334,6 +342,101 @@ def run_history(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> 
     return EXIT_OK
 
 
+# -- status: the table, and what needs someone ----------------------------------------------------
+
+STATUS_COLUMNS = ("name", "state", "key age", "key expiry", "next rotation", "last push", "last rotation")
+
+
+def _moment(text: Any) -> str:
+    """An RFC 3339 moment to the minute: the table is read by people, the JSON keeps the rest."""
+    if not isinstance(text, str) or not text:
+        return "?"
+    return text[:16].replace("T", " ") + "Z" if len(text) >= 16 else text
+
+
+def status_row(item: dict[str, Any]) -> tuple[str, ...]:
+    """One integration's row of the table, from its entry of the reply's ``details.integrations``."""
+    age = item.get("key_age_days")
+    if item.get("key_expired"):
+        expiry = f"EXPIRED {_moment(item.get('key_expires_at'))}"
+    elif item.get("key_expires_at"):
+        expiry = _moment(item["key_expires_at"]) + (" (soon)" if item.get("key_expiring") else "")
+    else:
+        expiry = "never"
+    due = item.get("next_rotation")
+    rotation_due = (_moment(due) if due else "-") + (" OVERDUE" if item.get("rotation_overdue") else "")
+    push = item.get("last_push")
+    if not isinstance(push, dict):
+        pushed = "passed (no failure recorded)"
+    elif push.get("status") == "passed":
+        pushed = f"passed since {_moment(push.get('since'))}"
+    else:
+        code = f" {push['code']}" if push.get("code") else ""
+        pushed = f"FAILED{code} since {_moment(push.get('since'))}"
+    rotated = item.get("last_rotation")
+    if not isinstance(rotated, dict):
+        last_rotation = "-"
+    elif rotated.get("unreadable"):
+        last_rotation = "unreadable"
+    else:
+        word = "FAILED" if rotated.get("status") == "failed" else str(rotated.get("status"))
+        failure = f" {rotated['code']}" if rotated.get("code") else ""
+        last_rotation = f"{word}{failure} {_moment(rotated.get('at'))}"
+    return (
+        str(item.get("name", "?")),
+        str(item.get("state", "?")),
+        f"{age:.1f} d" if isinstance(age, int | float) else "-",
+        expiry,
+        rotation_due,
+        pushed,
+        last_rotation,
+    )
+
+
+def status_table(integrations: Sequence[dict[str, Any]]) -> str:
+    rows = [STATUS_COLUMNS, *(status_row(i) for i in integrations)]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(STATUS_COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def needs_attention(item: dict[str, Any]) -> list[str]:
+    """Why an integration needs someone: failing, overdue or expiring (empty: nothing)."""
+    if item.get("state") != "active":
+        return []
+    found = []
+    push = item.get("last_push")
+    if isinstance(push, dict) and push.get("status") == "failed":
+        found.append(f"last push failed ({push.get('code')}) since {push.get('since')}")
+    rotated = item.get("last_rotation")
+    if isinstance(rotated, dict) and rotated.get("status") == "failed":
+        found.append(f"last rotation failed ({rotated.get('code')}) at {rotated.get('at')}")
+    if item.get("rotation_overdue"):
+        found.append(f"rotation overdue since {item.get('next_rotation')}")
+    if item.get("key_expired"):
+        found.append(f"key expired at {item.get('key_expires_at')}")
+    elif item.get("key_expiring"):
+        found.append(f"key expires at {item.get('key_expires_at')}")
+    return found
+
+
+def _print_status(reply: dict[str, Any], *, as_json: bool, stdout: TextIO, stderr: TextIO) -> int:
+    details = reply.get("details") if isinstance(reply.get("details"), dict) else {}
+    integrations = [i for i in (details or {}).get("integrations", []) if isinstance(i, dict)]
+    if as_json:
+        print(json.dumps(reply, indent=2), file=stdout)
+    elif reply.get("status") != "ok":
+        print(f"status {reply.get('status')}: {reply.get('reason')}", file=stdout)
+    else:
+        print(status_table(integrations) if integrations else "no integrations are provisioned", file=stdout)
+    code = _exit_for(reply)
+    if code != EXIT_OK:
+        return code
+    attention = [(str(i.get("name")), why) for i in integrations for why in needs_attention(i)]
+    for name, why in attention:
+        print(f"{name}: {why}", file=stderr)
+    return EXIT_ATTENTION if attention else EXIT_OK
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -389,6 +492,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout, stde
     if reply is None:
         print(f"no reply to request {request_id} within {args.timeout:g}s", file=stderr)
         return EXIT_NO_REPLY
+    if request.action == "status":
+        return _print_status(reply, as_json=args.json, stdout=stdout, stderr=stderr)
     print(json.dumps(reply, indent=2), file=stdout)
     return _exit_for(reply)
 

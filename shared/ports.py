@@ -9,9 +9,10 @@ Secret Manager has one :class:`SecretStore`, the union of what the workflows cal
 adapter implements it and one fake stands in for it, so two declarations of the same
 service cannot drift apart. It is assembled from the few narrower protocols that some
 code must be held to, so that a promise made in prose is checked by the type: the sweep
-reads nothing but one listing (:class:`SecretLister`), and the canary lock is only read
-and updated by ``on_push`` (:class:`LockSecrets`), whose grant, conditioned on the name
-prefix, cannot allow a create, while provisioning alone creates it (:class:`LockCreator`).
+reads nothing but one listing (:class:`SecretLister`), and ``on_push`` only reads and
+updates annotations (:class:`PushSecrets`: a canary lock's lease, a record's last push
+verdict), under grants conditioned on the name prefixes, which cannot allow a create,
+while provisioning alone creates the lock (:class:`LockCreator`).
 IAM and Dataloop are split the same way: the base is what a rotation calls (keys; an
 integration's credentials), the extension what provisioning adds (accounts; integrations
 made, found and deleted).
@@ -52,7 +53,7 @@ class LockCreator(Protocol):
         """A new secret with no versions; Conflict ``already-exists`` when the id is taken."""
 
 
-class LockSecrets(Protocol):
+class PushSecrets(Protocol):
     def get_secret(self, secret_id: str) -> SecretRecord:
         """Metadata and etag; PermanentError(code ``not-found``) when absent."""
 
@@ -62,7 +63,7 @@ class LockSecrets(Protocol):
         """Replace the annotations under ``etag``; Conflict when it is stale."""
 
 
-class SecretStore(SecretLister, LockCreator, LockSecrets, Protocol):
+class SecretStore(SecretLister, LockCreator, PushSecrets, Protocol):
     def create_secret(
         self,
         secret_id: str,
@@ -112,6 +113,9 @@ class IntegrationDirectory(Protocol):
 
     def refresh(self) -> None:
         """Forget any cached view, so the next lookup reads the source again."""
+
+    def remember(self, record: SecretRecord) -> None:
+        """Take ``record``, just read or written, as the cached view of its integration."""
 
 
 class KeySource(Protocol):

@@ -18,7 +18,7 @@ from shared.core.errors import PermanentError
 from shared.model.images import RegistryImage
 from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
 from shared.model.keys import ServiceAccountKey
-from shared.model.record import CURRENT
+from shared.model.record import CURRENT, SecretRecord
 
 
 class IntegrationCatalog:
@@ -65,6 +65,26 @@ class IntegrationCatalog:
     def refresh(self) -> None:
         with self._lock:
             self._cached = None
+
+    def remember(self, record: SecretRecord) -> None:
+        """Replace one cached integration by ``record`` (the push path's own write), keeping the
+        listing's age: the next push of this instance decides from what it wrote, not from the
+        listing it wrote over, and still costs no call."""
+        with self._lock:
+            cached = self._cached
+            if cached is None:
+                return
+            kept = [i for i in cached[1] if i.secret_id != record.secret_id]
+            if len(kept) == len(cached[1]):
+                return  # not in this listing: the next listing will bring it
+            try:
+                fresh = ManagedIntegration.from_secret(record)
+            except PermanentError as exc:
+                if self._on_invalid:
+                    self._on_invalid(record.secret_id, exc.reason)
+                self._cached = (cached[0], tuple(kept))
+                return
+            self._cached = (cached[0], tuple(fresh if i.secret_id == record.secret_id else i for i in cached[1]))
 
 
 class SecretKeySource:

@@ -141,6 +141,7 @@ def results() -> PubSubResultSink:
 
 @_Once
 def push_tester() -> PushTester:
+    from shared.workflows.last_push import LastPush
     from shared.workflows.push import PushTester
     from shared.workflows.reference_test import ReferenceTest
 
@@ -150,6 +151,7 @@ def push_tester() -> PushTester:
         ReferenceTest(registry()),
         skip_tag_patterns=settings().skip_tag_patterns,
         canary=canary,
+        last_push=LastPush(secret_manager(), catalog()),
     )
 
 

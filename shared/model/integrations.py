@@ -40,6 +40,8 @@ class Annotation:
     LOCATION = "location"  # GAR location, e.g. us-central1
     CREATED_SERVICE_ACCOUNT = "created-service-account"  # "true" if provisioning created the SA
     LAST_TEST = "last-test"  # JSON summary of the last reference test (status reporting)
+    LAST_PUSH = "last-push"  # JSON: the last push verdict and since when (shared.model.push_verdict)
+    LAST_ROTATION = "last-rotation"  # JSON {"status", "code", "at"}: how the last rotation run ended
     REGISTRY_CHALLENGE = "registry-challenge"  # the registry's WWW-Authenticate, saves a cold round trip
     CREATED_KEYS = "created-keys"  # comma-separated ids of keys this system made (shared.model.key_ledger)
 
@@ -60,6 +62,8 @@ class ManagedIntegration:
     registry_challenge: str | None = None
     version_aliases: Mapping[str, int] = field(default_factory=dict)
     etag: str = ""
+    #: The record this was read from: what a write of the push verdict starts from without a read.
+    record: SecretRecord | None = field(default=None, compare=False, repr=False)
 
     def covers(self, image: RegistryImage) -> bool:
         return image.host == self.registry_host and image.repository_scope in self.repositories
@@ -105,4 +109,5 @@ class ManagedIntegration:
             registry_challenge=notes.get(Annotation.REGISTRY_CHALLENGE) or None,
             version_aliases=dict(record.version_aliases),
             etag=record.etag,
+            record=record,
         )

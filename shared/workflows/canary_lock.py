@@ -41,7 +41,7 @@ from shared.core.errors import Conflict, PermanentError, TransientError
 from shared.model.lease import Lease, timestamp
 from shared.model.record import SecretRecord, update_record
 from shared.model.request import SERVICE_ID
-from shared.ports import LockCreator, LockSecrets
+from shared.ports import LockCreator, PushSecrets
 
 logger = logging.getLogger("dataloop_gar")
 
@@ -142,7 +142,7 @@ class CanaryLock:
 
     def __init__(
         self,
-        secrets: LockSecrets,
+        secrets: PushSecrets,
         *,
         lease_seconds: float,
         wait_seconds: float = 30.0,

@@ -16,6 +16,7 @@ from shared.core.config import DEFAULT_SKIP_TAG_PATTERNS, REFERRERS_TAG_PATTERNS
 from shared.model.events import PubSubMessage
 from shared.model.images import GarNotification, RegistryImage
 from shared.model.integrations import ManagedIntegration
+from shared.model.push_verdict import PushVerdict
 from shared.model.record import CURRENT
 from shared.model.results import Outcome, Status
 from shared.ports import IntegrationDirectory, KeySource
@@ -23,6 +24,7 @@ from shared.workflows.reference_test import ReferenceTest, Verdict
 
 if TYPE_CHECKING:  # the platform tier is imported only where a canary is configured
     from shared.workflows.canary import CanaryTest
+    from shared.workflows.last_push import LastPush
 
 KIND = "reference-test"
 
@@ -38,8 +40,11 @@ class PushTester:
         *,
         skip_tag_patterns: Sequence[str] = DEFAULT_SKIP_TAG_PATTERNS,
         canary: Callable[[], CanaryTest] | None = None,
+        last_push: LastPush | None = None,
     ) -> None:
+        """``last_push`` records each integration's verdict when it changes (None: not recorded)."""
         self._directory = directory
+        self._last_push = last_push
         self._keys = keys
         self._test = reference_test
         self._skip = tuple(skip_tag_patterns)
@@ -82,6 +87,13 @@ class PushTester:
 
         tiers = {i.name: self._test_tiers(i, image) for i in integrations}
         verdicts = {name: _overall(found) for name, found in tiers.items()}
+        if self._last_push is not None:
+            tested_at = self._last_push.now()
+            for integration in integrations:
+                verdict = verdicts[integration.name]
+                self._last_push.note(
+                    integration, PushVerdict(verdict.passed, verdict.code, str(image), tested_at, verdict.reason)
+                )
         failed = {name: v for name, v in verdicts.items() if not v.passed}
         subject["integrations"] = sorted(verdicts)
         details = {name: _details(found) for name, found in tiers.items()}

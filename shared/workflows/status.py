@@ -5,17 +5,22 @@ status request costs one or two Secret Manager reads, never reads a key, and nev
 IAM or Dataloop: key age is the time since ``rotated-at``; the key's expiry (under an
 organisation's key-expiry policy, docs/external-apis.md §3.3) is ``key-expires-at``; the next
 rotation is the earlier of ``rotated-at`` plus the rotation period and the expiry less its
-safety margin, exactly as the sweep decides; the last test is the ``last-test`` annotation.
+safety margin, exactly as the sweep decides; the last push verdict, and since when it has
+held, is ``last-push`` (on_push writes it when the verdict changes); the last test is
+``last-test`` (provisioning's, or a ``test`` request's), which says nothing about pushes;
+how the last rotation run ended is ``last-rotation``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from shared.core import json_text
 from shared.model.integrations import SECRET_PREFIX, Annotation
+from shared.model.push_verdict import PushVerdict
 from shared.model.record import CURRENT, PREVIOUS, SecretRecord, parse_timestamp, timestamp
 from shared.model.request import StatusRequest
 from shared.model.results import Outcome, Status
@@ -57,10 +62,13 @@ class IntegrationStatus:
     next_rotation: str | None
     key_expires_at: str | None  # None: the key never expires
     key_expired: bool
+    key_expiring: bool  # expired, or within the margin in which the sweep rotates for expiry
     rotate_notification_at: str | None  # when Secret Manager will next send SECRET_ROTATE
     rotation_overdue: bool
     rotation_in_progress: str | None
     last_test: dict[str, Any] | None
+    last_push: dict[str, Any] | None  # {"status", "code", "image", "since", "reason"}; None: no push has failed
+    last_rotation: dict[str, Any] | None  # {"status", "code", "at"}; None: no rotation run recorded
     provisioned_at: str | None
 
     @classmethod
@@ -99,10 +107,15 @@ class IntegrationStatus:
             next_rotation=timestamp(next_rotation) if next_rotation else None,
             key_expires_at=timestamp(expires) if expires else None,
             key_expired=bool(state == "active" and expires and expires <= now),
+            key_expiring=bool(
+                state == "active" and expires and expires - timedelta(seconds=expiry_margin_seconds) <= now
+            ),
             rotate_notification_at=record.next_rotation_time,
             rotation_overdue=bool(state == "active" and next_rotation and next_rotation < now),
             rotation_in_progress=rotation_holder(record, now),
             last_test=read_last_test(record),
+            last_push=pushed.to_status() if (pushed := PushVerdict.from_annotations(notes)) else None,
+            last_rotation=_last_rotation(notes.get(Annotation.LAST_ROTATION)),
             provisioned_at=notes.get(PROVISIONED_AT),
         )
 
@@ -110,8 +123,16 @@ class IntegrationStatus:
         if self.state != "active":
             return f"{self.name}: {self.state}"
         age = f"key {self.key_age_days:.1f} days old" if self.key_age_days is not None else "key age unknown"
-        test = self.last_test or {}
-        tested = ("last test passed" if test.get("passed") else "last test FAILED") if test else "never tested"
+        push = self.last_push
+        if push is None:  # no push has changed the verdict from passing: what provisioning's test said
+            test = self.last_test or {}
+            tested = ("last test passed" if test.get("passed") else "last test FAILED") if test else "never tested"
+            tested += ", no push failed"
+        elif push.get("status") == "passed":
+            tested = f"last push passed since {push.get('since')}"
+        else:
+            code = f" {push['code']}" if push.get("code") else ""
+            tested = f"last push FAILED{code} since {push.get('since')} ({push.get('image')})"
         due = " (rotation overdue)" if self.rotation_overdue else ""
         if self.key_expired:
             expiry = f", key EXPIRED at {self.key_expires_at} (Dataloop cannot pull)"
@@ -120,6 +141,17 @@ class IntegrationStatus:
         else:
             expiry = ""
         return f"{self.name}: {age}{expiry}, next rotation {self.next_rotation or 'unknown'}{due}, {tested}"
+
+
+def _last_rotation(raw: str | None) -> dict[str, Any] | None:
+    """The ``last-rotation`` annotation; a hand-edited one that does not read is reported as such."""
+    if not raw:
+        return None
+    try:
+        value = json_text.loads(raw)
+    except ValueError:
+        return {"unreadable": True}
+    return value if isinstance(value, dict) else {"unreadable": True}
 
 
 def _period_days(raw: str | None, default: float) -> float:

@@ -119,3 +119,16 @@ def test_memory_was_read_from_the_on_push_instance(report: Report) -> None:
     assert 0 < memory.first_event_worker <= memory.after_events_instance
     assert memory.after_events_instance < 256 * 2**20
     assert memory.events == 1 + SMOKE.warmup + SMOKE.events
+
+
+def test_a_warm_push_writes_the_record_only_when_its_verdict_changes(report: Report) -> None:
+    calls = report.cold.push_calls
+    assert calls is not None and calls.changed and calls.still_failing and calls.recovered
+    for changed in (calls.changed, calls.recovered):
+        assert changed.of("registry") == ("HEAD manifest",)
+        assert changed.of("secretmanager") == ("PATCH secret",)
+        assert changed.total == 2
+    assert calls.still_failing.by_peer["registry"] == ("HEAD manifest",) and calls.still_failing.total == 1
+    assert calls.warm.of("secretmanager") == ()
+    rows = [r for r in report.rows if "verdict" in r.measurement or "failing again" in r.measurement]
+    assert len(rows) == 3 and all(r.verdict is Verdict.MET for r in rows)

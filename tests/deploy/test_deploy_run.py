@@ -122,12 +122,18 @@ def test_each_function_account_gets_only_its_roles(cloud: FakeCloud, tmp_path: P
         ("secret/dataloop-api-credentials", "roles/secretmanager.secretAccessor"),
         ("topic/dataloop-gar-results", "roles/pubsub.publisher"),
     }
-    # the canary lock: exactly read and update, and only on the lock secrets (which provisioning creates)
+    # the canary lock role: exactly read and update, and only on the lock secrets (which provisioning
+    # creates) and on the managed secrets (a changed push verdict), one name condition each
     assert cloud.roles["dataloop_gar_canary_lock"]["permissions"] == (
         "secretmanager.secrets.get,secretmanager.secrets.update"
     )
-    (lock_binding,) = [b for b in cloud.bindings_of("dataloop-gar-on-push@") if b.role == lock_role]
-    assert f'startsWith("projects/{PROJECT_NUMBER}/secrets/dataloop-gar_canary-")' in lock_binding.condition
+    lock_bindings = [b for b in cloud.bindings_of("dataloop-gar-on-push@") if b.role == lock_role]
+    prefixes = sorted(c.split('startsWith("', 1)[1].split('"', 1)[0] for c in (b.condition for b in lock_bindings))
+    assert prefixes == [
+        f"projects/{PROJECT_NUMBER}/secrets/dataloop-gar-",
+        f"projects/{PROJECT_NUMBER}/secrets/dataloop-gar_canary-",
+    ]
+    assert all(c.count("startsWith") == 1 and "resource.type" not in c for c in (b.condition for b in lock_bindings))
     assert not any(b.role == lock_role for b in cloud.bindings if "on-push" not in b.member)
     assert (f"repository/{PROJECT}/{REGION}/images", "roles/artifactregistry.admin") in roles("dataloop-gar-requests")
     assert (project, "roles/iam.serviceAccountCreator") in roles("dataloop-gar-requests")

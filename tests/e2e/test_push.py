@@ -8,7 +8,11 @@ results topic. Nothing calls the function directly.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +26,7 @@ from tests.fixtures.localcloud import Provisioned
 pytestmark = pytest.mark.e2e
 
 VERDICT_TIMEOUT = 30.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def verdict_for(results: Collector, digest: str, *, action: str = "INSERT") -> dict[str, Any]:
@@ -129,3 +134,43 @@ def test_pushes_of_the_same_image_twice_are_each_tested(
         for tag in ("a", "b")
     ]
     assert [v["status"] for v in verdicts] == ["passed", "passed"]
+
+
+def test_status_reports_a_failing_push_until_one_passes_and_exits_by_it(
+    local_cloud: LocalCloud, provisioned: Provisioned, results: Collector
+) -> None:
+    """``python -m shared.cli status --wait``, as cron would run it: the table, and an exit code that says it."""
+    good = local_cloud.push("app", "e2e-status")
+    assert verdict_for(results, good.digest)["status"] == "passed"
+    missing = "sha256:" + "0" * 64
+    name = f"{good.image.host}/{good.image.name}"
+    local_cloud.publish(local_cloud.topics.gcr, {"action": "INSERT", "digest": f"{name}@{missing}"})
+    assert verdict_for(results, missing)["code"] == "image-missing"
+
+    argv = [sys.executable, "-m", "shared.cli", "status", "--wait", "--name", provisioned.name, "--timeout", "30",
+            "--pubsub-project", local_cloud.project, "--topic", local_cloud.topics.requests,
+            "--results-topic", local_cloud.topics.results]  # fmt: skip
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PUBSUB_EMULATOR_HOST": local_cloud.emulator.host_port},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    failing = status()
+    assert failing.returncode == 5, failing.stdout + failing.stderr
+    (row,) = [line for line in failing.stdout.splitlines() if line.startswith(provisioned.name)]
+    assert "FAILED image-missing since" in row
+    assert f"{provisioned.name}: last push failed (image-missing)" in failing.stderr
+
+    again = local_cloud.push("app", "e2e-status-again")
+    assert verdict_for(results, again.digest)["status"] == "passed"
+    passing = status()
+    (row,) = [line for line in passing.stdout.splitlines() if line.startswith(provisioned.name)]
+    assert "passed since" in row, passing.stdout + passing.stderr
+    assert "last push failed" not in passing.stderr

@@ -722,6 +722,7 @@ class FakeDirectory:
     integrations: list[ManagedIntegration] = field(default_factory=list)
     refreshes: int = 0
     after_refresh: list[ManagedIntegration] | None = None
+    remembered: list[SecretRecord] = field(default_factory=list)
 
     def covering(self, image: RegistryImage) -> list[ManagedIntegration]:
         return [i for i in self.integrations if i.covers(image)]
@@ -730,6 +731,12 @@ class FakeDirectory:
         self.refreshes += 1
         if self.after_refresh is not None:
             self.integrations = self.after_refresh
+
+    def remember(self, record: SecretRecord) -> None:
+        self.remembered.append(record)
+        self.integrations = [
+            ManagedIntegration.from_secret(record) if i.secret_id == record.secret_id else i for i in self.integrations
+        ]
 
 
 @dataclass

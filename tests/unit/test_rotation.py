@@ -1121,3 +1121,29 @@ def test_a_record_edited_to_target_what_the_policy_refuses_is_not_rotated(edited
     assert f"annotation {field}" in outcome.reason
     assert world.accounts.live(account) == keys_before, "no key may be made for an account outside the policy"
     assert Annotation.ROTATION_LEASE not in world.annotations()
+
+
+# -- how the last run ended, for ``status`` -------------------------------------------------------------
+
+
+def test_how_a_rotation_ended_is_recorded_in_the_write_that_drops_the_lease(world: World) -> None:
+    world.provision()
+    assert world.rotate().status is Status.OK
+    ok = json.loads(world.annotations()[Annotation.LAST_ROTATION])
+    assert ok == {"status": "ok", "code": None, "at": timestamp(world.clock())}
+    again = make_world()
+    again.provision()
+    again.registry.never = {f"{n:040x}" for n in range(0xA000, 0xA100)}
+    assert again.rotate().status is Status.FAILED
+    failed = json.loads(again.annotations()[Annotation.LAST_ROTATION])
+    assert failed["status"] == "failed" and failed["code"] == "key-never-worked"
+
+
+def test_the_end_is_recorded_by_the_write_that_drops_the_lease_not_by_one_more(world: World) -> None:
+    world.provision()
+    world.rotate()
+    secret_id, fields = world.secrets.writes[-1]
+    assert secret_id == SECRET_ID and Annotation.ROTATION_LEASE not in fields["annotations"]
+    assert Annotation.LAST_ROTATION in fields["annotations"]
+    before = [f["annotations"] for s, f in world.secrets.writes[:-1] if s == SECRET_ID and f.get("annotations")]
+    assert all(Annotation.LAST_ROTATION not in notes for notes in before)

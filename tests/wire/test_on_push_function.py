@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from shared.model.push_verdict import PushVerdict
 from tests.fixtures.secretmanager import managed_secret
 
 pytestmark = pytest.mark.wire
@@ -195,3 +196,45 @@ def test_function_logs_carry_no_key_material(on_push, local_registry, registry_k
     for leaked in (private.splitlines()[1], key.json_text[:60], base64.b64encode(key.json_text.encode()).decode()[:60]):
         assert leaked not in text
     assert "PRIVATE KEY-----" not in text
+
+
+def secret_manager_calls(secretmanager, since: int) -> list[str]:
+    return [f"{c['method']} {c['path'].rsplit('/', 1)[-1]}" for c in secretmanager.wire.call_log()[since:]]
+
+
+def test_the_push_verdict_is_written_only_when_it_changes(on_push, local_registry, secretmanager):
+    """An unchanged verdict costs the manifest HEAD alone; a changed one adds exactly one update."""
+    first = local_registry.push("app", "v1")
+    on_push.post({"action": "INSERT", "digest": str(first.by_digest)})
+    on_push.result(status="passed")  # a new instance: the listing and the key; nothing recorded
+
+    def push(pushed, status: str) -> list[str]:
+        before, tokens = len(secretmanager.wire.call_log()), len(local_registry.token_calls())
+        on_push.post({"action": "INSERT", "digest": str(pushed.by_digest)})
+        reply = on_push.collector.wait_for(
+            lambda m: isinstance(m.json, dict) and m.json.get("subject", {}).get("image") == str(pushed.by_digest),
+            timeout=20,
+        )
+        assert reply.json["status"] == status
+        assert len(local_registry.token_calls()) == tokens  # the token is cached: the HEAD is the one call
+        return secret_manager_calls(secretmanager, before)
+
+    assert push(local_registry.push("app", "v2"), "passed") == []  # still passing: no write
+    gone = local_registry.push("app", "gone")
+    local_registry.delete(gone)
+    assert push(gone, "failed") == ["PATCH dataloop-gar-team-a"]  # passed -> failed: the one write
+    recorded = PushVerdict.from_annotations(
+        secretmanager.client.get_secret(name=secretmanager.secret_path("dataloop-gar-team-a")).annotations
+    )
+    assert recorded is not None and not recorded.passed and recorded.code == "image-missing"
+    assert recorded.image == str(gone.by_digest)
+    since = recorded.since
+
+    again = local_registry.push("app", "gone-too")
+    local_registry.delete(again)
+    assert push(again, "failed") == []  # failing the same way: no write, and "since" stays
+    assert push(local_registry.push("app", "v3"), "passed") == ["PATCH dataloop-gar-team-a"]  # failed -> passed
+    recorded = PushVerdict.from_annotations(
+        secretmanager.client.get_secret(name=secretmanager.secret_path("dataloop-gar-team-a")).annotations
+    )
+    assert recorded is not None and recorded.passed and recorded.since > since

@@ -11,6 +11,7 @@ newer run's work. The lease value is :class:`shared.model.lease.Lease`; the etag
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,7 +30,7 @@ from shared.model.record import (
     timestamp,
     update_record,
 )
-from shared.model.results import Status
+from shared.model.results import Outcome, Status
 from shared.workflows.rotation.report import Refused, logger
 from shared.workflows.rotation.run import Run
 
@@ -70,13 +71,28 @@ def take(run: Run) -> None:
     run.retired = retired_keys(run.record.annotations)
 
 
-def release(run: Run) -> bool:
-    """Drop the lease (and write retired-key changes); never raises: the lease expires anyway."""
+def release(run: Run, result: Outcome | None = None) -> bool:
+    """Drop the lease (and write retired-key changes); never raises: the lease expires anyway.
+
+    With the run's ``result``, how it ended is recorded in the same write
+    (``last-rotation``), so that ``status`` can report it without a write of its own; a run
+    interrupted by a transient error has no result yet: its redelivery will.
+    """
     retired = dict(run.retired)
     changed = run.retired_changed
+    ended = (
+        json.dumps(
+            {"status": str(result.status), "code": result.code, "at": timestamp(run.services.clock())},
+            separators=(",", ":"),
+        )
+        if result is not None
+        else None
+    )
 
     def drop(annotations: dict[str, str], aliases: dict[str, int]) -> None:
         annotations.pop(Annotation.ROTATION_LEASE, None)
+        if ended is not None:
+            annotations[Annotation.LAST_ROTATION] = ended
         if changed:
             fresh = retired_keys(annotations)
             set_retired(annotations, {v: e for v, e in fresh.items() if v in retired})

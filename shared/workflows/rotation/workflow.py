@@ -156,13 +156,15 @@ class KeyRotation:
         except Refused as refused:
             return outcome(refused.status, refused.reason, code=refused.code, subject=subject, rid=request_id)
 
+        result: Outcome | None = None
         try:
             try:
                 result = self._rotate(run)
             except PermanentError as exc:
                 result = report(run, Status.FAILED, exc.reason, code=exc.code)
         finally:
-            released = lease.release(run)
+            released = lease.release(run, result)
+        assert result is not None  # only an exception leaves the block without one, and it propagates
         if not released:
             result.details["lease"] = "not released; it expires by itself"
         return result
