@@ -670,7 +670,7 @@ def test_cli_validates_locally_and_publishes_and_waits_for_the_reply(
     server.start()
     try:
         waited = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "status", "--request-id", "cli-status-1", "--wait", "--timeout", "30", *common],
+            [sys.executable, "-m", "shared.cli", "status", "--request-id", "cli-status-1", "--wait", "--json", "--timeout", "30", *common],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:
