@@ -257,21 +257,20 @@ def build_oci_layout(path: Path, *, tag: str = "latest", content: bytes = b"hell
         "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": layer_size}],
     }
     manifest_digest, manifest_size = _blob(path, json.dumps(manifest, sort_keys=True).encode())
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": manifest_digest,
-                "size": manifest_size,
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }
-        ],
-    }
-    (path / "index.json").write_text(json.dumps(index))
-    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    _tag_layout(path, tag, OCI_MANIFEST, manifest_digest, manifest_size)
     return OciLayout(path, tag, manifest_digest)
+
+
+def _tag_layout(path: Path, tag: str, media_type: str, digest: str, size: int) -> None:
+    """Write the layout's own ``index.json`` naming ``digest`` as ``tag``, and its ``oci-layout`` marker."""
+    entry: dict[str, Any] = {
+        "mediaType": media_type,
+        "digest": digest,
+        "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}))
+    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
 
 
 def _image_manifest(path: Path, content: bytes, architecture: str) -> dict[str, Any]:
@@ -323,20 +322,7 @@ def build_multi_platform_layout(
     children = [_image_manifest(path, content + arch.encode(), arch) for arch in architectures]
     image_index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
     index_digest, index_size = _blob(path, json.dumps(image_index, sort_keys=True).encode())
-    layout_index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": OCI_INDEX,
-                "digest": index_digest,
-                "size": index_size,
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }
-        ],
-    }
-    (path / "index.json").write_text(json.dumps(layout_index))
-    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    _tag_layout(path, tag, OCI_INDEX, index_digest, index_size)
     return OciLayout(path, tag, index_digest), tuple(c["digest"] for c in children)
 
 

@@ -159,3 +159,16 @@ def update_record(
             log(logger, logging.INFO, "secret changed concurrently; deciding again", secret_id=secret_id)
             record = None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def json_annotation(annotations: Mapping[str, str], key: str) -> dict[str, Any] | None:
+    """A JSON-object annotation as a dict, None when absent, ``{"unreadable": True}`` when a
+    hand edit left something that does not read as one (reported rather than trusted)."""
+    raw = annotations.get(key)
+    if not raw:
+        return None
+    try:
+        value = json_text.loads(raw)
+    except ValueError:
+        return {"unreadable": True}
+    return value if isinstance(value, dict) else {"unreadable": True}

@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.core import json_text
 from shared.model.integrations import SECRET_PREFIX, Annotation
 from shared.model.push_verdict import PushVerdict
-from shared.model.record import CURRENT, PREVIOUS, SecretRecord, parse_timestamp, timestamp
+from shared.model.record import CURRENT, PREVIOUS, SecretRecord, json_annotation, parse_timestamp, timestamp
 from shared.model.request import StatusRequest
 from shared.model.results import Outcome, Status
 from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_expires_at
@@ -115,7 +114,7 @@ class IntegrationStatus:
             rotation_in_progress=rotation_holder(record, now),
             last_test=read_last_test(record),
             last_push=pushed.to_status() if (pushed := PushVerdict.from_annotations(notes)) else None,
-            last_rotation=_last_rotation(notes.get(Annotation.LAST_ROTATION)),
+            last_rotation=json_annotation(notes, Annotation.LAST_ROTATION),
             provisioned_at=notes.get(PROVISIONED_AT),
         )
 
@@ -141,17 +140,6 @@ class IntegrationStatus:
         else:
             expiry = ""
         return f"{self.name}: {age}{expiry}, next rotation {self.next_rotation or 'unknown'}{due}, {tested}"
-
-
-def _last_rotation(raw: str | None) -> dict[str, Any] | None:
-    """The ``last-rotation`` annotation; a hand-edited one that does not read is reported as such."""
-    if not raw:
-        return None
-    try:
-        value = json_text.loads(raw)
-    except ValueError:
-        return {"unreadable": True}
-    return value if isinstance(value, dict) else {"unreadable": True}
 
 
 def _period_days(raw: str | None, default: float) -> float:

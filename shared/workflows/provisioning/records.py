@@ -13,12 +13,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.core import json_text
 from shared.core.errors import PermanentError, TransientError
 from shared.model.images import location_of, repository_path
 from shared.model.integrations import MANAGED_FILTER, MANAGED_LABEL, Annotation
 from shared.model.lease import Lease
-from shared.model.record import SecretRecord, retired_keys, update_record
+from shared.model.record import SecretRecord, json_annotation, retired_keys, update_record
 from shared.ports import SecretStore
 
 logger = logging.getLogger(__name__)
@@ -188,11 +187,4 @@ def last_test_annotation(summary: dict[str, Any]) -> str:
 
 
 def read_last_test(record: SecretRecord) -> dict[str, Any] | None:
-    raw = record.annotations.get(Annotation.LAST_TEST)
-    if not raw:
-        return None
-    try:
-        value = json_text.loads(raw)
-    except ValueError:
-        return {"unreadable": True}
-    return value if isinstance(value, dict) else {"unreadable": True}
+    return json_annotation(record.annotations, Annotation.LAST_TEST)
