@@ -16,13 +16,16 @@ whose ``request_id`` matches, and deletes the subscription.
 Pub/Sub is the real service, or the emulator when ``PUBSUB_EMULATOR_HOST`` is set (the
 client library reads it). The Pub/Sub library is imported only when something is sent.
 
-``status --wait`` prints a table, one integration a row (``--json``: the reply document),
-and its exit status says whether anything needs someone, so that cron or CI can run it.
+``status --wait`` prints a table, one integration a row (``--json``: the reply document), then
+the compliance line of the managed accounts' keys (``--no-compliance`` leaves it out, and its
+IAM calls), and its exit status says whether anything needs someone, so that cron or CI can run it.
 
 Exit status: 0 ok (or validated), 1 the reply says ``failed``, 2 the request is invalid
 (here, or ``rejected`` by the function), 3 no reply before ``--timeout``, 4 Pub/Sub error,
 5 (``status`` only) an integration is failing (its last push or last rotation failed),
-overdue (its rotation is late) or expiring (its key expires within the sweep's margin, or has).
+overdue (its rotation is late) or expiring (its key expires within the sweep's margin, or has),
+or a managed account's keys break the compliance line (a key older than 90 days, a key this
+system did not make on an account it made, an account whose keys could not be checked).
 """
 
 from __future__ import annotations
@@ -120,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--name", help="one integration (default: all)")
     status.add_argument("--json", action="store_true", help="print the reply document instead of the table")
+    status.add_argument(
+        "--no-compliance",
+        dest="compliance",
+        action="store_false",
+        help="leave out the keys' compliance line (it costs one IAM call per managed account)",
+    )
     _common(status)
 
     send = actions.add_parser("send", help="send a request written as JSON (a file, or - for stdin)")
@@ -173,8 +182,11 @@ def request_from_args(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> An
         body["image"] = args.image
         if args.name:
             body["name"] = args.name
-    elif args.action == "status" and args.name:
-        body["name"] = args.name
+    elif args.action == "status":
+        if args.name:
+            body["name"] = args.name
+        if args.compliance:
+            body["compliance"] = True
     return body
 
 
@@ -399,6 +411,69 @@ def status_table(integrations: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
+def compliance_lines(compliance: Any) -> list[str]:
+    """The compliance line, then one line per finding (over-age key, key no record claims, unchecked account)."""
+    if not isinstance(compliance, dict):
+        return []
+    accounts = [a for a in compliance.get("accounts", []) if isinstance(a, dict)]
+    checked, unchecked = compliance.get("accounts_checked", 0), compliance.get("accounts_unchecked", 0)
+    verdict = "compliant" if compliance.get("compliant") else "NOT COMPLIANT"
+    head = (
+        f"{compliance.get('benchmark')} (user-managed keys rotated every {compliance.get('max_key_age_days')} days "
+        f"or less): {verdict}; {checked} account(s) checked"
+        + (f", {unchecked} NOT checked" if unchecked else "")
+        + f", {compliance.get('keys', 0)} key(s), {compliance.get('keys_over_age', 0)} over age, "
+        f"{compliance.get('keys_not_created_by_system', 0)} not created by this system"
+    )
+    lines = [head]
+    for account in accounts:
+        email = account.get("account")
+        if account.get("unchecked"):
+            lines.append(f"  {email}: not checked: {account['unchecked']}")
+            continue
+        for key in account.get("keys", []):
+            if not isinstance(key, dict):
+                continue
+            found = []
+            if key.get("over_age"):
+                found.append(f"older than {compliance.get('max_key_age_days')} days")
+            if not key.get("created_by_system"):
+                found.append("not created by this system")
+            if found:
+                age = key.get("age_days")
+                made = f"created {_moment(key.get('created_at'))}" + (
+                    f", {age:.0f} d" if isinstance(age, int | float) else ""
+                )
+                disabled = ", disabled" if key.get("disabled") else ""
+                lines.append(f"  {email}: key {key.get('key_id')} ({made}{disabled}): {' and '.join(found)}")
+    return lines
+
+
+def compliance_attention(compliance: Any) -> list[tuple[str, str]]:
+    """(account, why) for what needs a person: an over-age key, an unchecked account, a key nobody
+    recorded on an account this system made (on an adopted account it may be another tool's)."""
+    if not isinstance(compliance, dict):
+        return []
+    found = []
+    for account in compliance.get("accounts", []):
+        if not isinstance(account, dict):
+            continue
+        email = str(account.get("account"))
+        if account.get("unchecked"):
+            found.append((email, f"keys not checked: {account['unchecked']}"))
+        if account.get("over_age"):
+            found.append(
+                (
+                    email,
+                    f"key(s) older than {compliance.get('max_key_age_days')} days: {', '.join(account['over_age'])}",
+                )
+            )
+        if account.get("created_by_system") and account.get("not_created_by_system"):
+            keys = ", ".join(account["not_created_by_system"])
+            found.append((email, f"key(s) this system did not create: {keys}"))
+    return found
+
+
 def needs_attention(item: dict[str, Any]) -> list[str]:
     """Why an integration needs someone: failing, overdue or expiring (empty: nothing)."""
     if item.get("state") != "active":
@@ -420,18 +495,22 @@ def needs_attention(item: dict[str, Any]) -> list[str]:
 
 
 def _print_status(reply: dict[str, Any], *, as_json: bool, stdout: TextIO, stderr: TextIO) -> int:
-    details = reply.get("details") if isinstance(reply.get("details"), dict) else {}
-    integrations = [i for i in (details or {}).get("integrations", []) if isinstance(i, dict)]
+    sent = reply.get("details")
+    details: dict[str, Any] = sent if isinstance(sent, dict) else {}
+    integrations = [i for i in details.get("integrations", []) if isinstance(i, dict)]
     if as_json:
         print(json.dumps(reply, indent=2), file=stdout)
     elif reply.get("status") != "ok":
         print(f"status {reply.get('status')}: {reply.get('reason')}", file=stdout)
     else:
         print(status_table(integrations) if integrations else "no integrations are provisioned", file=stdout)
+        for line in compliance_lines(details.get("compliance")):
+            print(line, file=stdout)
     code = _exit_for(reply)
     if code != EXIT_OK:
         return code
     attention = [(str(i.get("name")), why) for i in integrations for why in needs_attention(i)]
+    attention += compliance_attention(details.get("compliance"))
     for name, why in attention:
         print(f"{name}: {why}", file=stderr)
     return EXIT_ATTENTION if attention else EXIT_OK

@@ -126,12 +126,14 @@ class KeySource(Protocol):
 # -- IAM: the integration's service account and its user-managed keys -----------------------------
 
 
-class KeyAccounts(Protocol):
-    def create_key(self, email: str) -> ServiceAccountKey:
-        """A new user-managed key (PermanentError ``key-limit``/``key-creation-disabled``)."""
-
+class KeyLister(Protocol):
     def list_keys(self, email: str) -> Sequence[KeyInfo]:
         """User-managed keys only."""
+
+
+class KeyAccounts(KeyLister, Protocol):
+    def create_key(self, email: str) -> ServiceAccountKey:
+        """A new user-managed key (PermanentError ``key-limit``/``key-creation-disabled``)."""
 
     def delete_key(self, email: str, key_id: str) -> bool:
         """False when already gone."""

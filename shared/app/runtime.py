@@ -339,6 +339,8 @@ def status_report() -> StatusReport:
         secret_manager(),
         default_rotation_period_days=config.rotation_period_days,
         expiry_margin_seconds=config.key_expiry_margin_seconds,
+        keys=service_accounts,
+        policy=access_policy(),
     )
 
 

@@ -146,10 +146,13 @@ class ImageTestRequest:
 
 @dataclass(frozen=True)
 class StatusRequest:
+    """``status``; ``compliance`` adds every managed account's keys from IAM (one list call per account)."""
+
     action: ClassVar[str] = "status"
 
     name: str | None = None
     request_id: str | None = None
+    compliance: bool = False
 
 
 Request = ProvisionRequest | DeprovisionRequest | RotateRequest | ImageTestRequest | StatusRequest
@@ -388,7 +391,7 @@ ACTIONS: dict[str, tuple[Field, ...]] = {
     "deprovision": (_name, Field("keep_secret", boolean)),
     "rotate": (_name, Field("force", boolean), Field("dry_run", boolean)),
     "test": (_optional_name, Field("image", image_reference, required=True)),
-    "status": (_optional_name,),
+    "status": (_optional_name, Field("compliance", boolean)),
 }
 _COMMON = ("version", "action", "request_id")
 _request_id = text(_REQUEST_ID, "1-128 characters of letters, digits and . _ : -, starting with a letter or digit")
@@ -511,4 +514,4 @@ def _build(action: str, values: dict[str, Any], request_id: str | None) -> Reque
         )
     if action == "test":
         return ImageTestRequest(values["image"], values.get("name"), request_id)
-    return StatusRequest(values.get("name"), request_id)
+    return StatusRequest(values.get("name"), request_id, bool(values.get("compliance", False)))

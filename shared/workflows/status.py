@@ -9,22 +9,35 @@ safety margin, exactly as the sweep decides; the last push verdict, and since wh
 held, is ``last-push`` (on_push writes it when the verdict changes); the last test is
 ``last-test`` (provisioning's, or a ``test`` request's), which says nothing about pushes;
 how the last rotation run ended is ``last-rotation``.
+
+A request with ``compliance`` also lists, once per managed account, its user-managed keys in
+IAM (shared.model.compliance: age against CIS 1.7, and keys no record's ledger claims). That
+is one IAM call per account, so it is asked for by the operator's command, not by default,
+and the IAM client is only built when there is an account to check. The account named by a
+record is read back from an editable annotation, so it is checked against the access policy
+first: an account outside it is reported as unchecked, never listed.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.core.errors import GarDataloopError
+from shared.model.compliance import AccountKeys, account_keys, compliance_summary
 from shared.model.integrations import SECRET_PREFIX, Annotation
+from shared.model.key_ledger import created_keys
+from shared.model.policy import AccessPolicy
 from shared.model.push_verdict import PushVerdict
 from shared.model.record import CURRENT, PREVIOUS, SecretRecord, json_annotation, parse_timestamp, timestamp
 from shared.model.request import StatusRequest
 from shared.model.results import Outcome, Status
 from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_expires_at
-from shared.ports import SecretStore
+from shared.ports import KeyLister, SecretStore
 from shared.workflows.provisioning.records import (
     DEPROVISIONED_AT,
     PROVISIONED_AT,
@@ -39,6 +52,8 @@ from shared.workflows.provisioning.steps import Steps
 
 #: Every secret provisioning wrote, complete or not (``name:`` matches a substring of the id).
 RECORD_FILTER = f"name:{SECRET_PREFIX}"
+#: Accounts whose keys are listed at once: IAM's read quota is generous, one status is not a burst.
+KEY_LISTING_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -160,10 +175,18 @@ class StatusReport:
         *,
         default_rotation_period_days: float,
         expiry_margin_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS,
+        keys: Callable[[], KeyLister] | None = None,
+        policy: AccessPolicy | None = None,
         clock: Callable[[], datetime] = now_utc,
     ) -> None:
-        """``expiry_margin_seconds`` as the sweep's, so that "next rotation" is when the sweep will rotate."""
+        """``expiry_margin_seconds`` as the sweep's, so that "next rotation" is when the sweep will rotate.
+
+        ``keys`` builds the IAM client on first use; without it (or without ``policy``, which
+        says which accounts may be read) a compliance request is answered as not checked.
+        """
         self._secrets = secrets
+        self._keys = keys
+        self._policy = policy
         self._default_period = default_rotation_period_days
         self._expiry_margin = expiry_margin_seconds
         self._clock = clock
@@ -192,4 +215,42 @@ class StatusReport:
         reason = "; ".join(s.summary() for s in found) if found else "no integrations are provisioned"
         if not request.name:
             reason = f"{len(found)} integration(s)" + (f": {reason}" if found else "")
-        return steps.outcome(Status.OK, reason, details={"integrations": [asdict(s) for s in found]})
+        details: dict[str, Any] = {"integrations": [asdict(s) for s in found]}
+        if request.compliance:
+            with steps.step("keys"):
+                details["compliance"] = compliance_summary(self._account_keys(records, now))
+        return steps.outcome(Status.OK, reason, details=details)
+
+    def _account_keys(self, records: list[SecretRecord], now: datetime) -> list[AccountKeys]:
+        """Each active integration's account, listed once however many integrations share it."""
+        sharing: dict[str, list[str]] = defaultdict(list)
+        ledgers: dict[str, set[str]] = defaultdict(set)
+        for record in records:
+            email = record.annotations.get(Annotation.SERVICE_ACCOUNT)
+            if not is_active(record) or not email:
+                continue
+            sharing[email].append(record.annotations.get(Annotation.INTEGRATION_NAME) or record.secret_id)
+            ledgers[email] |= created_keys(record.annotations)
+        if not sharing:
+            return []
+        policy = self._policy
+        keys = self._keys() if self._keys is not None and policy is not None else None
+
+        def check(email: str) -> AccountKeys:
+            ours = bool(policy and policy.is_created_account_id(email.split("@", 1)[0]))
+            refusal = policy.refusal_of_account(email, create=False) if policy else "no access policy is configured"
+            if refusal or keys is None:
+                return AccountKeys(
+                    email, tuple(sorted(sharing[email])), ours, unchecked=refusal or "IAM not configured"
+                )
+            try:
+                listed = keys.list_keys(email)
+            except GarDataloopError as exc:
+                return AccountKeys(email, tuple(sorted(sharing[email])), ours, unchecked=exc.reason)
+            return account_keys(email, sharing[email], listed, ledgers[email], now, created_by_system=ours)
+
+        accounts = sorted(sharing)
+        if len(accounts) == 1:
+            return [check(accounts[0])]
+        with ThreadPoolExecutor(max_workers=min(KEY_LISTING_CONCURRENCY, len(accounts))) as pool:
+            return list(pool.map(check, accounts))

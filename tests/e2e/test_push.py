@@ -174,3 +174,6 @@ def test_status_reports_a_failing_push_until_one_passes_and_exits_by_it(
     (row,) = [line for line in passing.stdout.splitlines() if line.startswith(provisioned.name)]
     assert "passed since" in row, passing.stdout + passing.stderr
     assert "last push failed" not in passing.stderr
+    (compliance,) = [line for line in passing.stdout.splitlines() if line.startswith("CIS GCP Foundations")]
+    assert ": compliant; 1 account(s) checked" in compliance and "0 not created by this system" in compliance
+    assert passing.returncode == 0, passing.stdout + passing.stderr

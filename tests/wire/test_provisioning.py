@@ -542,6 +542,24 @@ def test_test_and_status_report_on_the_integration(cloud: Cloud) -> None:
     assert missing.status is Status.FAILED and missing.code == "integration-not-found"
 
 
+def test_status_with_compliance_lists_the_accounts_keys_from_iam_and_names_one_made_by_hand(cloud: Cloud) -> None:
+    assert cloud.send(cloud.provision_request(test_image=None)).status is Status.OK
+    email = cloud.secrets.get_secret(SECRET_ID).annotations["service-account"]
+    by_hand = cloud.accounts.create_key(email)  # as `gcloud iam service-accounts keys create` would
+
+    outcome = cloud.send({"version": 1, "action": "status", "compliance": True})
+
+    assert outcome.status is Status.OK, outcome.reason
+    found = outcome.details["compliance"]
+    (account,) = found["accounts"]
+    assert account["account"] == email and account["unchecked"] is None and account["integrations"] == [NAME]
+    ours = [k["key_id"] for k in account["keys"] if k["created_by_system"]]
+    assert len(ours) == 1 and account["not_created_by_system"] == [by_hand.key_id]  # IAM's own keys are not listed
+    assert all(0 <= k["age_days"] < 0.01 and k["created_at"] for k in account["keys"])
+    assert found["compliant"] is True and found["keys_not_created_by_system"] == 1
+    assert json.loads(by_hand.json_text)["private_key"] not in json.dumps(outcome.to_message())
+
+
 def test_an_invalid_request_is_rejected_with_every_reason_and_its_request_id(cloud: Cloud) -> None:
     outcome = cloud.send({"version": 1, "action": "provision", "request_id": "bad-1", "name": "x", "colour": "red"})
 
