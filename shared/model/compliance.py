@@ -118,3 +118,22 @@ def compliance_summary(accounts: Sequence[AccountKeys]) -> dict[str, object]:
         "keys_not_created_by_system": foreign,
         "accounts": [a.to_json() for a in accounts],
     }
+
+
+def compliance_reason(summary: dict[str, object]) -> str:
+    """The clause a status reply's reason gets: the verdict and what breaks it, in counts."""
+    verdict = "keys compliant with CIS 1.7" if summary["compliant"] else "keys NOT compliant with CIS 1.7"
+    found = [
+        f"{summary[field]} {what}"
+        for field, what in (
+            ("keys_over_age", "over 90 days"),
+            ("keys_not_created_by_system", "not created by this system"),
+            ("accounts_unchecked", "account(s) not checked"),
+        )
+        if summary[field]
+    ]
+    return (
+        f"{verdict} ({summary['keys']} key(s) on {summary['accounts_checked']} account(s)"
+        + "".join(f", {f}" for f in found)
+        + ")"
+    )

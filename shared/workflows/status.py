@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.core.errors import GarDataloopError
-from shared.model.compliance import AccountKeys, account_keys, compliance_summary
+from shared.model.compliance import AccountKeys, account_keys, compliance_reason, compliance_summary
 from shared.model.integrations import SECRET_PREFIX, Annotation
 from shared.model.key_ledger import created_keys
 from shared.model.policy import AccessPolicy
@@ -218,7 +218,8 @@ class StatusReport:
         details: dict[str, Any] = {"integrations": [asdict(s) for s in found]}
         if request.compliance:
             with steps.step("keys"):
-                details["compliance"] = compliance_summary(self._account_keys(records, now))
+                details["compliance"] = compliance = compliance_summary(self._account_keys(records, now))
+            reason += "; " + compliance_reason(compliance)
         return steps.outcome(Status.OK, reason, details=details)
 
     def _account_keys(self, records: list[SecretRecord], now: datetime) -> list[AccountKeys]:

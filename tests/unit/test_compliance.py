@@ -90,9 +90,15 @@ def test_a_key_older_than_90_days_breaks_compliance_and_one_made_by_hand_is_name
     old, by_hand, ours = world.key(MADE, age_days=91), world.key(MADE, age_days=5), world.key(MADE, age_days=1)
     world.integration("team-a", MADE, keys_made=[old, ours])
 
-    found = world.status()["compliance"]
+    report = StatusReport(
+        world.secrets, default_rotation_period_days=30, keys=world.keys, policy=POLICY, clock=lambda: NOW
+    ).status(StatusRequest(compliance=True))
+    found = report.details["compliance"]
 
     assert found["compliant"] is False and found["keys_over_age"] == 1 and found["keys_not_created_by_system"] == 1
+    assert report.reason.endswith(
+        "; keys NOT compliant with CIS 1.7 (3 key(s) on 1 account(s), 1 over 90 days, 1 not created by this system)"
+    )
     (account,) = found["accounts"]
     assert account["over_age"] == [old] and account["not_created_by_system"] == [by_hand]
 
