@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -133,11 +134,21 @@ def test_cloudbuild_parses_and_its_steps_test_then_deploy(build: dict[str, Any])
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
 
 
+def test_every_step_installs_gcloud_alpha_before_anything_uses_it(build: dict[str, Any]) -> None:
+    """The image has `beta` but not `alpha`, and the policies' commands and their parse tests need it."""
+    for step in build["steps"]:
+        lines = [line.strip() for line in step["args"][1].splitlines()]
+        assert step["entrypoint"] == "bash" and lines[0] == "set -euo pipefail", step["id"]
+        assert lines[1] == "gcloud components install alpha --quiet", step["id"]
+
+
 def test_the_deploy_step_runs_the_deploy_entry_with_files_that_exist(build: dict[str, Any]) -> None:
     step = build["steps"][1]
     values = {**BUILT_INS, **build["substitutions"]}
-    args = [substitute(str(a), values) for a in step["args"]]
-    assert step["entrypoint"] == "python3"
+    (command,) = [line for line in step["args"][1].splitlines() if "deploy/deploy.py" in line]
+    words = shlex.split(substitute(command, values))
+    assert words[:2] == ["exec", "python3"]
+    args = words[2:]
     assert (REPO_ROOT / args[0]).is_file() and args[0] == "deploy/deploy.py"
     config = REPO_ROOT / args[args.index("--config") + 1]
     assert config.is_file()
