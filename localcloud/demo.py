@@ -300,18 +300,23 @@ class Demo:
     def _push_and_check(self, tag: str, expected_key_id: str) -> tuple[str, float]:
         """Push, wait for on_push's verdict, show each tier; the key id the test used, and seconds taken."""
         verdict, seconds = self._push_and_wait_verdict(tag)
-        self.say(f"on_push verdict after {seconds:.1f} s: {verdict.get('status')}")
-        detail = (verdict.get("details") or {}).get(INTEGRATION) or {}
-        self.say(f"  registry tier: {detail.get('reason', verdict.get('reason'))}", 8)
-        platform = detail.get("platform")
-        if isinstance(platform, dict):
-            self.say(f"  platform tier: {platform.get('reason')}", 8)
+        detail = self._show_verdict(verdict, seconds)
         if verdict.get("status") != "passed":
             raise StepFailed(f"expected passed, got {verdict.get('status')}: {verdict.get('reason')}")
         key_id = str(detail.get("key_id") or "")
         if key_id != expected_key_id:
             raise StepFailed(f"the test used key {key_id}, not the current key {expected_key_id}")
         return key_id, seconds
+
+    def _show_verdict(self, verdict: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Every tier is shown before a step judges the verdict, so a surprise is visible where it happened."""
+        self.say(f"on_push verdict after {seconds:.1f} s: {verdict.get('status')}")
+        detail: dict[str, Any] = (verdict.get("details") or {}).get(INTEGRATION) or {}
+        self.say(f"  registry tier: {detail.get('reason', verdict.get('reason'))}", 8)
+        platform = detail.get("platform")
+        if isinstance(platform, dict):
+            self.say(f"  platform tier: {platform.get('reason')}", 8)
+        return detail
 
     def rotate(self) -> str:
         old = self.state.first_key_id
