@@ -1,10 +1,15 @@
 """The demo a newcomer runs (``make demo``): the whole system, end to end, on a local cloud.
 
-Six numbered steps, each showing what it sends, what comes back and how long it took,
+Nine numbered steps, each showing what it sends, what comes back and how long it took,
 then a summary table; the local cloud is stopped however the run ends (success, failure,
 Ctrl-C), and the last line says whether anything was left running. The exit status is 0
-only if every step passed, so the README's demo command is also a test
-(``tests/e2e/test_demo.py``).
+only if every step reached its expected outcome, so the README's demo command is also a
+test (``tests/e2e/test_demo.py``).
+
+The first six show the system working; the last three show what on-call sees when it
+breaks: the current key is deleted by hand, the next push is refused, and the operator's
+own commands (``shared.cli status`` and ``history``, run in this process so that whatever
+they print is what the demo prints) report it. There the refusal *is* the expected outcome.
 
 Everything goes through the same paths as in production: requests and rotations are
 Pub/Sub messages to the functions, pushes are ``skopeo copy`` to a real registry whose
@@ -15,12 +20,17 @@ never are.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import re
+import shlex
 import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -29,9 +39,12 @@ import requests
 
 from localcloud.pubsub import CollectedMessage, Collector
 from localcloud.stack import LOCATION, REPOSITORY, LocalCloud, PushedImage, all_stopped
+from shared import cli
+from shared.adapters.iam import ServiceAccounts, account_name
 from shared.adapters.secrets import SecretManager
-from shared.model.integrations import SECRET_PREFIX
+from shared.model.integrations import SECRET_PREFIX, Annotation
 from shared.model.keys import ServiceAccountKey
+from shared.model.push_verdict import PushVerdict
 
 INTEGRATION = "team-a"
 SECRET_ID = SECRET_PREFIX + INTEGRATION
@@ -40,6 +53,9 @@ SERVICE_ACCOUNT_ID = "dlgar-puller"
 REPLY_TIMEOUT = 60.0
 VERDICT_TIMEOUT = 30.0
 RESTART_TIMEOUT = 20.0
+#: The Logging stand-in reads the functions' log files when asked; a line may land a moment late.
+HISTORY_TIMEOUT = 15.0
+REFUSED = "credentials-refused"
 
 
 class StepFailed(Exception):
@@ -83,6 +99,9 @@ class Demo:
             ("Rotate the key with zero downtime", self.rotate),
             ("Push again: the reference test passes with the new key", self.second_push),
             ("Rotate again: the first key is deleted and refused, Dataloop still pulls", self.retire_old_key),
+            ("Delete the current key by hand in IAM: the next push is refused", self.delete_current_key),
+            ("On call: the status table shows the refused push and exits 5 (attention)", self.on_call_status),
+            ("On call: the history reads the refusal back from Cloud Logging", self.on_call_history),
         ]
         self.records = [StepRecord(n, title) for n, (title, _) in enumerate(self.steps, start=1)]
 
@@ -300,18 +319,23 @@ class Demo:
     def _push_and_check(self, tag: str, expected_key_id: str) -> tuple[str, float]:
         """Push, wait for on_push's verdict, show each tier; the key id the test used, and seconds taken."""
         verdict, seconds = self._push_and_wait_verdict(tag)
-        self.say(f"on_push verdict after {seconds:.1f} s: {verdict.get('status')}")
-        detail = (verdict.get("details") or {}).get(INTEGRATION) or {}
-        self.say(f"  registry tier: {detail.get('reason', verdict.get('reason'))}", 8)
-        platform = detail.get("platform")
-        if isinstance(platform, dict):
-            self.say(f"  platform tier: {platform.get('reason')}", 8)
+        detail = self._show_verdict(verdict, seconds)
         if verdict.get("status") != "passed":
             raise StepFailed(f"expected passed, got {verdict.get('status')}: {verdict.get('reason')}")
         key_id = str(detail.get("key_id") or "")
         if key_id != expected_key_id:
             raise StepFailed(f"the test used key {key_id}, not the current key {expected_key_id}")
         return key_id, seconds
+
+    def _show_verdict(self, verdict: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Every tier is shown before a step judges the verdict, so a surprise is visible where it happened."""
+        self.say(f"on_push verdict after {seconds:.1f} s: {verdict.get('status')}")
+        detail: dict[str, Any] = (verdict.get("details") or {}).get(INTEGRATION) or {}
+        self.say(f"  registry tier: {detail.get('reason', verdict.get('reason'))}", 8)
+        platform = detail.get("platform")
+        if isinstance(platform, dict):
+            self.say(f"  platform tier: {platform.get('reason')}", 8)
+        return detail
 
     def rotate(self) -> str:
         old = self.state.first_key_id
@@ -351,6 +375,98 @@ class Demo:
             raise StepFailed(f"the canary's pull did not succeed with integration {self.state.integration_id}")
         self.say(f"   pulled with integration {pull.integration_id}, which holds key {newest[:12]}...")
         return "first key deleted and refused (401); Dataloop's restart pulled with the newest key"
+
+    def delete_current_key(self) -> str:
+        cloud = self._cloud
+        email = self.state.service_account
+        current = self._current_key().key_id
+        self.say(f"gcloud iam service-accounts keys delete {current} --iam-account={email}")
+        self.say(f"= IAM DeleteServiceAccountKey {account_name(email)}/keys/{current}", 8)
+        begun = time.monotonic()
+        with ServiceAccounts(endpoint=cloud.iam.target, timeout=5.0) as accounts:
+            deleted = accounts.delete_key(email, current)
+            remaining = [k.key_id for k in accounts.list_keys(email)]
+        self.say(f"-> {'deleted' if deleted else 'already gone'} in {time.monotonic() - begun:.1f} s")
+        self.say(f"keys on the service account now: {', '.join(k[:12] + '...' for k in remaining) or 'none'}")
+        if not deleted or current in remaining:
+            raise StepFailed(f"IAM still lists the key {current} after deleting it")
+        self.say(f"Secret Manager's 'current' and Dataloop's integration still hold {current[:12]}...")
+
+        verdict, seconds = self._push_and_wait_verdict("v3")
+        detail = self._show_verdict(verdict, seconds)
+        status, code = verdict.get("status"), verdict.get("code")
+        if status != "failed" or code != REFUSED:
+            raise StepFailed(f"expected failed {REFUSED}, got {status} {code}: {verdict.get('reason')}")
+        if detail.get("key_id") != current:
+            raise StepFailed(f"the test used key {detail.get('key_id')}, not the deleted current key {current}")
+        recorded = PushVerdict.from_annotations(self._secrets().get_secret(SECRET_ID).annotations)
+        if recorded is None:
+            raise StepFailed(f"on_push recorded no verdict in {SECRET_ID}'s {Annotation.LAST_PUSH} annotation")
+        word = "passed" if recorded.passed else f"failed {recorded.code}"
+        self.say(
+            f"Secret Manager: {SECRET_ID} annotation {Annotation.LAST_PUSH}: {word} since {recorded.since:%H:%M:%S}"
+        )
+        if recorded.passed or recorded.code != REFUSED:
+            raise StepFailed(f"the {Annotation.LAST_PUSH} annotation says {word}, not failed {REFUSED}")
+        return f"key {current[:12]}... deleted; the push failed {REFUSED}, recorded in {Annotation.LAST_PUSH}"
+
+    def on_call_status(self) -> str:
+        cloud = self._cloud
+        argv = ["status", "--wait", "--timeout", "30", "--pubsub-project", cloud.project,
+                "--topic", cloud.topics.requests, "--results-topic", cloud.topics.results]  # fmt: skip
+        env = {"PUBSUB_EMULATOR_HOST": cloud.emulator.host_port}
+        code, table, _ = self._run_cli(argv, env)
+        if code != cli.EXIT_ATTENTION:
+            raise StepFailed(f"status exited {code}, not {cli.EXIT_ATTENTION} (an integration needs someone)")
+        row = next((line for line in table.splitlines() if line.split()[:1] == [INTEGRATION]), None)
+        if row is None or f"FAILED {REFUSED}" not in row:
+            raise StepFailed(f"the table has no row saying {INTEGRATION}'s last push FAILED {REFUSED}: {row!r}")
+        return f"exit {code} (attention): {INTEGRATION}'s last push FAILED {REFUSED}"
+
+    def on_call_history(self) -> str:
+        cloud = self._cloud
+        argv = ["history", "--name", INTEGRATION, "--since", "1h",
+                "--project", cloud.project, "--logging-endpoint", cloud.cloud_logging.url]  # fmt: skip
+        refused = re.compile(rf"\sreference-test\s+{re.escape(INTEGRATION)}\s+failed\s+{REFUSED}\s")
+        deadline = time.monotonic() + HISTORY_TIMEOUT
+        tries = 0
+        while True:
+            tries += 1
+            code, lines, seconds = self._run_cli(argv, {}, show=False)
+            found = [line for line in lines.splitlines() if refused.search(line)]
+            if code != cli.EXIT_OK or found or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        self._show_command(argv, {}, lines, code, seconds)
+        if code != cli.EXIT_OK:
+            raise StepFailed(f"history exited {code}")
+        if not found:
+            raise StepFailed(f"no failed {REFUSED} verdict in the history within {HISTORY_TIMEOUT:.0f} s")
+        again = f" (asked {tries} times)" if tries > 1 else ""
+        return f"the {REFUSED} verdict is in the history{again}"
+
+    def _run_cli(self, argv: list[str], env: Mapping[str, str], *, show: bool = True) -> tuple[int, str, float]:
+        """The operator's command, run in this process; its exit code, its stdout and seconds taken.
+
+        Its own output is what is shown (stdout and stderr interleaved, as a terminal would), so
+        whatever the command prints, the demo prints, and no table is drawn twice.
+        """
+        screen = io.StringIO()
+        stdout, stderr = _Tee(screen), _Tee(screen)
+        begun = time.monotonic()
+        with _environment(env):
+            code = cli.main(argv, stdout=stdout, stderr=stderr)
+        seconds = time.monotonic() - begun
+        if show:
+            self._show_command(argv, env, screen.getvalue(), code, seconds)
+        return code, stdout.getvalue(), seconds
+
+    def _show_command(self, argv: list[str], env: Mapping[str, str], text: str, code: int, seconds: float) -> None:
+        assignments = "".join(f"{name}={value} " for name, value in env.items())
+        self.say(f"$ {assignments}python -m shared.cli {shlex.join(argv)}")
+        for line in text.splitlines():
+            self.say(line, 8)
+        self.say(f"-> exit {code} after {seconds:.1f} s")
 
     def _rotate(self) -> str:
         """Ask the rotate function to rotate now; returns the new current key id."""
@@ -414,6 +530,33 @@ class Demo:
                     return f"running ({latest.message})"
                 time.sleep(0.1)
         raise StepFailed(f"the canary service reported nothing within {RESTART_TIMEOUT:.0f} s of its restart")
+
+
+class _Tee(io.StringIO):
+    """One of a command's streams: kept on its own, and copied to the screen both share."""
+
+    def __init__(self, screen: io.StringIO) -> None:
+        super().__init__()
+        self._screen = screen
+
+    def write(self, text: str) -> int:
+        self._screen.write(text)
+        return super().write(text)
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Variables a command reads (the Pub/Sub client finds the emulator by one), put back afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _describe(done: Any) -> str:
