@@ -54,6 +54,10 @@ def test_the_demo_ends_with_what_on_call_sees_of_a_deleted_key(demo: subprocess.
     assert re.search(r"^\s+\$ PUBSUB_EMULATOR_HOST=\S+ python -m shared\.cli status --wait ", status, re.MULTILINE)
     assert re.search(r"^\s+team-a\s+active\s.*\sFAILED credentials-refused since ", status, re.MULTILINE), status
     assert re.search(r"^\s+-> exit 5 after ", status, re.MULTILINE), status
+    compliance = (
+        r"^\s+CIS GCP Foundations Benchmark, recommendation 1\.7 .*: compliant; 1 account\(s\) checked, 1 key\(s\)"
+    )
+    assert re.search(compliance, status, re.MULTILINE), status  # the key left is the previous one, ours
     assert re.search(r"^\s+\$ python -m shared\.cli history --name team-a --since 1h ", history, re.MULTILINE)
     refused = r"^\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+reference-test\s+team-a\s+failed\s+credentials-refused\s"
     assert re.search(refused, history, re.MULTILINE), history
