@@ -2,7 +2,7 @@
 
     python -m shared.cli provision --name team-a --org ORG_ID --project my-proj \\
         --location us-central1 --repository images --create-sa dlgar-team-a --wait
-    python -m shared.cli status --wait
+    python -m shared.cli status                        # the table; sends and waits by itself
     python -m shared.cli send request.json --wait      # any request written by hand
     python -m shared.cli history --since 24h --status failed   # past outcomes, from Cloud Logging
 
@@ -16,7 +16,9 @@ whose ``request_id`` matches, and deletes the subscription.
 Pub/Sub is the real service, or the emulator when ``PUBSUB_EMULATOR_HOST`` is set (the
 client library reads it). The Pub/Sub library is imported only when something is sent.
 
-``status --wait`` prints a table, one integration a row (``--json``: the reply document), then
+``status`` is read-only, so it sends and waits without ``--wait`` (``--request-only`` prints the
+request instead, like the other actions without ``--publish``). It prints a table, one
+integration a row (``--json``: the reply document), then
 the compliance line of the managed accounts' keys (``--no-compliance`` leaves it out, and its
 IAM calls), and its exit status says whether anything needs someone, so that cron or CI can run it.
 
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--name", help="one integration (default: all)")
     status.add_argument("--json", action="store_true", help="print the reply document instead of the table")
+    status.add_argument("--request-only", action="store_true", help="print the validated request and send nothing")
     status.add_argument(
         "--no-compliance",
         dest="compliance",
@@ -544,6 +547,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout, stde
             print(f"  {line}", file=stderr)
         return EXIT_INVALID
 
+    if args.action == "status" and not args.request_only:
+        args.wait = True  # read-only: what a person typing `status` wants is the answer
     publish = args.publish or args.wait
     if not publish:
         print(json.dumps(body, indent=2), file=stdout)

@@ -574,8 +574,8 @@ def test_cli_builds_each_action_and_prints_it_without_sending() -> None:
         (["deprovision", "--name", "team-a", "--keep-secret"], {"name": "team-a", "keep_secret": True}),
         (["rotate", "--name", "team-a", "--force"], {"name": "team-a", "force": True, "dry_run": False}),
         (["test", "--image", IMAGE], {"image": IMAGE}),
-        (["status"], {"compliance": True}),
-        (["status", "--no-compliance", "--name", "team-a"], {"name": "team-a"}),
+        (["status", "--request-only"], {"compliance": True}),
+        (["status", "--request-only", "--no-compliance", "--name", "team-a"], {"name": "team-a"}),
     ]:
         code, out, _ = run_cli(*argv)
         body = json.loads(out)

@@ -236,7 +236,14 @@ def test_a_failed_or_missing_reply_keeps_its_exit_code(monkeypatch):
     assert code == 0 and out.strip() == "no integrations are provisioned"
 
 
-def test_status_without_wait_only_prints_the_request(monkeypatch):
+def test_status_sends_and_waits_without_being_told_and_request_only_prints_the_request(monkeypatch):
+    monkeypatch.setattr(cli, "RequestChannel", FakeChannel)
+    monkeypatch.setattr(FakeChannel, "reply", ok(entry()))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["status", "--pubsub-project", "p"], stdout=out, stderr=err) == 0
+    assert out.getvalue().startswith("name ") and "waiting" in err.getvalue()
+
+    monkeypatch.setattr(cli, "RequestChannel", None)  # nothing may be sent
     out = io.StringIO()
-    assert cli.main(["status", "--json"], stdout=out, stderr=io.StringIO()) == 0
+    assert cli.main(["status", "--request-only"], stdout=out, stderr=io.StringIO()) == 0
     assert json.loads(out.getvalue())["action"] == "status"
