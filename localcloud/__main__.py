@@ -103,6 +103,11 @@ def run_up(args: argparse.Namespace) -> int:
         print("  # rotate the integration's key now")
         rotate = {"kind": "rotate", "integration": "dataloop-gar-team-a", "force": True}
         print(f"  {env} {me} publish {cloud.topics.rotation} {shlex.quote(json.dumps(rotate))}")
+        print("  # the status table: what is failing, overdue or expiring (exit 5), and the keys' compliance line")
+        print(
+            f"  {env} {shlex.quote(sys.executable)} -m shared.cli status --pubsub-project {cloud.project} "
+            f"--topic {cloud.topics.requests} --results-topic {cloud.topics.results}"
+        )
         print("  # what happened, read back from the functions' logs through the Logging API")
         print(
             f"  LOGGING_API_ENDPOINT={cloud.cloud_logging.url} {shlex.quote(sys.executable)} -m shared.cli history "

@@ -419,6 +419,8 @@ def compliance_lines(compliance: Any) -> list[str]:
     if not isinstance(compliance, dict):
         return []
     accounts = [a for a in compliance.get("accounts", []) if isinstance(a, dict)]
+    if not accounts:
+        return []  # nothing is provisioned: a verdict on no keys says nothing
     checked, unchecked = compliance.get("accounts_checked", 0), compliance.get("accounts_unchecked", 0)
     verdict = "compliant" if compliance.get("compliant") else "NOT COMPLIANT"
     head = (

@@ -66,6 +66,16 @@ def test_up_prints_working_commands_and_stops_cleanly_on_sigterm(tmp_path: Path)
         )
         assert shown.returncode == 0, shown.stderr
         assert re.search(r"^\S+ \S+\s+reference-test\s+-\s+uncovered\s+-\s+", shown.stdout, re.MULTILINE), shown
+        # The printed status command answers, with nothing provisioned yet: nothing needs anyone.
+        status = next(line.strip() for line in text.splitlines() if " -m shared.cli status " in line)
+        assignment, *command = shlex.split(status)
+        name, _, value = assignment.partition("=")
+        assert name == "PUBSUB_EMULATOR_HOST"
+        shown = subprocess.run(
+            command, cwd=REPO_ROOT, env={**os.environ, name: value}, capture_output=True, text=True, timeout=60
+        )
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert shown.stdout.strip() == "no integrations are provisioned", shown.stdout
     finally:
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=30)

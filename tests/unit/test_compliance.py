@@ -253,6 +253,11 @@ def test_an_unchecked_account_needs_someone(monkeypatch):
     assert "keys not checked" in err
 
 
+def test_no_account_no_compliance_line(monkeypatch):
+    code, out, _ = run(monkeypatch, compliance())
+    assert code == 0 and "CIS" not in out
+
+
 def test_no_compliance_leaves_the_field_out_of_the_request(monkeypatch):
     code, out, _ = run(monkeypatch, None, "--no-compliance")  # type: ignore[arg-type]
     assert "compliance" not in FakeChannel.sent and code == 0 and "CIS" not in out
