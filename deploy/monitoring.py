@@ -2,16 +2,16 @@
 
 Every function ends an event in one structured line whose ``jsonPayload.outcome`` is the
 result message (``shared.model.results.Outcome.to_message``), so the metrics are filters on
-that object and nothing else: a field the functions stop writing is a test failure in
+that object (all but one, below): a field the functions stop writing is a test failure in
 tests/deploy/test_monitoring.py, which runs these filters on lines the code really writes.
 The configs are data built from the settings alone (like the plan); deploy writes them as
 files because ``--config-from-file`` and ``--policy-from-file`` read files
 (docs/external-apis.md §9.4).
 
-Why no key-age distribution: the sweep's result reports counts and the integrations whose key
-expires or has expired, not each key's age, and a distribution takes one number per log line
-(docs/external-apis.md §9.1). The sweep metric here is the distribution the sweep does log:
-integrations due per sweep.
+One metric reads another line. A distribution takes one number per entry (docs/external-apis.md
+§9.1) and the sweep's result names only the oldest key, so the sweep logs each key's age on a
+line of its own: ``key-age`` is a distribution of ``jsonPayload.key_age.age_days`` labelled by
+integration, one value per key per sweep.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ ROLLED_BACK = "rolled back version"
 EXPIRED = "with a key that has EXPIRED"
 #: Alignment of every alert condition: an outcome is counted within five minutes.
 ALIGNMENT = "300s"
+#: Buckets of distributions of counts (integrations due per sweep).
+COUNT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+#: Buckets of key age, in days: the default period (30) and 90 (the age a key should never pass,
+#: docs/external-apis.md §3.7) are bounds, so a percentile above them is above them, not an
+#: interpolation across them (§9.1).
+AGE_BUCKETS = (1, 7, 14, 30, 45, 60, 90, 180, 365)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Metric:
     labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (extractor, description)
     value_extractor: str | None = None
     unit: str = "1"
+    buckets: tuple[float, ...] = COUNT_BUCKETS
 
     def name(self, settings: DeploySettings) -> str:
         return f"{settings.prefix}-{self.key}"
@@ -72,7 +79,7 @@ class Metric:
             body["labelExtractors"] = {key: extractor for key, (extractor, _) in self.labels.items()}
         if self.value_extractor:
             body["valueExtractor"] = self.value_extractor
-            body["bucketOptions"] = {"explicitBuckets": {"bounds": [0, 1, 2, 5, 10, 20, 50, 100, 200, 500]}}
+            body["bucketOptions"] = {"explicitBuckets": {"bounds": list(self.buckets)}}
         return body
 
 
@@ -140,6 +147,20 @@ def metrics(settings: DeploySettings) -> list[Metric]:
             "Integrations due for rotation per sweep (one value per sweep)",
             _outcome_filter(s, "rotation-sweep", "rotate"),
             value_extractor="EXTRACT(jsonPayload.outcome.details.due_count)",
+        ),
+        Metric(
+            "key-age",
+            "Age of each integration's current key, in days, once per sweep",
+            " AND ".join([f'resource.type="{RESOURCE}"', _services(s, "rotate"), "jsonPayload.key_age.age_days:*"]),
+            {
+                "integration": (
+                    "EXTRACT(jsonPayload.key_age.integration)",
+                    "the secret id, as the sweep's result lists it",
+                )
+            },
+            value_extractor="EXTRACT(jsonPayload.key_age.age_days)",
+            unit="d",
+            buckets=AGE_BUCKETS,
         ),
         Metric(
             "keys-expiring",

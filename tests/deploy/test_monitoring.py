@@ -358,6 +358,44 @@ def test_the_sweep_metrics_see_expiring_and_expired_keys(written: dict[str, list
     assert set(selected(written, "keys-expired")) == {"sweep key expired"}
 
 
+SWEEPS = {"sweep nothing due", "sweep key expiring", "sweep key expired"}
+
+
+def test_key_age_is_one_value_per_key_per_sweep_labelled_with_its_integration(
+    written: dict[str, list[dict[str, Any]]],
+) -> None:
+    found = selected(written, "key-age")
+    assert set(found) == SWEEPS
+    extractor = monitoring.metric(SETTINGS, "key-age").value_extractor or ""
+    for name, entries in found.items():
+        (entry,) = entries  # one integration in each world: one line, and not the outcome line
+        assert "outcome" not in entry["jsonPayload"] and entry["severity"] == "INFO"
+        assert float(extract(extractor, entry) or "nan") == 6.0, name  # rotated six days before the sweep
+        assert labels("key-age", entry) == {"integration": SECRET_ID}
+        assert set(entry["jsonPayload"]["key_age"]) == {"integration", "age_days", "expires_at"}
+        assert "private_key" not in json.dumps(entry)
+    assert found["sweep nothing due"][0]["jsonPayload"]["key_age"]["expires_at"] is None
+    assert found["sweep key expiring"][0]["jsonPayload"]["key_age"]["expires_at"].endswith("Z")
+
+
+def test_key_age_is_a_distribution_in_days_with_90_days_a_bucket_bound() -> None:
+    config = monitoring.metric(SETTINGS, "key-age").config()
+    assert config["metricDescriptor"] == {
+        "metricKind": "DELTA",
+        "valueType": "DISTRIBUTION",
+        "unit": "d",
+        "labels": [
+            {
+                "key": "integration",
+                "valueType": "STRING",
+                "description": config["metricDescriptor"]["labels"][0]["description"],
+            }
+        ],
+    }
+    bounds = config["bucketOptions"]["explicitBuckets"]["bounds"]
+    assert bounds == sorted(set(bounds)) and 30 in bounds and 90 in bounds
+
+
 def test_requests_are_counted_by_status_code_and_action(written: dict[str, list[dict[str, Any]]]) -> None:
     found = selected(written, "requests")
     assert set(found) == {"request status failed", "request malformed"}
