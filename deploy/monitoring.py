@@ -2,16 +2,20 @@
 
 Every function ends an event in one structured line whose ``jsonPayload.outcome`` is the
 result message (``shared.model.results.Outcome.to_message``), so the metrics are filters on
-that object and nothing else: a field the functions stop writing is a test failure in
+that object (all but one, below): a field the functions stop writing is a test failure in
 tests/deploy/test_monitoring.py, which runs these filters on lines the code really writes.
 The configs are data built from the settings alone (like the plan); deploy writes them as
 files because ``--config-from-file`` and ``--policy-from-file`` read files
 (docs/external-apis.md §9.4).
 
-Why no key-age distribution: the sweep's result reports counts and the integrations whose key
-expires or has expired, not each key's age, and a distribution takes one number per log line
-(docs/external-apis.md §9.1). The sweep metric here is the distribution the sweep does log:
-integrations due per sweep.
+One metric reads another line. A distribution takes one number per entry (docs/external-apis.md
+§9.1) and the sweep's result names only the oldest key, so the sweep logs each key's age on a
+line of its own: ``key-age`` is a distribution of ``jsonPayload.key_age.age_days`` labelled by
+integration, one value per key per sweep.
+
+A sweep that stops running logs nothing at all, which no threshold on its lines can see: the
+``sweep-stopped`` policy is a metric-absence condition on the ``sweeps`` counter, waiting
+twice the schedule's longest gap between sweeps (docs/external-apis.md §9.6 for the bounds).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from __future__ import annotations
 import json
 import string
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from deploy.cron import longest_gap
 from deploy.settings import DEPLOYED_BY_LABEL, DeploySettings
 
 DASHBOARD_TEMPLATE = Path(__file__).with_name("dashboard.json")
@@ -38,6 +44,22 @@ ROLLED_BACK = "rolled back version"
 EXPIRED = "with a key that has EXPIRED"
 #: Alignment of every alert condition: an outcome is counted within five minutes.
 ALIGNMENT = "300s"
+#: Buckets of distributions of counts (integrations due per sweep).
+COUNT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+#: Buckets of key age, in days: the default period (30) and 90 (the age a key should never pass,
+#: docs/external-apis.md §3.7) are bounds, so a percentile above them is above them, not an
+#: interpolation across them (§9.1).
+AGE_BUCKETS = (1, 7, 14, 30, 45, 60, 90, 180, 365)
+#: A metric-absence condition waits at least this long (docs/external-apis.md §9.6)...
+ABSENCE_MIN = timedelta(seconds=120)
+#: ...and at most this: the smallest maximum the documentation has given (23.5 hours).
+ABSENCE_MAX = timedelta(hours=23, minutes=30)
+#: Our own floor: a log-based metric's point may arrive up to 10 minutes after its line, and a
+#: sweep that failed once is redelivered; an hour covers both for any schedule.
+SWEEP_ABSENCE_FLOOR = timedelta(hours=1)
+#: How late a sweep's point may be in Monitoring (docs/external-apis.md §9.1): the absence must
+#: wait at least the longest gap plus this.
+METRIC_DELAY = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,7 @@ class Metric:
     labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (extractor, description)
     value_extractor: str | None = None
     unit: str = "1"
+    buckets: tuple[float, ...] = COUNT_BUCKETS
 
     def name(self, settings: DeploySettings) -> str:
         return f"{settings.prefix}-{self.key}"
@@ -72,7 +95,7 @@ class Metric:
             body["labelExtractors"] = {key: extractor for key, (extractor, _) in self.labels.items()}
         if self.value_extractor:
             body["valueExtractor"] = self.value_extractor
-            body["bucketOptions"] = {"explicitBuckets": {"bounds": [0, 1, 2, 5, 10, 20, 50, 100, 200, 500]}}
+            body["bucketOptions"] = {"explicitBuckets": {"bounds": list(self.buckets)}}
         return body
 
 
@@ -142,6 +165,26 @@ def metrics(settings: DeploySettings) -> list[Metric]:
             value_extractor="EXTRACT(jsonPayload.outcome.details.due_count)",
         ),
         Metric(
+            "sweeps",
+            "Sweep outcomes by status (the sweep-stopped alert waits for one that is ok)",
+            _outcome_filter(s, "rotation-sweep", "rotate"),
+            {"status": STATUS},
+        ),
+        Metric(
+            "key-age",
+            "Age of each integration's current key, in days, once per sweep",
+            " AND ".join([f'resource.type="{RESOURCE}"', _services(s, "rotate"), "jsonPayload.key_age.age_days:*"]),
+            {
+                "integration": (
+                    "EXTRACT(jsonPayload.key_age.integration)",
+                    "the secret id, as the sweep's result lists it",
+                )
+            },
+            value_extractor="EXTRACT(jsonPayload.key_age.age_days)",
+            unit="d",
+            buckets=AGE_BUCKETS,
+        ),
+        Metric(
             "keys-expiring",
             "Sweeps that found a key expiring within the margin (its rotation is due because of it)",
             _outcome_filter(s, "rotation-sweep", "rotate", extra="jsonPayload.outcome.details.key_expiring:*"),
@@ -167,6 +210,12 @@ class Policy:
     title: str
     documentation: str
     conditions: tuple[dict[str, Any], ...]
+    #: Why the policy is created disabled (it would fire when nothing is wrong); None: enabled.
+    disabled_because: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_because is None
 
     def display_name(self, settings: DeploySettings) -> str:
         return f"{settings.prefix}: {self.title}"
@@ -180,6 +229,9 @@ class Policy:
             "userLabels": {DEPLOYED_BY_LABEL[0]: DEPLOYED_BY_LABEL[1]},
             "combiner": "OR",
             "conditions": list(self.conditions),
+            # Always written: an update replaces the policy, so one disabled by an earlier schedule
+            # is enabled again by a schedule that allows it.
+            "enabled": self.enabled,
             "alertStrategy": {"autoClose": "604800s"},
         }
 
@@ -201,6 +253,99 @@ def _count_above_zero(title: str, metric_filter: str) -> dict[str, Any]:
 def _log_metric_filter(settings: DeploySettings, key: str, *labels: str) -> str:
     clauses = [f'metric.type="{metric(settings, key).metric_type(settings)}"', f'resource.type="{RESOURCE}"']
     return " AND ".join([*clauses, *labels])
+
+
+@dataclass(frozen=True)
+class SweepWatch:
+    """How long the sweep-stopped alert waits, from the scheduler's schedule."""
+
+    gap: timedelta | None  # the schedule's longest wait between sweeps; None: more than a day, or unreadable
+    duration: timedelta
+    disabled_because: str | None
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{int(duration.total_seconds())}s"
+
+
+def _hours(duration: timedelta) -> str:
+    hours, minutes = divmod(int(duration.total_seconds()) // 60, 60)
+    return " ".join([*([f"{hours} h"] if hours else []), *([f"{minutes} min"] if minutes or not hours else [])])
+
+
+def sweep_watch(settings: DeploySettings) -> SweepWatch:
+    """Twice the longest gap between scheduled sweeps (one missed sweep is enough to notice, and a
+    late one is not), at least an hour, at most what an absence condition may wait. When the
+    schedule's own gaps do not fit under that maximum, the alert would fire between every two
+    sweeps: the policy is then made disabled, saying why, rather than left out, so that deploy
+    and teardown still manage one set of policies whatever the schedule."""
+    gap = longest_gap(settings.rotation_schedule, settings.time_zone)
+    if gap is None:
+        why = (
+            f"the schedule {settings.rotation_schedule!r} ({settings.time_zone}) does not sweep every day "
+            "(or could not be read), so its sweeps can be further apart than the "
+            f"{_hours(ABSENCE_MAX)} a metric-absence condition can wait"
+        )
+        return SweepWatch(None, ABSENCE_MAX, why)
+    wanted = max(2 * gap, SWEEP_ABSENCE_FLOOR, ABSENCE_MIN)
+    wanted = timedelta(minutes=-(-wanted.total_seconds() // 60))  # whole minutes, rounded up
+    if wanted <= ABSENCE_MAX:
+        return SweepWatch(gap, wanted, None)
+    if gap + METRIC_DELAY <= ABSENCE_MAX:
+        return SweepWatch(gap, ABSENCE_MAX, None)
+    why = (
+        f"the schedule {settings.rotation_schedule!r} ({settings.time_zone}) waits up to {_hours(gap)} between "
+        f"sweeps, longer than the {_hours(ABSENCE_MAX)} a metric-absence condition can wait"
+    )
+    return SweepWatch(gap, ABSENCE_MAX, why)
+
+
+def _sweep_stopped(settings: DeploySettings) -> Policy:
+    s = settings
+    watch = sweep_watch(s)
+    job, region, project = s.scheduler_job, s.region, s.project
+    expected = f"at most {_hours(watch.gap)} apart" if watch.gap else "not every day"
+    disabled = (
+        f"\n\nThis policy is disabled: {watch.disabled_because}. A schedule that sweeps every day, never more "
+        f"than {_hours(ABSENCE_MAX - METRIC_DELAY)} apart, lets it work (change `[rotation] schedule` and deploy)."
+        if watch.disabled_because
+        else ""
+    )
+    return Policy(
+        "sweep-stopped",
+        "the rotation sweep stopped running",
+        f"No sweep has ended `ok` for {_hours(watch.duration)}; the scheduler job `{job}` sweeps "
+        f"`{s.rotation_schedule}` ({s.time_zone}), {expected}. Either the job did not publish "
+        f'`{{"kind": "sweep"}}` on `{s.topics.rotation}` (paused, deleted, or refused), or the `rotate` function '
+        f"(`{s.function_name('rotate')}`) did not run it or failed on it. Until a sweep runs, no integration "
+        "is rotated when due: keys grow older than their period, and a key under an expiry policy expires.\n\n"
+        f"What to do: check the job (`gcloud scheduler jobs describe {job} --location={region} "
+        f"--project={project}`: its `state` must be `ENABLED`; `status` is its last attempt), then the "
+        f"`rotate` function's errors around that time; once fixed, run a sweep now (`gcloud scheduler jobs run "
+        f"{job} --location={region} --project={project}`) and read its `rotation-sweep` result. After a deploy "
+        "the alert can fire only once a sweep has been counted (docs/external-apis.md §9.6)." + disabled,
+        (
+            {
+                "displayName": f"no ok sweep for {_hours(watch.duration)}",
+                "conditionAbsent": {
+                    "filter": _log_metric_filter(s, "sweeps", 'metric.label.status="ok"'),
+                    "duration": _seconds(watch.duration),
+                    "trigger": {"count": 1},
+                    # One series for the whole function: a deploy starts a new revision, whose
+                    # series would otherwise leave the old one absent.
+                    "aggregations": [
+                        {
+                            "alignmentPeriod": ALIGNMENT,
+                            "perSeriesAligner": "ALIGN_SUM",
+                            "crossSeriesReducer": "REDUCE_SUM",
+                            "groupByFields": [],
+                        }
+                    ],
+                },
+            },
+        ),
+        watch.disabled_because,
+    )
 
 
 def policies(settings: DeploySettings) -> list[Policy]:
@@ -282,6 +427,7 @@ def policies(settings: DeploySettings) -> list[Policy]:
                 },
             ),
         ),
+        _sweep_stopped(s),
     ]
 
 

@@ -536,7 +536,8 @@ def _monitoring(s: DeploySettings, directory: str) -> list[Step]:
         fact = _policy_fact(policy)
         steps.append(
             Step(
-                f"alert policy {policy.display_name(s)!r}; {notifies}",
+                f"alert policy {policy.display_name(s)!r}; {notifies}"
+                + ("" if policy.enabled else f"; created DISABLED: {policy.disabled_because}"),
                 gcloud(
                     "alpha monitoring policies create",
                     config,

@@ -3,8 +3,9 @@
 The CIS Google Cloud Platform Foundations Benchmark, recommendation 1.7 ("Ensure
 user-managed/external keys for service accounts are rotated every 90 days or less"), audits
 every user-managed key's ``validAfterTime`` (its creation) against 90 days; the audit does not
-set disabled or expired keys apart, so neither does this (docs/external-apis.md §3.7). This system rotates well inside that, so a key older than 90 days
-on a managed account means a rotation has not happened, or a key was made by hand.
+set disabled or expired keys apart, so neither does this (docs/external-apis.md §3.7). This
+system rotates well inside that, so a key older than 90 days on a managed account means a
+rotation has not happened, or a key was made by hand.
 
 A key the system did not create (absent from every sharing integration's ``created-keys``
 ledger, shared.model.key_ledger) is reported, never acted on: on an account this system created,

@@ -62,6 +62,13 @@ def key_expires_at(annotations: Mapping[str, str]) -> datetime | None:
     return parse_timestamp(annotations.get(Annotation.KEY_EXPIRES_AT))
 
 
+def key_age_days(annotations: Mapping[str, str], now: datetime) -> float | None:
+    """Days since ``current`` became current (``rotated-at``), to the thousandth; None when never
+    rotated or unreadable. Status and the sweep's per-integration line report the same number."""
+    rotated_at = parse_timestamp(annotations.get(Annotation.ROTATED_AT))
+    return round((now - rotated_at).total_seconds() / 86400, 3) if rotated_at else None
+
+
 def expiry_margin(lifetime: timedelta, floor_seconds: float = DEFAULT_EXPIRY_MARGIN_SECONDS) -> timedelta:
     """How long before it expires a key is replaced: ``floor_seconds``, or a tenth of the
     key's lifetime when that is longer, but never more than half the lifetime.

@@ -36,7 +36,7 @@ from shared.model.push_verdict import PushVerdict
 from shared.model.record import CURRENT, PREVIOUS, SecretRecord, json_annotation, parse_timestamp, timestamp
 from shared.model.request import StatusRequest
 from shared.model.results import Outcome, Status
-from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_expires_at
+from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_at, key_age_days, key_expires_at
 from shared.ports import KeyLister, SecretStore
 from shared.workflows.provisioning.records import (
     DEPROVISIONED_AT,
@@ -116,7 +116,7 @@ class IntegrationStatus:
             current_version=record.version_aliases.get(CURRENT),
             previous_version=record.version_aliases.get(PREVIOUS),
             rotated_at=timestamp(rotated_at) if rotated_at else None,
-            key_age_days=round((now - rotated_at).total_seconds() / 86400, 3) if rotated_at else None,
+            key_age_days=key_age_days(notes, now),
             rotation_period_days=period,
             next_rotation=timestamp(next_rotation) if next_rotation else None,
             key_expires_at=timestamp(expires) if expires else None,

@@ -16,26 +16,41 @@ integrations due because of their key's expiry, and those whose key has already 
 (Dataloop cannot pull with it: the rotation is late, and someone should know why).
 A secret whose lease is live is being rotated right now and is left out. A duplicate
 message is harmless: the rotation re-checks due-ness and takes the lease with an etag.
+
+The listing is also the one place that sees every key's age at once, so the sweep logs one
+``key_age`` line per well-formed integration (the key-age distribution in deploy/monitoring.py
+takes one number per line: docs/external-apis.md §9.1) and names the oldest key in its result.
+An integration never rotated (or whose ``rotated-at`` is unreadable) has no age and no line:
+it is due, the result lists it, and the next sweep sees the age its rotation wrote.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.core import logs
 from shared.core.errors import PermanentError
 from shared.model.integrations import MANAGED_FILTER, ManagedIntegration
 from shared.model.lease import Lease
 from shared.model.record import timestamp
 from shared.model.results import Outcome, Status
-from shared.model.schedule import DEFAULT_EXPIRY_MARGIN_SECONDS, due_by_expiry, is_due, key_expires_at
+from shared.model.schedule import (
+    DEFAULT_EXPIRY_MARGIN_SECONDS,
+    due_by_expiry,
+    is_due,
+    key_age_days,
+    key_expires_at,
+)
 from shared.ports import FanOut, SecretLister
 
 KIND = "rotation-sweep"
 #: Lists in the result are cut at this length (counts are always complete).
 MAX_LISTED = 200
+logger = logging.getLogger("dataloop_gar")
 
 
 def rotate_message(secret_id: str) -> dict[str, Any]:
@@ -79,6 +94,7 @@ class Sweep:
         invalid: dict[str, str] = {}
         expiring: dict[str, str] = {}  # due because the key expires: secret id -> key-expires-at
         expired: list[str] = []
+        oldest: tuple[float, str] | None = None
         for record in records:
             try:
                 ManagedIntegration.from_secret(record)
@@ -86,6 +102,11 @@ class Sweep:
                 invalid[record.secret_id] = exc.reason
                 continue
             expires = key_expires_at(record.annotations)
+            age = key_age_days(record.annotations, now)
+            if age is not None:
+                _log_key_age(record.secret_id, age, expires)
+                if oldest is None or age > oldest[0]:
+                    oldest = (age, record.secret_id)
             if expires is not None and expires <= now:
                 expired.append(record.secret_id)
             if not is_due(record, now, self.default_period_seconds, self.expiry_margin_seconds):
@@ -113,6 +134,8 @@ class Sweep:
             "dry_run": dry_run,
             "due": due[:MAX_LISTED],
         }
+        if oldest is not None:
+            details["oldest_key_age_days"], details["oldest_key_integration"] = oldest
         if expiring:
             details["key_expiring"] = dict(list(expiring.items())[:MAX_LISTED])
         if expired:
@@ -130,3 +153,14 @@ class Sweep:
             durations_ms={"total": (time.perf_counter() - started) * 1000},
             request_id=request_id,
         )
+
+
+def _log_key_age(secret_id: str, age_days: float, expires: datetime | None) -> None:
+    """One line per key, naming the integration and nothing of the key but its age and expiry;
+    ``key_age`` is the field the key-age metric reads (deploy/monitoring.py)."""
+    logs.log(
+        logger,
+        logging.INFO,
+        f"key of {secret_id} is {age_days:.1f} days old",
+        key_age={"integration": secret_id, "age_days": age_days, "expires_at": timestamp(expires) if expires else None},
+    )

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from deploy import monitoring
+from deploy import cron, monitoring
 from deploy.deploy import main
 from deploy.settings import DeploySettings, SettingsError, load, parse
 from shared.adapters.pubsub import PubSubFanOut
@@ -358,6 +358,133 @@ def test_the_sweep_metrics_see_expiring_and_expired_keys(written: dict[str, list
     assert set(selected(written, "keys-expired")) == {"sweep key expired"}
 
 
+SWEEPS = {"sweep nothing due", "sweep key expiring", "sweep key expired"}
+
+
+def test_key_age_is_one_value_per_key_per_sweep_labelled_with_its_integration(
+    written: dict[str, list[dict[str, Any]]],
+) -> None:
+    found = selected(written, "key-age")
+    assert set(found) == SWEEPS
+    extractor = monitoring.metric(SETTINGS, "key-age").value_extractor or ""
+    for name, entries in found.items():
+        (entry,) = entries  # one integration in each world: one line, and not the outcome line
+        assert "outcome" not in entry["jsonPayload"] and entry["severity"] == "INFO"
+        assert float(extract(extractor, entry) or "nan") == 6.0, name  # rotated six days before the sweep
+        assert labels("key-age", entry) == {"integration": SECRET_ID}
+        assert set(entry["jsonPayload"]["key_age"]) == {"integration", "age_days", "expires_at"}
+        assert "private_key" not in json.dumps(entry)
+    assert found["sweep nothing due"][0]["jsonPayload"]["key_age"]["expires_at"] is None
+    assert found["sweep key expiring"][0]["jsonPayload"]["key_age"]["expires_at"].endswith("Z")
+
+
+def test_key_age_is_a_distribution_in_days_with_90_days_a_bucket_bound() -> None:
+    config = monitoring.metric(SETTINGS, "key-age").config()
+    assert config["metricDescriptor"] == {
+        "metricKind": "DELTA",
+        "valueType": "DISTRIBUTION",
+        "unit": "d",
+        "labels": [
+            {
+                "key": "integration",
+                "valueType": "STRING",
+                "description": config["metricDescriptor"]["labels"][0]["description"],
+            }
+        ],
+    }
+    bounds = config["bucketOptions"]["explicitBuckets"]["bounds"]
+    assert bounds == sorted(set(bounds)) and 30 in bounds and 90 in bounds
+
+
+def test_the_sweep_outcome_counter_sees_every_sweep_and_its_status(written: dict[str, list[dict[str, Any]]]) -> None:
+    found = selected(written, "sweeps")
+    assert set(found) == SWEEPS
+    assert all(len(entries) == 1 and labels("sweeps", entries[0]) == {"status": "ok"} for entries in found.values())
+
+
+def test_the_sweep_stopped_policy_waits_twice_the_hourly_schedule_for_an_ok_sweep(
+    written: dict[str, list[dict[str, Any]]],
+) -> None:
+    policy = next(p for p in monitoring.policies(SETTINGS) if p.key == "sweep-stopped")
+    assert SETTINGS.rotation_schedule == "17 * * * *" and policy.enabled
+    (condition,) = policy.config(SETTINGS)["conditions"]
+    absent = condition["conditionAbsent"]
+    assert absent["duration"] == "7200s"
+    assert absent["filter"] == (
+        'metric.type="logging.googleapis.com/user/dataloop-gar-sweeps" AND resource.type="cloud_run_revision" '
+        'AND metric.label.status="ok"'
+    )
+    (aggregation,) = absent["aggregations"]
+    assert aggregation["crossSeriesReducer"] == "REDUCE_SUM" and aggregation["groupByFields"] == []
+    assert absent["trigger"] == {"count": 1}
+    status = re.search(r'metric\.label\.status="([^"]+)"', absent["filter"])[1]  # type: ignore[index]
+    assert {labels("sweeps", e[0])["status"] for e in selected(written, "sweeps").values()} == {status}
+    text = policy.documentation
+    assert "What to do:" in text and SETTINGS.scheduler_job in text and "gcloud scheduler jobs run" in text
+
+
+@pytest.mark.parametrize(
+    ("schedule", "time_zone", "duration", "enabled"),
+    [
+        ("*/5 * * * *", "Etc/UTC", 3600, True),  # our floor of an hour
+        ("0 */6 * * *", "Etc/UTC", 12 * 3600, True),
+        ("0 */6 * * *", "Europe/Amsterdam", 14 * 3600, True),  # a DST change makes one wait an hour longer
+        ("0 */12 * * *", "Etc/UTC", 84600, True),  # twice is over the maximum; one missed sweep still shows
+        ("0 3 * * *", "Etc/UTC", 84600, False),  # daily: every normal wait is longer than the maximum
+        ("*/30 1-5 * * MON-FRI", "Europe/Amsterdam", 84600, False),  # skips days
+        ("0 * 32 * *", "Etc/UTC", 84600, False),  # unreadable
+    ],
+)
+def test_the_absence_duration_follows_the_schedule_within_the_documented_bounds(
+    schedule: str, time_zone: str, duration: int, enabled: bool
+) -> None:
+    settings = DeploySettings(project="proj-123", region="us-central1", rotation_schedule=schedule, time_zone=time_zone)
+    policy = next(p for p in monitoring.policies(settings) if p.key == "sweep-stopped")
+    body = policy.config(settings)
+    seconds = int(body["conditions"][0]["conditionAbsent"]["duration"].removesuffix("s"))
+    assert seconds == duration and 120 <= seconds <= 84600 and seconds % 60 == 0
+    assert body["enabled"] is enabled is policy.enabled
+    assert ("This policy is disabled" in body["documentation"]["content"]) is not enabled
+
+
+@pytest.mark.parametrize(
+    ("schedule", "gap_minutes"),
+    [
+        ("17 * * * *", 60),
+        ("0,50 * * * *", 50),  # 0 → 50, then 50 → the next hour's 0
+        ("0 8,20 * * *", 12 * 60),
+        ("0 0-23/5 * * *", 5 * 60),  # 20:00 → 00:00 is four hours, the others five
+        ("0 * * JAN-DEC SUN-SAT", 60),  # names, every month and every weekday
+        ("0 * 1 * 0-7", 60),  # day of month OR every weekday (7 is Sunday too): every day
+        ("0 * */2 * *", None),  # every other day
+        ("0 * 1 * SAT", None),  # the 1st OR Saturdays: not every day
+        ("0 * * * 1-5", None),
+        ("0 24 * * *", None),  # out of range: unreadable
+        ("0 * * *", None),
+    ],
+)
+def test_the_longest_gap_of_a_schedule_is_read_as_cloud_scheduler_reads_it(
+    schedule: str, gap_minutes: int | None
+) -> None:
+    gap = cron.longest_gap(schedule, "Etc/UTC")
+    assert gap == (None if gap_minutes is None else timedelta(minutes=gap_minutes))
+    if gap is not None:
+        assert cron.longest_gap(schedule, "Europe/Amsterdam") == gap + timedelta(hours=1)
+
+
+def test_a_daily_schedule_makes_the_sweep_alert_disabled_and_the_dry_run_says_why(tmp_path: Path) -> None:
+    config = tmp_path / "daily.toml"
+    text = EXAMPLE.read_text()
+    assert 'schedule = "17 * * * *"' in text
+    config.write_text(text.replace('schedule = "17 * * * *"', 'schedule = "17 3 * * *"'))
+    out = io.StringIO()
+    assert main(["--config", str(config), "--dry-run"], out=out) == 0
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("# [") and "alert policy" in line]
+    disabled = [line for line in lines if "DISABLED" in line]
+    assert len(lines) == 5 and len(disabled) == 1
+    assert "the rotation sweep stopped running" in disabled[0] and "waits up to 24 h between sweeps" in disabled[0]
+
+
 def test_requests_are_counted_by_status_code_and_action(written: dict[str, list[dict[str, Any]]]) -> None:
     found = selected(written, "requests")
     assert set(found) == {"request status failed", "request malformed"}
@@ -451,7 +578,7 @@ def test_deploy_makes_the_monitoring_once_and_teardown_removes_it(tmp_path: Path
     again = cloud.calls[calls:]
     assert cloud.state() == first
     assert not [c for c in again if "create" in c and c[:2] != ("beta", "services") and c[0] != "functions"]
-    assert sum(c[:4] == ("alpha", "monitoring", "policies", "update") for c in again) == 4
+    assert sum(c[:4] == ("alpha", "monitoring", "policies", "update") for c in again) == len(policies) == 5
     assert sum(c[:3] == ("monitoring", "dashboards", "update") for c in again) == 1
 
     run(cloud, config, tmp_path, "teardown")
@@ -502,8 +629,9 @@ def test_without_channels_the_policies_exist_and_the_dry_run_says_nobody_is_noti
     assert main(["--config", str(EXAMPLE), "--dry-run"], out=out) == 0
     text = out.getvalue()
     policy_lines = [line for line in text.splitlines() if line.startswith("# [") and "alert policy" in line]
-    assert len(policy_lines) == len(monitoring.policies(SETTINGS)) == 4
+    assert len(policy_lines) == len(monitoring.policies(SETTINGS)) == 5
     assert all("notifies nobody" in line for line in policy_lines)
+    assert not any("DISABLED" in line for line in policy_lines)  # an hourly sweep can be watched
     assert "--notification-channels" not in text
 
 
@@ -512,8 +640,13 @@ def test_each_policy_says_what_happened_and_what_to_do() -> None:
         body = policy.config(SETTINGS)
         assert "What to do:" in body["documentation"]["content"]
         assert body["userLabels"] == {"deployed-by": "dataloop-gar"}
+        assert body["enabled"] is True
         for condition in body["conditions"]:
-            assert condition["conditionThreshold"]["thresholdValue"] == 0
+            (kind,) = set(condition) - {"displayName"}
+            if kind == "conditionThreshold":
+                assert condition[kind]["thresholdValue"] == 0
+            else:
+                assert (kind, policy.key) == ("conditionAbsent", "sweep-stopped")
 
 
 def test_the_dashboard_charts_every_metric_and_the_dead_letters() -> None:

@@ -946,6 +946,52 @@ def test_a_failed_publish_raises_so_the_sweep_is_redelivered() -> None:
     assert publisher.awaited == 3  # every future awaited, not just up to the first failure
 
 
+def key_age_lines(caplog: pytest.LogCaptureFixture) -> dict[str, dict[str, object]]:
+    lines: dict[str, dict[str, object]] = {}
+    for record in caplog.records:
+        if hasattr(record, "key_age"):
+            assert record.name == "dataloop_gar" and record.levelno == logging.INFO
+            assert record.key_age["integration"] not in lines, "one line per integration"
+            lines[record.key_age["integration"]] = record.key_age
+    return lines
+
+
+def test_the_sweep_logs_each_keys_age_once_and_names_the_oldest(caplog: pytest.LogCaptureFixture) -> None:
+    secrets, clock, _ = sweep_world(10)  # team-00 and team-05 rotated 40 days ago, team-07 never
+    secrets.touch("dataloop-gar-team-03", **{Annotation.KEY_EXPIRES_AT: timestamp(clock() + timedelta(days=2))})
+    secrets.touch("dataloop-gar-team-05", **{Annotation.ROTATED_AT: timestamp(clock() - timedelta(days=40.5))})
+    secrets.put("dataloop-gar-bad", {})  # managed but malformed: no age of a record that is not an integration
+    caplog.set_level(logging.INFO, logger="dataloop_gar")
+
+    outcome = Sweep(secrets, PubSubFanOut("t", publisher=FakePublisher()), clock=clock).run()
+
+    lines = key_age_lines(caplog)
+    assert set(lines) == {f"dataloop-gar-team-{n:02d}" for n in range(10)} - {"dataloop-gar-team-07"}
+    assert lines["dataloop-gar-team-00"] == {
+        "integration": "dataloop-gar-team-00",
+        "age_days": 40.0,
+        "expires_at": None,
+    }
+    assert lines["dataloop-gar-team-05"]["age_days"] == 40.5
+    assert lines["dataloop-gar-team-01"]["age_days"] == 3.0
+    assert lines["dataloop-gar-team-03"]["expires_at"] == timestamp(clock() + timedelta(days=2))
+    assert outcome.details["oldest_key_age_days"] == 40.5
+    assert outcome.details["oldest_key_integration"] == "dataloop-gar-team-05"
+    assert secrets.calls == ["list_secrets"]  # the ages come with the listing
+
+
+def test_a_sweep_that_finds_no_rotated_key_names_no_oldest(caplog: pytest.LogCaptureFixture) -> None:
+    secrets, clock = FakeSecrets(), Clock()
+    secrets.put("dataloop-gar-new", integration_annotations())  # provisioned, never rotated
+    caplog.set_level(logging.INFO, logger="dataloop_gar")
+
+    outcome = Sweep(secrets, PubSubFanOut("t", publisher=FakePublisher()), clock=clock).run(dry_run=True)
+
+    assert key_age_lines(caplog) == {}
+    assert "oldest_key_age_days" not in outcome.details and "oldest_key_integration" not in outcome.details
+    assert outcome.details["due"] == ["dataloop-gar-new"]
+
+
 # -- the rotation topic's messages ---------------------------------------------------------------------
 
 
