@@ -177,7 +177,7 @@ def metrics(settings: DeploySettings) -> list[Metric]:
             {
                 "integration": (
                     "EXTRACT(jsonPayload.key_age.integration)",
-                    "the secret id, as the sweep's result lists it",
+                    "the integration's name, as in the other metrics",
                 )
             },
             value_extractor="EXTRACT(jsonPayload.key_age.age_days)",

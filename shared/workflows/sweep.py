@@ -21,7 +21,8 @@ The listing is also the one place that sees every key's age at once, so the swee
 ``key_age`` line per well-formed integration (the key-age distribution in deploy/monitoring.py
 takes one number per line: docs/external-apis.md §9.1) and names the oldest key in its result.
 An integration never rotated (or whose ``rotated-at`` is unreadable) has no age and no line:
-it is due, the result lists it, and the next sweep sees the age its rotation wrote.
+it is due, the result lists it, and the next sweep sees the age its rotation wrote. A dry run
+logs none, so an operator's look does not count every key twice in that hour's distribution.
 """
 
 from __future__ import annotations
@@ -97,14 +98,15 @@ class Sweep:
         oldest: tuple[float, str] | None = None
         for record in records:
             try:
-                ManagedIntegration.from_secret(record)
+                integration = ManagedIntegration.from_secret(record)
             except PermanentError as exc:
                 invalid[record.secret_id] = exc.reason
                 continue
             expires = key_expires_at(record.annotations)
             age = key_age_days(record.annotations, now)
             if age is not None:
-                _log_key_age(record.secret_id, age, expires)
+                if not dry_run:
+                    _log_key_age(integration, age, expires)
                 if oldest is None or age > oldest[0]:
                     oldest = (age, record.secret_id)
             if expires is not None and expires <= now:
@@ -155,12 +157,18 @@ class Sweep:
         )
 
 
-def _log_key_age(secret_id: str, age_days: float, expires: datetime | None) -> None:
+def _log_key_age(integration: ManagedIntegration, age_days: float, expires: datetime | None) -> None:
     """One line per key, naming the integration and nothing of the key but its age and expiry;
-    ``key_age`` is the field the key-age metric reads (deploy/monitoring.py)."""
+    ``key_age`` is the field the key-age metric reads (deploy/monitoring.py). ``integration`` is
+    the name, as in every other metric's ``integration`` label, so that charts of both line up."""
     logs.log(
         logger,
         logging.INFO,
-        f"key of {secret_id} is {age_days:.1f} days old",
-        key_age={"integration": secret_id, "age_days": age_days, "expires_at": timestamp(expires) if expires else None},
+        f"key of {integration.name} is {age_days:.1f} days old",
+        key_age={
+            "integration": integration.name,
+            "secret": integration.secret_id,
+            "age_days": age_days,
+            "expires_at": timestamp(expires) if expires else None,
+        },
     )

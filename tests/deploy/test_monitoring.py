@@ -371,8 +371,8 @@ def test_key_age_is_one_value_per_key_per_sweep_labelled_with_its_integration(
         (entry,) = entries  # one integration in each world: one line, and not the outcome line
         assert "outcome" not in entry["jsonPayload"] and entry["severity"] == "INFO"
         assert float(extract(extractor, entry) or "nan") == 6.0, name  # rotated six days before the sweep
-        assert labels("key-age", entry) == {"integration": SECRET_ID}
-        assert set(entry["jsonPayload"]["key_age"]) == {"integration", "age_days", "expires_at"}
+        assert labels("key-age", entry) == {"integration": "team-a"}  # the name, as in the other metrics
+        assert set(entry["jsonPayload"]["key_age"]) == {"integration", "secret", "age_days", "expires_at"}
         assert "private_key" not in json.dumps(entry)
     assert found["sweep nothing due"][0]["jsonPayload"]["key_age"]["expires_at"] is None
     assert found["sweep key expiring"][0]["jsonPayload"]["key_age"]["expires_at"].endswith("Z")

@@ -886,7 +886,12 @@ def sweep_world(count: int = 50) -> tuple[FakeSecrets, Clock, list[str]]:
     for n in range(count):
         secret_id = f"dataloop-gar-team-{n:02d}"
         days = 40 if n % 5 == 0 else 3
-        notes = integration_annotations(**{Annotation.ROTATED_AT: timestamp(clock() - timedelta(days=days))})
+        notes = integration_annotations(
+            **{
+                Annotation.INTEGRATION_NAME: f"team-{n:02d}",
+                Annotation.ROTATED_AT: timestamp(clock() - timedelta(days=days)),
+            }
+        )
         if n == 7:
             notes.pop(Annotation.ROTATED_AT)  # never rotated: due
         secrets.put(secret_id, notes)
@@ -951,8 +956,8 @@ def key_age_lines(caplog: pytest.LogCaptureFixture) -> dict[str, dict[str, objec
     for record in caplog.records:
         if hasattr(record, "key_age"):
             assert record.name == "dataloop_gar" and record.levelno == logging.INFO
-            assert record.key_age["integration"] not in lines, "one line per integration"
-            lines[record.key_age["integration"]] = record.key_age
+            assert record.key_age["secret"] not in lines, "one line per integration"
+            lines[record.key_age["secret"]] = record.key_age
     return lines
 
 
@@ -968,7 +973,8 @@ def test_the_sweep_logs_each_keys_age_once_and_names_the_oldest(caplog: pytest.L
     lines = key_age_lines(caplog)
     assert set(lines) == {f"dataloop-gar-team-{n:02d}" for n in range(10)} - {"dataloop-gar-team-07"}
     assert lines["dataloop-gar-team-00"] == {
-        "integration": "dataloop-gar-team-00",
+        "integration": "team-00",  # the name, as every other metric's integration label
+        "secret": "dataloop-gar-team-00",
         "age_days": 40.0,
         "expires_at": None,
     }
@@ -978,6 +984,13 @@ def test_the_sweep_logs_each_keys_age_once_and_names_the_oldest(caplog: pytest.L
     assert outcome.details["oldest_key_age_days"] == 40.5
     assert outcome.details["oldest_key_integration"] == "dataloop-gar-team-05"
     assert secrets.calls == ["list_secrets"]  # the ages come with the listing
+
+
+def test_a_dry_sweep_logs_no_key_ages(caplog: pytest.LogCaptureFixture) -> None:
+    secrets, clock, _ = sweep_world(10)
+    caplog.set_level(logging.INFO, logger="dataloop_gar")
+    outcome = Sweep(secrets, PubSubFanOut("t", publisher=FakePublisher()), clock=clock).run(dry_run=True)
+    assert key_age_lines(caplog) == {} and outcome.details["oldest_key_age_days"] == 40.0
 
 
 def test_a_sweep_that_finds_no_rotated_key_names_no_oldest(caplog: pytest.LogCaptureFixture) -> None:
