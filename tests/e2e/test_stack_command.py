@@ -37,6 +37,17 @@ def wait_for_text(path: Path, pattern: str, process: subprocess.Popen[bytes], ti
         time.sleep(0.1)
 
 
+def run_printed(text: str, marker: str, variable: str) -> subprocess.CompletedProcess[str]:
+    """The printed ``VARIABLE=value command …`` line holding ``marker``, run as a person pastes it."""
+    line = next(line.strip() for line in text.splitlines() if marker in line)
+    assignment, *command = shlex.split(line)
+    name, _, value = assignment.partition("=")
+    assert name == variable, line
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env={**os.environ, name: value}, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_up_prints_working_commands_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     output = tmp_path / "up.log"
     with output.open("wb") as sink:
@@ -57,23 +68,11 @@ def test_up_prints_working_commands_and_stops_cleanly_on_sigterm(tmp_path: Path)
         # Nothing is provisioned yet, so on_push reports the image as not covered.
         wait_for_text(output, r"^\d\d:\d\d:\d\d reference-test: uncovered: ", process, timeout=30)
         # The printed history command reads the same verdict back from the functions' logs.
-        history = next(line.strip() for line in text.splitlines() if " -m shared.cli history " in line)
-        assignment, *command = shlex.split(history)
-        name, _, value = assignment.partition("=")
-        assert name == "LOGGING_API_ENDPOINT"
-        shown = subprocess.run(
-            command, cwd=REPO_ROOT, env={**os.environ, name: value}, capture_output=True, text=True, timeout=60
-        )
+        shown = run_printed(text, " -m shared.cli history ", "LOGGING_API_ENDPOINT")
         assert shown.returncode == 0, shown.stderr
         assert re.search(r"^\S+ \S+\s+reference-test\s+-\s+uncovered\s+-\s+", shown.stdout, re.MULTILINE), shown
         # The printed status command answers, with nothing provisioned yet: nothing needs anyone.
-        status = next(line.strip() for line in text.splitlines() if " -m shared.cli status " in line)
-        assignment, *command = shlex.split(status)
-        name, _, value = assignment.partition("=")
-        assert name == "PUBSUB_EMULATOR_HOST"
-        shown = subprocess.run(
-            command, cwd=REPO_ROOT, env={**os.environ, name: value}, capture_output=True, text=True, timeout=60
-        )
+        shown = run_printed(text, " -m shared.cli status ", "PUBSUB_EMULATOR_HOST")
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert shown.stdout.strip() == "no integrations are provisioned", shown.stdout
     finally:
