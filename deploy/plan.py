@@ -30,6 +30,7 @@ from deploy.access import (
     trigger_grants,
 )
 from deploy.settings import DEPLOYED_BY_LABEL, FUNCTIONS, DeploySettings, FunctionSpec
+from shared.workflows.canary_lock import LOCK_LABEL, lock_secret_id
 
 RUNTIME = "python312"
 APIS = (
@@ -674,7 +675,9 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
     email channels deploy made (found by their display name), the log-based metrics and the
     dashboard; channels named in the settings stay.
     Managed integrations (their secrets, puller accounts and Dataloop integrations) are
-    not touched: deprovision them first, while the functions still run. Bindings are
+    not touched: deprovision them first, while the functions still run. The lock secrets of
+    the settings' canary services go (provisioning made them; they hold no credential, only
+    a lease and the image to restore), each only if it carries the lock label. Bindings are
     revoked before the accounts are deleted, or they would linger as ``deleted:`` members.
     Custom roles stay (bound to no one, they grant nothing): IAM keeps a deleted custom
     role's id unusable for up to 37 days, so a redeployment within that time could not
@@ -785,6 +788,19 @@ def teardown_steps(settings: DeploySettings, *, delete_credentials: bool = False
                 fmt="value(email)",
             )
         )
+    lock_key, lock_value = LOCK_LABEL
+    steps += [
+        delete(
+            f"delete secret {lock_secret_id(service)}, the lock of canary service {service} and the runner image "
+            "recorded to restore (provisioning made it), if it carries the lock label",
+            "secrets describe",
+            "secrets delete",
+            lock_secret_id(service),
+            fmt=f"value(labels.{lock_key})",
+            expect=lock_value,
+        )
+        for service in s.canary_services
+    ]
     if delete_credentials:
         secret = s.dataloop_credentials_secret
         steps.append(

@@ -237,6 +237,10 @@ class FakeCloud:
         if name not in self.secrets:
             return not_found(f"Secret [projects/{PROJECT_NUMBER}/secrets/{name}]")
         if verb == "describe":
+            fmt = flags.get("format", "")
+            if fmt.startswith("value(labels."):
+                labels = dict(pair.split("=", 1) for pair in self.secrets[name].get("labels", "").split(",") if pair)
+                return ok(labels.get(fmt[len("value(labels.") : -1], "") + "\n")
             return ok(f"projects/{PROJECT_NUMBER}/secrets/{name}\n")
         if verb == "delete":
             del self.secrets[name]

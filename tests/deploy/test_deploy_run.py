@@ -363,3 +363,24 @@ def test_a_project_that_cannot_be_wired_stops_the_deploy_before_anything_changes
     assert cloud.state() == FakeCloud(PROJECT, REGION).state()
     err = capsys.readouterr().err
     assert REGISTRY_PROJECT in err and ("step 1/" in err or "step 2/" in err)
+
+
+def test_teardown_deletes_the_canary_services_lock_secrets_it_can_tell_are_locks(
+    cloud: FakeCloud, tmp_path: Path
+) -> None:
+    config = tmp_path / "canaries.toml"
+    text = EXAMPLE.read_text().replace("canary_services = []", 'canary_services = ["svc-a", "svc-b", "svc-c"]')
+    assert "svc-a" in text
+    config.write_text(text)
+    run = ["--config", str(config), "--stage-dir", str(tmp_path / "staged")]
+    assert main(run, run=cloud, out=io.StringIO()) == 0
+    cloud.secrets["dataloop-gar_canary-svc-a"] = {"labels": "dataloop-gar=canary-lock"}  # as provisioning makes it
+    cloud.secrets["dataloop-gar_canary-svc-b"] = {"labels": "team=payments"}  # same name, not a lock of ours
+    # svc-c: no integration used it, so it has no lock
+
+    out = io.StringIO()
+    assert main(["teardown", *run], run=cloud, out=out) == 0, out.getvalue()
+
+    assert "dataloop-gar_canary-svc-a" not in cloud.secrets
+    assert cloud.secrets["dataloop-gar_canary-svc-b"] == {"labels": "team=payments"}
+    assert ("secrets", "delete", "dataloop-gar_canary-svc-b") not in {c[:3] for c in cloud.calls}
