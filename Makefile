@@ -27,7 +27,7 @@ test-unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy shared deploy localcloud
+	$(PY) -m mypy shared deploy localcloud tests bench
 	for f in functions/*/main.py; do $(PY) -m mypy "$$f" || exit 1; done
 
 demo: system-packages $(VENV)/.installed

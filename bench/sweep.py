@@ -55,7 +55,7 @@ def seed(cloud: BenchCloud, *, integrations: int, due: int) -> list[str]:
     """Create ``integrations`` managed secrets, ``due`` of them due; returns the due secret ids."""
     secrets = SecretManager(cloud.project, endpoint=cloud.cloud.secret_manager_url, timeout=10.0)
     now = datetime.now(UTC)
-    due_ids = []
+    due_ids: list[str] = []
     for number in range(integrations):
         secret_id = f"{SECRET_PREFIX}sweep-{number:05d}"
         is_due = number % max(1, integrations // due) == 0 and len(due_ids) < due if due else False

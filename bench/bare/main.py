@@ -23,6 +23,6 @@ def _token(name: str) -> str:
 
 
 @functions_framework.cloud_event
-def bare(event):  # type: ignore[no-untyped-def]
+def bare(event):
     host, name, digest = baseline.image_of(event)
     baseline.head(host, name, digest, _token(name))

@@ -28,7 +28,7 @@ def _token(name: str) -> str:
 
 
 @functions_framework.cloud_event
-def bare_publish(event):  # type: ignore[no-untyped-def]
+def bare_publish(event):
     host, name, digest = baseline.image_of(event)
     baseline.head(host, name, digest, _token(name))
     _sink.publish(Outcome("reference-test", Status.PASSED, f"{host}/{name}@{digest} can be pulled"))

@@ -11,7 +11,7 @@ import functions_framework
 
 
 @functions_framework.cloud_event
-def libraries(event):  # type: ignore[no-untyped-def]
+def libraries(event):
     """Import what on_push's first event imports, then answer 200."""
     # The same statements as the adapters (shared/adapters/secrets.py, shared/model/results.py, shared/adapters/registry.py).
     import requests  # noqa: F401

@@ -10,6 +10,6 @@ from bench import baseline
 
 
 @functions_framework.cloud_event
-def naive(event):  # type: ignore[no-untyped-def]
+def naive(event):
     host, name, digest = baseline.image_of(event)
     baseline.head(host, name, digest, baseline.token(name, baseline.key_text()))

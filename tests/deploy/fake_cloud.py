@@ -14,6 +14,7 @@ import re
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 PROJECT_NUMBER = "123456789012"
 
@@ -70,7 +71,7 @@ class FakeCloud:
         if self.intercept is not None and (result := self.intercept(argv)) is not None:
             return result
         words = [a for a in argv if not a.startswith("--")]
-        flags = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in argv if a.startswith("--"))
+        flags = dict(_flag(a) for a in argv if a.startswith("--"))
         group = words[0] if words[0] != "beta" else "beta " + words[1]
         verb = words[1] if len(words) > 1 else ""
         if group in ("services", "beta services"):
@@ -357,7 +358,8 @@ class FakeCloud:
             return ok()
         if verb == "delete":
             if group == "channels" and "force" not in flags:
-                users = [p for p, r in self.monitoring.get("alertPolicies", {}).items() if name in r["channels"]]
+                policies = self.monitoring.get("alertPolicies", {})
+                users = [p for p, r in policies.items() if name in cast("list[str]", r["channels"])]
                 if users:
                     return error(f"FAILED_PRECONDITION: channel {name} is referenced by {users}")
             del found[name]
@@ -371,8 +373,9 @@ class FakeCloud:
         resource = _config(flags.get("policy-from-file") or flags["config-from-file"])
         if group == "policies":
             given = flags.get("notification-channels") or flags.get("set-notification-channels")
-            resource["channels"] = given.split(",") if given else []
-            for channel in resource["channels"]:
+            channels = given.split(",") if given else []
+            resource["channels"] = channels
+            for channel in channels:
                 if "/notificationChannels/" not in channel or "$" in channel:
                     raise AssertionError(f"a policy names no channel: {channel}")
         return resource
@@ -398,6 +401,14 @@ def _config(path: str) -> dict[str, object]:
     with open(path, encoding="utf-8") as file:
         config: dict[str, object] = json.load(file)
     return config
+
+
+def _flag(arg: str) -> tuple[str, str]:
+    """``--name=value`` as ``(name, value)``; a bare ``--name`` as ``(name, "")``."""
+    if "=" in arg:
+        name, value = arg[2:].split("=", 1)
+        return name, value
+    return arg[2:], ""
 
 
 def _field(resource: object, dotted: str) -> object:

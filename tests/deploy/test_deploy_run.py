@@ -207,7 +207,8 @@ def test_the_real_run_resolves_facts_and_never_uses_placeholders(cloud: FakeClou
 
 def test_new_accounts_get_time_to_become_visible_to_iam() -> None:
     answers = [not_found("Service account x does not exist"), not_found("Service account x does not exist"), ok()]
-    calls, sleeps = [], []
+    calls: list[object] = []
+    sleeps: list[float] = []
 
     def run(argv):
         calls.append(argv)

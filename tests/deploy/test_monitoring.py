@@ -24,7 +24,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -328,8 +328,9 @@ def test_verdicts_are_one_per_push_with_status_code_and_integration(written: dic
 def test_the_pull_alert_fires_on_exactly_the_two_codes(written: dict[str, list[dict[str, Any]]]) -> None:
     policy = next(p for p in monitoring.policies(SETTINGS) if p.key == "pull-refused")
     codes = {
-        re.search(r'metric\.label\.code="([^"]+)"', c["conditionThreshold"]["filter"])[1] for c in policy.conditions
-    }  # type: ignore[index]
+        re.search(r'metric\.label\.code="([^"]+)"', c["conditionThreshold"]["filter"])[1]  # type: ignore[index]
+        for c in policy.conditions
+    }
     assert codes == {"credentials-refused", "image-pull-failed"}
     fired = {n for n, e in selected(written, "verdicts").items() if labels("verdicts", e[0])["code"] in codes}
     assert fired == {"verdict credentials-refused", "verdict image-pull-failed"}
@@ -563,7 +564,7 @@ def test_deploy_makes_the_monitoring_once_and_teardown_removes_it(tmp_path: Path
     assert set(cloud.metrics) == {m.name(settings) for m in monitoring.metrics(settings)}
     assert cloud.metrics["dataloop-gar-verdicts"] == monitoring.metric(settings, "verdicts").config()
     policies = cloud.monitoring["alertPolicies"]
-    assert sorted(p["displayName"] for p in policies.values()) == sorted(
+    assert sorted(cast(str, p["displayName"]) for p in policies.values()) == sorted(
         p.display_name(settings) for p in monitoring.policies(settings)
     )
     ours = [n for n in cloud.monitoring["notificationChannels"] if n not in (someone_elses, existing)]

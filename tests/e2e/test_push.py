@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +122,16 @@ def test_pushes_of_the_same_image_twice_are_each_tested(
     first: PushedImage = local_cloud.push("twice", "a", content=content)
     second = local_cloud.push("twice", "b", content=content)
     assert first.digest == second.digest
-    verdicts = [
-        results.wait_for(
-            lambda m, tag=tag: (
-                isinstance(m.json, dict)
-                and (m.json.get("subject") or {})
-                .get("image", "")
-                .startswith(f"{first.image.host}/{first.image.name}:{tag}@")
-            ),
-            timeout=VERDICT_TIMEOUT,
-        ).json
-        for tag in ("a", "b")
-    ]
+
+    def verdict_of(tag: str) -> Callable[[CollectedMessage], bool]:
+        return lambda m: (
+            isinstance(m.json, dict)
+            and (m.json.get("subject") or {})
+            .get("image", "")
+            .startswith(f"{first.image.host}/{first.image.name}:{tag}@")
+        )
+
+    verdicts = [results.wait_for(verdict_of(tag), timeout=VERDICT_TIMEOUT).json for tag in ("a", "b")]
     assert [v["status"] for v in verdicts] == ["passed", "passed"]
 
 

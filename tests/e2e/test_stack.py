@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda spec: spec.name)
-def test_each_function_has_an_eventarc_like_push_subscription(local_cloud: LocalCloud, spec) -> None:  # type: ignore[no-untyped-def]
+def test_each_function_has_an_eventarc_like_push_subscription(local_cloud: LocalCloud, spec) -> None:
     emulator = local_cloud.emulator
     topic = emulator.topic_path(getattr(local_cloud.topics, spec.topic))
     subscription = emulator.subscriber.get_subscription(

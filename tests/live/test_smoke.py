@@ -83,7 +83,7 @@ class ResultsTap:
     """A pull subscription on the results topic, made before anything is published."""
 
     def __init__(self, project: str) -> None:
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
 
         self.subscriber = pubsub_v1.SubscriberClient()
         self.path = self.subscriber.subscription_path(project, f"dataloop-gar-smoke-{uuid.uuid4().hex[:10]}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -228,8 +228,9 @@ def test_get_key_returns_the_public_certificate_of_the_key_file(iam_client: Any)
     )
 
     certificate = load_pem_x509_certificate(found.public_key_data)
-    private_key = serialization.load_pem_private_key(private_pem, password=None)
-    assert certificate.public_key().public_numbers() == private_key.public_key().public_numbers()
+    private_key = cast(rsa.RSAPrivateKey, serialization.load_pem_private_key(private_pem, password=None))
+    public_key = cast(rsa.RSAPublicKey, certificate.public_key())
+    assert public_key.public_numbers() == private_key.public_key().public_numbers()
     assert found.private_key_data == b""
     plain = iam_client.get_service_account_key(request={"name": key.name})
     assert plain.public_key_data == b"" and plain.key_type == USER_MANAGED
@@ -265,7 +266,11 @@ GONE_KEY_ANSWERS = [
 
 @pytest.mark.parametrize(("status", "error", "message"), GONE_KEY_ANSWERS, ids=[a[0].name for a in GONE_KEY_ANSWERS])
 def test_a_gone_key_answers_the_selected_status_to_every_key_call(
-    iam: IamStandIn, iam_client: Any, status: grpc.StatusCode, error: type[Exception], message: str
+    iam: IamStandIn,
+    iam_client: Any,
+    status: grpc.StatusCode,
+    error: type[exceptions.GoogleAPICallError],
+    message: str,
 ) -> None:
     """§3.5: IAM is not reliably NOT_FOUND for a deleted key, nor for the keys of a deleted account."""
     iam.state.gone_key_status = status

@@ -343,7 +343,7 @@ def test_a_fault_leaves_dataloop_pulling_and_the_next_run_converges(world: World
     with Prober(cloud) as prober:
         case.inject(world)
         outcome: Outcome | None = None
-        raised: BaseException | None = None
+        raised: GarDataloopError | None = None
         try:
             outcome = cloud.rotation(test_timeout=world.test_timeout).rotate(SECRET_ID)
         except GarDataloopError as exc:
@@ -352,7 +352,8 @@ def test_a_fault_leaves_dataloop_pulling_and_the_next_run_converges(world: World
         # 1. the expected outcome, with a message that says what to do
         if isinstance(case.expect, tuple):
             assert raised is None, f"raised {raised!r}; expected a reported {case.expect}"
-            assert outcome is not None and (outcome.status, outcome.code or "") == case.expect, (
+            assert outcome is not None
+            assert (outcome.status, outcome.code or "") == case.expect, (
                 outcome.status,
                 outcome.code,
                 outcome.reason,

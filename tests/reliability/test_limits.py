@@ -23,7 +23,7 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pytest
 import requests
@@ -235,7 +235,15 @@ def test_a_refusal_whose_error_body_is_ten_thousand_deep_is_still_a_clear_refusa
 # -- Dataloop's gateway --------------------------------------------------------------------------
 
 
-def dataloop_client(peer: HostilePeer, **identity: str) -> DataloopClient:
+class Identity(TypedDict, total=False):
+    """How the client signs in: an API key, or a bot's username and password."""
+
+    api_key: str
+    username: str
+    password: str
+
+
+def dataloop_client(peer: HostilePeer, **identity: Unpack[Identity]) -> DataloopClient:
     if not identity:
         identity = {"api_key": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl"}
     return DataloopClient(base_url=f"http://{peer.host}/api/v1", timeout=5.0, retries=0, **identity)

@@ -299,7 +299,12 @@ def test_every_broken_envelope_is_rejected_naming_the_field_and_acknowledged(
         from_cloud_event(event)
     assert_precise(caught.value.reason, *fields)
     calls: list[PubSubMessage] = []
-    outcome = Delivered("probe", event, lambda m: calls.append(m) or ok_workflow(m)).acknowledged(Status.REJECTED)
+
+    def workflow(message: PubSubMessage) -> Outcome:
+        calls.append(message)
+        return ok_workflow(message)
+
+    outcome = Delivered("probe", event, workflow).acknowledged(Status.REJECTED)
     assert outcome.reason == caught.value.reason and calls == []
 
 
@@ -902,7 +907,7 @@ notification_messages = st.tuples(
     ),
 )
 _FLAG = st.one_of(st.booleans(), st.booleans(), json_scalars)
-_EXTRA = st.one_of(
+_EXTRA: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.just({}), st.just({}), st.just({}), st.dictionaries(text(8, min_size=1), json_scalars, min_size=1, max_size=1)
 )
 sweep_bodies = st.builds(
@@ -923,7 +928,7 @@ rotate_bodies = st.builds(
 )
 other_bodies = st.one_of(json_values, st.dictionaries(text(6), json_values, max_size=3))
 #: What arrives on the rotation topic: notifications (attributes) or JSON bodies of every kind.
-rotation_messages = st.one_of(
+rotation_messages: st.SearchStrategy[tuple[bytes, dict[str, str]]] = st.one_of(
     notification_messages,
     notification_messages,
     st.tuples(

@@ -375,7 +375,12 @@ def test_a_request_redelivered_by_pubsub_and_published_twice_provisions_once(
             len([i for i in gateway.stored_integrations(local_cloud.seed.org_id) if i["public"]["name"] == name]) == 1
         )
     finally:  # leave the session's cloud as it was: the e2e tests count integrations
-        goodbye = {"version": 1, "action": "deprovision", "name": name, "request_id": f"bye-{uuid.uuid4().hex[:6]}"}
+        goodbye: dict[str, Any] = {
+            "version": 1,
+            "action": "deprovision",
+            "name": name,
+            "request_id": f"bye-{uuid.uuid4().hex[:6]}",
+        }
         local_cloud.publish(local_cloud.topics.requests, goodbye)
         assert wait_for_reply(results, goodbye["request_id"])["status"] == "ok"
 

@@ -124,7 +124,7 @@ def test_an_account_outside_the_access_policy_is_reported_unchecked_and_never_li
     assert account["keys"] == [] and "another-proj" in account["unchecked"]
 
 
-def test_an_iam_error_leaves_that_account_unchecked_and_the_others_reported():
+def test_an_iam_error_leaves_that_account_unchecked_and_the_others_reported() -> None:
     world = World()
     world.integration("team-a", MADE, keys_made=[world.key(MADE, age_days=1)])
     world.integration("team-b", ADOPTED, keys_made=[world.key(ADOPTED, age_days=1)])
@@ -258,6 +258,6 @@ def test_no_account_no_compliance_line(monkeypatch):
     assert code == 0 and "CIS" not in out
 
 
-def test_no_compliance_leaves_the_field_out_of_the_request(monkeypatch):
+def test_no_compliance_leaves_the_field_out_of_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run(monkeypatch, None, "--no-compliance")  # type: ignore[arg-type]
     assert "compliance" not in FakeChannel.sent and code == 0 and "CIS" not in out

@@ -151,7 +151,7 @@ def test_a_resumed_rotation_reads_the_pending_keys_expiry_from_iam() -> None:
 
 def test_a_key_that_never_expires_leaves_no_expiry_on_the_record() -> None:
     world = make_world()
-    world.provision(**{Annotation.KEY_EXPIRES_AT: "2030-01-02T00:00:00.000Z"})  # left from an older key
+    world.provision(notes={Annotation.KEY_EXPIRES_AT: "2030-01-02T00:00:00.000Z"})  # left from an older key
 
     assert world.rotate().status is Status.OK
     assert Annotation.KEY_EXPIRES_AT not in world.annotations()

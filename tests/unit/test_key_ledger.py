@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -10,6 +10,7 @@ from shared.core.errors import ServiceUnavailable
 from shared.model import key_ledger
 from shared.model.integrations import Annotation
 from shared.model.keys import ServiceAccountKey
+from shared.ports import KeyAccounts, SecretStore
 from shared.workflows.stored_keys import create_key
 from tests.unit.fakes import key_json
 
@@ -72,7 +73,7 @@ def test_a_key_is_recorded_before_it_is_stored() -> None:
     def record(key_id: str) -> None:
         order.append(("recorded", key_id, len(versions.stored)))
 
-    version, key = create_key(accounts, versions, "s", EMAIL, record)
+    version, key = create_key(cast(KeyAccounts, accounts), cast(SecretStore, versions), "s", EMAIL, record)
 
     assert order == [("recorded", key.key_id, 0)] and version == 1 and accounts.live == {key.key_id}
 
@@ -87,7 +88,7 @@ def test_a_key_that_cannot_be_recorded_or_stored_is_deleted_at_once(failing: str
             raise ServiceUnavailable("Secret Manager unavailable")
 
     with pytest.raises(ServiceUnavailable):
-        create_key(accounts, versions, "s", EMAIL, record)
+        create_key(cast(KeyAccounts, accounts), cast(SecretStore, versions), "s", EMAIL, record)
 
     assert accounts.live == set()
 
@@ -97,6 +98,12 @@ def test_a_failed_clean_up_keeps_the_original_error() -> None:
     accounts.delete_fails = True
 
     with pytest.raises(ServiceUnavailable, match="Secret Manager"):
-        create_key(accounts, _Versions(ServiceUnavailable("Secret Manager unavailable")), "s", EMAIL, lambda _: None)
+        create_key(
+            cast(KeyAccounts, accounts),
+            cast(SecretStore, _Versions(ServiceUnavailable("Secret Manager unavailable"))),
+            "s",
+            EMAIL,
+            lambda _: None,
+        )
 
     assert len(accounts.live) == 1  # left for the next run, which finds it in the ledger

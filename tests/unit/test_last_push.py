@@ -188,7 +188,7 @@ def test_two_pushes_racing_with_different_verdicts_leave_the_later_test_recorded
 # -- the catalog keeps what the push path wrote ----------------------------------------------------
 
 
-def test_the_catalog_remembers_a_written_record_without_listing_again():
+def test_the_catalog_remembers_a_written_record_without_listing_again() -> None:
     secrets = FakeSecrets()
     secrets.put(SECRET, integration_annotations())
     catalog = IntegrationCatalog(secrets, clock=lambda: 0.0)  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ def tracked_files() -> list[str]:
 
 def references(text: str) -> list[tuple[int, str, str]]:
     """``(line number, kind, line)`` for every forbidden reference, URLs ignored."""
-    found = []
+    found: list[tuple[int, str, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         bare = URL.sub("", line)
         found.extend((number, kind, line.strip()) for kind, pattern in FORBIDDEN.items() if pattern.search(bare))

@@ -22,8 +22,10 @@ from shared import cli
 from shared.core.errors import PermanentError, ServiceUnavailable, TransientError
 from shared.model.dataloop import Integration
 from shared.model.events import PubSubMessage
+from shared.model.images import ManifestRef, RegistryImage
 from shared.model.integrations import MANAGED_LABEL, Annotation
 from shared.model.key_ledger import created_keys
+from shared.model.keys import RegistryCredential
 from shared.model.policy import AccessPolicy, account_description
 from shared.model.record import SecretRecord, parse_timestamp, timestamp
 from shared.model.request import RotateRequest, parse_request
@@ -406,10 +408,10 @@ def test_a_key_refused_until_the_deadline_fails_the_provision_after_growing_wait
 def test_a_key_that_propagates_is_proven_twice_in_a_row_then_judged_on_the_image(world: World) -> None:
     original = world.registry.resolve
 
-    def propagating(*args: Any) -> Any:
+    def propagating(image: RegistryImage, credential: RegistryCredential) -> ManifestRef:
         if len(world.registry.resolved) >= 2:  # refused twice, as IAM propagates the new key
             world.registry.valid_keys.add("key-1")
-        return original(*args)
+        return original(image, credential)
 
     world.registry.resolve = propagating  # type: ignore[method-assign]
     outcome = world.provision(test_image=IMAGE)
@@ -570,13 +572,14 @@ def test_cli_builds_each_action_and_prints_it_without_sending() -> None:
         "rotation_period_days": 7.0,
         "test_image": IMAGE,
     }
-    for argv, expected in [
+    cases: list[tuple[list[str], dict[str, object]]] = [
         (["deprovision", "--name", "team-a", "--keep-secret"], {"name": "team-a", "keep_secret": True}),
         (["rotate", "--name", "team-a", "--force"], {"name": "team-a", "force": True, "dry_run": False}),
         (["test", "--image", IMAGE], {"image": IMAGE}),
         (["status", "--request-only"], {"compliance": True}),
         (["status", "--request-only", "--no-compliance", "--name", "team-a"], {"name": "team-a"}),
-    ]:
+    ]
+    for argv, expected in cases:
         code, out, _ = run_cli(*argv)
         body = json.loads(out)
         assert code == 0 and body.pop("request_id").startswith("cli-")

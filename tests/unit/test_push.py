@@ -3,6 +3,7 @@
 import base64
 import json
 import logging
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -22,6 +23,9 @@ from tests.unit.fakes import (
     integration,
     key_json,
 )
+
+if TYPE_CHECKING:
+    from shared.workflows.canary import CanaryTest
 
 HOST = "us-central1-docker.pkg.dev"
 IMAGE = f"{HOST}/proj/images/app"
@@ -258,7 +262,10 @@ def multi_arch_world(world, index_type: str = OCI_INDEX):
     registry.media_types[INDEX] = index_type
     canary = FakeCanary(True)
     tester = PushTester(
-        FakeDirectory([integration(canary_service="svc-1")]), keys, ReferenceTest(registry), canary=lambda: canary
+        FakeDirectory([integration(canary_service="svc-1")]),
+        keys,
+        ReferenceTest(registry),
+        canary=lambda: cast("CanaryTest", canary),
     )
     burst = [{"action": "INSERT", "digest": f"{IMAGE}@{child}"} for child in CHILDREN]
     burst.append({"action": "INSERT", "digest": f"{IMAGE}@{INDEX}", "tag": f"{IMAGE}:v2"})

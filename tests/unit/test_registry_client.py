@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -306,7 +306,7 @@ def test_basic_challenge_is_answered_and_remembered(credential: RegistryCredenti
     transport = ScriptedTransport(challenge('Basic realm="registry"'), manifest())
     client = client_over(transport, insecure_hosts=[HOST])
     client.resolve(IMAGE, credential)
-    assert transport.requests[1].headers["Authorization"].startswith("Basic ")
+    assert cast(str, transport.requests[1].headers["Authorization"]).startswith("Basic ")
     assert (transport.requests[0].url or "").startswith(f"http://{HOST}/v2/")
 
     transport.then(manifest())
@@ -446,7 +446,12 @@ def test_without_a_proxy_the_environment_is_read_once_not_per_request(monkeypatc
     monkeypatch.setattr(requests.sessions, "get_environ_proxies", per_request_lookup)
     monkeypatch.setattr(requests.sessions, "should_bypass_proxies", per_request_lookup)
     verified: list[Any] = []
-    monkeypatch.setattr(HTTPAdapter, "send", lambda self, request, **kw: verified.append(kw["verify"]) or respond(204))
+
+    def send(self: HTTPAdapter, request: requests.PreparedRequest, **kw: Any) -> requests.Response:
+        verified.append(kw["verify"])
+        return respond(204)
+
+    monkeypatch.setattr(HTTPAdapter, "send", send)
     session.get("https://example.invalid/")
     assert verified == ["/etc/ssl/private-ca.pem"]
 
@@ -458,7 +463,12 @@ def test_a_configured_proxy_is_still_honoured(monkeypatch: pytest.MonkeyPatch):
     session = build_session()
     assert session.trust_env is True
     used: list[Any] = []
-    monkeypatch.setattr(HTTPAdapter, "send", lambda self, request, **kw: used.append(kw["proxies"]) or respond(204))
+
+    def send(self: HTTPAdapter, request: requests.PreparedRequest, **kw: Any) -> requests.Response:
+        used.append(kw["proxies"])
+        return respond(204)
+
+    monkeypatch.setattr(HTTPAdapter, "send", send)
     session.get("https://example.invalid/")
     session.get("https://metadata.google.internal/")
     assert used[0].get("https") == "http://proxy.internal:3128"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -63,8 +64,12 @@ class World:
     sleeper: Sleeper
     rotation: KeyRotation
 
-    def provision(self, secret_id: str = SECRET_ID, *, rotated_days_ago: float = 40, **notes: str) -> ServiceAccountKey:
-        """A managed integration as provisioning leaves it: one key, aliased current, held by Dataloop."""
+    def provision(
+        self, secret_id: str = SECRET_ID, *, rotated_days_ago: float = 40, notes: Mapping[str, str] = {}
+    ) -> ServiceAccountKey:
+        """A managed integration as provisioning leaves it: one key, aliased current, held by Dataloop.
+
+        ``notes`` are annotations set over the usual ones."""
         key = self.accounts.add(notes.get(Annotation.SERVICE_ACCOUNT) or EMAIL)
         annotations = integration_annotations(
             **{Annotation.ROTATED_AT: timestamp(self.clock() - timedelta(days=rotated_days_ago))}
@@ -84,7 +89,7 @@ class World:
     def key_of(self, alias: str, secret_id: str = SECRET_ID) -> str:
         return self.secrets.key_id_of(secret_id, self.aliases(secret_id)[alias])
 
-    def rotate(self, **options: object):  # type: ignore[no-untyped-def]
+    def rotate(self, **options: object):
         return self.rotation.rotate(SECRET_ID, **options)  # type: ignore[arg-type]
 
     def assert_converged(self) -> None:
@@ -257,7 +262,7 @@ def test_a_rotation_that_is_not_due_is_skipped_without_a_write_and_force_overrid
 
 
 def test_the_rotation_period_annotation_overrides_the_default(world: World) -> None:
-    world.provision(rotated_days_ago=3, **{Annotation.ROTATION_PERIOD: str(2 * DAY)})
+    world.provision(rotated_days_ago=3, notes={Annotation.ROTATION_PERIOD: str(2 * DAY)})
     assert world.rotate().status is Status.OK
 
 
@@ -337,7 +342,7 @@ def test_an_unrelated_write_during_the_run_is_merged_not_lost(world: World) -> N
     updates = 0
     original = world.secrets.update_secret
 
-    def racing(secret_id: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    def racing(secret_id: str, **kwargs: object):
         nonlocal updates
         updates += 1
         if updates == 3:
@@ -354,7 +359,7 @@ def test_a_run_whose_lease_was_taken_over_stops_writing(world: World) -> None:
     world.provision()
     original = world.dataloop.integrations
 
-    def steal(org_id: str):  # type: ignore[no-untyped-def]
+    def steal(org_id: str):
         thief = Lease("thief", world.clock() + timedelta(minutes=5)).to_annotation()
         world.secrets.touch(SECRET_ID, **{Annotation.ROTATION_LEASE: thief})
         return original(org_id)
@@ -581,7 +586,7 @@ def test_the_probe_prefers_the_canary_image_and_falls_back_to_a_probe_name() -> 
 
 
 def test_the_canary_image_is_resolved_when_annotated(world: World) -> None:
-    world.provision(**{Annotation.CANARY_IMAGE: f"{HOST}/proj/images/canary:v1"})
+    world.provision(notes={Annotation.CANARY_IMAGE: f"{HOST}/proj/images/canary:v1"})
     world.registry.images[(HOST, "proj/images/canary")] = {"v1": DIGEST}
 
     outcome = world.rotate()
@@ -683,7 +688,7 @@ def test_keys_the_ledger_does_not_list_and_keys_of_other_integrations_are_not_or
         {Annotation.SERVICE_ACCOUNT: EMAIL, Annotation.CREATED_KEYS: in_flight.key_id},
         labels={},
     )
-    sibling = world.provision("dataloop-gar-team-b", **{Annotation.INTEGRATION_ID: "integration-2"})
+    sibling = world.provision("dataloop-gar-team-b", notes={Annotation.INTEGRATION_ID: "integration-2"})
     retired_elsewhere = world.accounts.add()
     world.secrets.touch(
         "dataloop-gar-team-b",
@@ -775,7 +780,7 @@ def test_unknown_unmanaged_and_incomplete_secrets_fail_clearly(world: World) -> 
     assert world.rotation.rotate("nope").code == "not-found"
     world.secrets.put("dataloop-gar-plain", integration_annotations(), labels={})
     assert world.rotation.rotate("plain").code == "not-managed"
-    world.provision("dataloop-gar-broken", **{Annotation.SERVICE_ACCOUNT: ""})
+    world.provision("dataloop-gar-broken", notes={Annotation.SERVICE_ACCOUNT: ""})
     outcome = world.rotation.rotate("dataloop-gar-broken")
     assert outcome.code == "bad-integration" and "service-account" in outcome.reason
     assert world.secrets.write_calls == 0
@@ -784,7 +789,7 @@ def test_unknown_unmanaged_and_incomplete_secrets_fail_clearly(world: World) -> 
 def test_a_loopback_host_in_production_is_refused_before_any_key_is_made(world: World) -> None:
     """Well-formed (the local cloud uses such hosts), but the deployed registry client lists
     no insecure hosts: the key could never be tested there, so it is not made."""
-    world.provision(**{Annotation.REGISTRY_HOST: "127.0.0.1:5000"})
+    world.provision(notes={Annotation.REGISTRY_HOST: "127.0.0.1:5000"})
 
     outcome = world.rotate()
 
@@ -803,7 +808,7 @@ def test_a_loopback_host_in_production_is_refused_before_any_key_is_made(world: 
     ],
 )
 def test_a_bad_registry_host_is_reported_before_any_key_is_made(world: World, host: str) -> None:
-    world.provision(**{Annotation.REGISTRY_HOST: host})
+    world.provision(notes={Annotation.REGISTRY_HOST: host})
     outcome = world.rotate()
     assert outcome.code == "bad-integration" and "registry-host" in outcome.reason
     assert world.accounts.count("create_key") == 0
@@ -1012,13 +1017,13 @@ def test_a_sweep_that_finds_no_rotated_key_names_no_oldest(caplog: pytest.LogCap
 class Recorder:
     calls: list[tuple[str, dict[str, object]]]
 
-    def rotate(self, secret_id: str, **options: object):  # type: ignore[no-untyped-def]
+    def rotate(self, secret_id: str, **options: object):
         from shared.model.results import Outcome
 
         self.calls.append((secret_id, options))
         return Outcome("rotation", Status.OK, "rotated")
 
-    def run(self, **options: object):  # type: ignore[no-untyped-def]
+    def run(self, **options: object):
         from shared.model.results import Outcome
 
         self.calls.append(("sweep", options))
@@ -1043,14 +1048,14 @@ def event(event_type: str, secret: str) -> PubSubMessage:
     return PubSubMessage(data=b'{"name": "x"}', attributes={"eventType": event_type, "secretId": secret})
 
 
-def test_a_sweep_message_runs_the_sweep(routed) -> None:  # type: ignore[no-untyped-def]
+def test_a_sweep_message_runs_the_sweep(routed) -> None:
     handler, recorder, _ = routed
     assert handler.handle(data({"kind": "sweep"})).kind == "rotation-sweep"
     handler.handle(data({"kind": "sweep", "dry_run": True}))
     assert recorder.calls == [("sweep", {"dry_run": False}), ("sweep", {"dry_run": True})]
 
 
-def test_a_rotate_message_rotates_one_integration(routed) -> None:  # type: ignore[no-untyped-def]
+def test_a_rotate_message_rotates_one_integration(routed) -> None:
     handler, recorder, _ = routed
     handler.handle(data({"kind": "rotate", "integration": "team-a"}))
     handler.handle(
@@ -1062,7 +1067,7 @@ def test_a_rotate_message_rotates_one_integration(routed) -> None:  # type: igno
     ]
 
 
-def test_a_rejection_quotes_a_huge_value_only_in_part(routed) -> None:  # type: ignore[no-untyped-def]
+def test_a_rejection_quotes_a_huge_value_only_in_part(routed) -> None:
     handler, recorder, _ = routed
     huge = "x" * 20_000  # under the 64 KiB message limit
     payloads = [
@@ -1093,7 +1098,7 @@ def test_a_rejection_quotes_a_huge_value_only_in_part(routed) -> None:  # type: 
         ({"kind": "sweep", "integration": "x"}, "sweep message has unknown field(s) 'integration'"),
     ],
 )
-def test_malformed_messages_are_rejected_precisely(routed, payload: object, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_messages_are_rejected_precisely(routed, payload: object, fragment: str) -> None:
     handler, recorder, _ = routed
     with pytest.raises(RejectedMessage) as caught:
         handler.handle(data(payload))
@@ -1101,7 +1106,7 @@ def test_malformed_messages_are_rejected_precisely(routed, payload: object, frag
     assert recorder.calls == []
 
 
-def test_secret_rotate_rotates_a_managed_secret_and_forces_it(routed) -> None:  # type: ignore[no-untyped-def]
+def test_secret_rotate_rotates_a_managed_secret_and_forces_it(routed) -> None:
     handler, recorder, _ = routed
     handler.handle(event("SECRET_ROTATE", f"projects/123456/secrets/{SECRET_ID}"))
     assert recorder.calls == [(SECRET_ID, {"force": True})]
@@ -1117,7 +1122,7 @@ def test_secret_rotate_rotates_a_managed_secret_and_forces_it(routed) -> None:  
         ("SECRET_ROTATE", "projects/1/secrets/dataloop-gar-gone", "no longer exists"),
     ],
 )
-def test_other_secret_manager_events_are_ignored(routed, event_type: str, secret: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_other_secret_manager_events_are_ignored(routed, event_type: str, secret: str, fragment: str) -> None:
     handler, recorder, secrets = routed
     outcome = handler.handle(event(event_type, secret))
     assert outcome.status is Status.IGNORED and fragment in outcome.reason
@@ -1126,7 +1131,7 @@ def test_other_secret_manager_events_are_ignored(routed, event_type: str, secret
     assert all(name.startswith("dataloop-gar-") for name in secrets.named)
 
 
-def test_a_rotate_notification_without_a_secret_name_is_rejected(routed) -> None:  # type: ignore[no-untyped-def]
+def test_a_rotate_notification_without_a_secret_name_is_rejected(routed) -> None:
     handler, _, _ = routed
     with pytest.raises(RejectedMessage, match="secretId=projects/NUMBER/secrets/ID"):
         handler.handle(event("SECRET_ROTATE", "dataloop-gar-team-a"))
@@ -1154,7 +1159,7 @@ PULLER = "puller@proj-123.iam.gserviceaccount.com"
 
 def test_a_record_within_the_policy_rotates() -> None:
     world = policy_world()
-    world.provision(**{Annotation.SERVICE_ACCOUNT: PULLER})
+    world.provision(notes={Annotation.SERVICE_ACCOUNT: PULLER})
 
     assert world.rotate(force=True).status is Status.OK
 
@@ -1170,7 +1175,7 @@ def test_a_record_within_the_policy_rotates() -> None:
 )
 def test_a_record_edited_to_target_what_the_policy_refuses_is_not_rotated(edited: dict[str, str], field: str) -> None:
     world = policy_world()
-    world.provision(**{Annotation.SERVICE_ACCOUNT: PULLER, **edited})
+    world.provision(notes={Annotation.SERVICE_ACCOUNT: PULLER, **edited})
     account = edited.get(Annotation.SERVICE_ACCOUNT, PULLER)
     keys_before = list(world.accounts.live(account))
 

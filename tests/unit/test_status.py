@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -132,6 +133,8 @@ class FakeChannel:
     """The Pub/Sub round trip, answered with ``reply``."""
 
     reply: dict[str, Any] | None = None
+    #: the last request published, set by ``publish``
+    sent: ClassVar[dict[str, Any]]
 
     def __init__(self, project: str, requests_topic: str, results_topic: str) -> None:
         pass
@@ -141,7 +144,7 @@ class FakeChannel:
         return "m-1"
 
     @contextlib.contextmanager
-    def reply_subscription(self):  # type: ignore[no-untyped-def]
+    def reply_subscription(self) -> Iterator[str]:
         yield "sub"
 
     def await_reply(self, subscription: str, request_id: str, timeout: float) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from localcloud.artifactregistry import CONCURRENT_CHANGE, ArtifactRegistryStandIn
+from localcloud.artifactregistry import CONCURRENT_CHANGE, ArtifactRegistryStandIn, Policy
 from localcloud.iam import IamStandIn
 from localcloud.wsgi import Fault
 from shared.adapters.artifact_registry import READER_ROLE, RepositoryAccess
@@ -99,7 +99,7 @@ def test_granting_leaves_every_other_binding_and_member_alone(
     iam: IamStandIn, artifact_registry: ArtifactRegistryStandIn, access: RepositoryAccess, repository: str
 ) -> None:
     ours, theirs, conditional = account(iam, "dlgar-puller"), account(iam, "ci-puller"), account(iam, "temp-puller")
-    before = [
+    before: list[dict[str, Any]] = [
         {"role": WRITER, "members": ["user:admin@example.com", "group:ci@example.com"]},
         {"role": READER_ROLE, "members": [conditional], "condition": CONDITION},
         {"role": READER_ROLE, "members": [theirs]},
@@ -181,7 +181,7 @@ def test_a_real_concurrent_writer_is_not_overwritten(
 ) -> None:
     ours, theirs = account(iam, "dlgar-puller"), account(iam, "ci-puller")
     real = access.client.get_iam_policy
-    interleaved = []
+    interleaved: list[Policy] = []
 
     def read_then_someone_else_writes(**kwargs: Any) -> Any:
         policy = real(**kwargs)

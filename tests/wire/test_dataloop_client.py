@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -616,8 +616,8 @@ def test_restart_pulls_with_the_integration_for_the_image_host(
     [pull] = dataloop.gateway.pulls
     assert pull.ok and pull.integration_id == integration.id
     token_calls = [s for s in fake.seen if s[1] == "/token"]
-    assert token_calls and base64.b64decode(token_calls[0][2].split()[1]).decode() == f"_json_key:{key}"
-    assert fake.seen[-1][2].startswith("Bearer ")
+    assert token_calls and base64.b64decode(cast(str, token_calls[0][2]).split()[1]).decode() == f"_json_key:{key}"
+    assert cast(str, fake.seen[-1][2]).startswith("Bearer ")
 
 
 def test_a_refused_key_shows_as_err_image_pull_then_image_pull_backoff(

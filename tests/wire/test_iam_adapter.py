@@ -53,7 +53,8 @@ def test_ensure_account_twice_creates_one_account(iam: IamStandIn, accounts: Ser
     assert first == (EMAIL, True)
     assert second == (EMAIL, False)
     assert [a.email for a in iam.state.list_service_accounts(PROJECT)] == [EMAIL]
-    assert iam.state.account(EMAIL).display_name == "Dataloop puller"
+    stored = iam.state.account(EMAIL)
+    assert stored is not None and stored.display_name == "Dataloop puller"
     assert calls_of(iam, "CreateServiceAccount") == 2
     assert calls_of(iam, "GetServiceAccount") == 1
 

@@ -11,6 +11,7 @@ import base64
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -39,7 +40,7 @@ class OnPush:
             "messageId": message_id,
             "publishTime": "2026-11-26T00:00:00Z",
         }
-        body = {"message": message, "subscription": "projects/test-project/subscriptions/gcr-on-push"}
+        body: dict[str, Any] = {"message": message, "subscription": "projects/test-project/subscriptions/gcr-on-push"}
         ce = {
             "id": message_id,
             "source": "//pubsub.googleapis.com/projects/test-project/topics/gcr",

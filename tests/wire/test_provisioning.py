@@ -125,6 +125,7 @@ def test_provision_sets_everything_up_and_the_new_key_really_pulls(cloud: Cloud)
         outcome.durations_ms
     )
     account = cloud.iam.state.account(EMAIL)
+    assert account is not None
     assert (account.display_name, account.description) == (account_display_name(NAME), account_description(NAME))
 
     record = cloud.secrets.get_secret(SECRET_ID)

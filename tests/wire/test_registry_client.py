@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -63,7 +63,7 @@ class SessionCalls:
                 body = response.json()
                 self.tokens.extend(t for t in (body.get("token"), body.get("access_token")) if t)
             if response.request.method == "HEAD":
-                self.accept.append(response.request.headers.get("Accept", ""))
+                self.accept.append(cast(str, response.request.headers.get("Accept", "")))
 
     def heads(self, host: str) -> int:
         with self._lock:
