@@ -208,8 +208,14 @@ class RequestChannel:
     """Publishes requests and awaits their replies on Pub/Sub (or the emulator)."""
 
     def __init__(self, project: str, requests_topic: str, results_topic: str) -> None:
+        from google.api_core import retry
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # google-cloud-pubsub ships no type information
 
+        #: The generated clients retry unavailable for up to 60 s by default; a person waits
+        #: RPC_TIMEOUT in all for one call, then reads why.
+        self.retry = retry.Retry(
+            initial=0.5, maximum=5.0, multiplier=2.0, timeout=RPC_TIMEOUT, predicate=retry.if_transient_error
+        )
         self.project = project
         self.requests_topic = _topic_path(project, requests_topic)
         self.results_topic = _topic_path(project, results_topic)
@@ -235,6 +241,7 @@ class RequestChannel:
                 "expiration_policy": {"ttl": {"seconds": 86400}},
             },
             timeout=RPC_TIMEOUT,
+            retry=self.retry,
         )
         try:
             yield path
@@ -242,7 +249,9 @@ class RequestChannel:
             from google.api_core import exceptions as gexc
 
             with contextlib.suppress(gexc.NotFound):
-                self.subscriber.delete_subscription(request={"subscription": path}, timeout=RPC_TIMEOUT)
+                self.subscriber.delete_subscription(
+                    request={"subscription": path}, timeout=RPC_TIMEOUT, retry=self.retry
+                )
 
     def await_reply(self, subscription: str, request_id: str, timeout: float) -> dict[str, Any] | None:
         """The first reply carrying ``request_id`` before ``timeout``, or None."""
@@ -263,6 +272,7 @@ class RequestChannel:
                 self.subscriber.acknowledge(
                     request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]},
                     timeout=RPC_TIMEOUT,
+                    retry=self.retry,
                 )
             for item in received:
                 try:
@@ -574,6 +584,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout, stde
             reply = channel.await_reply(subscription, request_id, args.timeout)
     except (gexc.GoogleAPIError, TimeoutError) as exc:
         print(f"Pub/Sub error: {type(exc).__name__}: {exc}", file=stderr)
+        emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+        where = f"the emulator at {emulator} (PUBSUB_EMULATOR_HOST)" if emulator else "Pub/Sub"
+        print(
+            f"is {where} reachable, and do --pubsub-project, --topic and --results-topic name what is deployed?",
+            file=stderr,
+        )
         return EXIT_PUBSUB
     if reply is None:
         print(f"no reply to request {request_id} within {args.timeout:g}s", file=stderr)

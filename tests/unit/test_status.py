@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -250,3 +252,18 @@ def test_status_sends_and_waits_without_being_told_and_request_only_prints_the_r
     out = io.StringIO()
     assert cli.main(["status", "--request-only"], stdout=out, stderr=io.StringIO()) == 0
     assert json.loads(out.getvalue())["action"] == "status"
+
+
+def test_an_unreachable_pubsub_is_reported_within_the_rpc_timeout_with_what_to_check(monkeypatch):
+    """The real client, pointed at a port nothing listens on: exit 4 soon, not after its own 60 s of retries."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", closed)
+    monkeypatch.setattr(cli, "RPC_TIMEOUT", 2.0)
+    out, err = io.StringIO(), io.StringIO()
+    begun = time.monotonic()
+    code = cli.main(["status", "--pubsub-project", "p", "--timeout", "1"], stdout=out, stderr=err)
+    assert code == cli.EXIT_PUBSUB == 4
+    assert time.monotonic() - begun < 15
+    assert f"is the emulator at {closed} (PUBSUB_EMULATOR_HOST) reachable" in err.getvalue()
