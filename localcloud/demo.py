@@ -20,7 +20,6 @@ never are.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -30,10 +29,11 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from unittest import mock
 
 import requests
 
@@ -454,7 +454,7 @@ class Demo:
         screen = io.StringIO()
         stdout, stderr = _Tee(screen), _Tee(screen)
         begun = time.monotonic()
-        with _environment(env):
+        with mock.patch.dict(os.environ, env):  # the Pub/Sub client finds the emulator by a variable
             code = cli.main(argv, stdout=stdout, stderr=stderr)
         seconds = time.monotonic() - begun
         if show:
@@ -542,21 +542,6 @@ class _Tee(io.StringIO):
     def write(self, text: str) -> int:
         self._screen.write(text)
         return super().write(text)
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Variables a command reads (the Pub/Sub client finds the emulator by one), put back afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _describe(done: Any) -> str:

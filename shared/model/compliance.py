@@ -60,11 +60,6 @@ class AccountKeys:
     def foreign(self) -> list[KeyAge]:
         return [k for k in self.keys if not k.created_by_system]
 
-    @property
-    def needs_attention(self) -> bool:
-        """Over-age keys always; unknown keys only on an account this system made (no one else keys it)."""
-        return bool(self.over_age) or (self.created_by_system and bool(self.foreign))
-
     def to_json(self) -> dict[str, object]:
         return {
             "account": self.account,

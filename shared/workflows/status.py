@@ -238,17 +238,16 @@ class StatusReport:
         keys = self._keys() if self._keys is not None and policy is not None else None
 
         def check(email: str) -> AccountKeys:
+            names = tuple(sorted(sharing[email]))
             ours = bool(policy and policy.is_created_account_id(email.split("@", 1)[0]))
             refusal = policy.refusal_of_account(email, create=False) if policy else "no access policy is configured"
             if refusal or keys is None:
-                return AccountKeys(
-                    email, tuple(sorted(sharing[email])), ours, unchecked=refusal or "IAM not configured"
-                )
+                return AccountKeys(email, names, ours, unchecked=refusal or "IAM not configured")
             try:
                 listed = keys.list_keys(email)
             except GarDataloopError as exc:
-                return AccountKeys(email, tuple(sorted(sharing[email])), ours, unchecked=exc.reason)
-            return account_keys(email, sharing[email], listed, ledgers[email], now, created_by_system=ours)
+                return AccountKeys(email, names, ours, unchecked=exc.reason)
+            return account_keys(email, names, listed, ledgers[email], now, created_by_system=ours)
 
         accounts = sorted(sharing)
         if len(accounts) == 1:

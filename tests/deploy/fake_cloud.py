@@ -166,11 +166,7 @@ class FakeCloud:
         if verb == "describe":
             fmt = flags.get("format", "")
             if fmt.startswith("value(labels."):
-                key = fmt[len("value(labels.") : -1]
-                labels = dict(
-                    pair.split("=", 1) for pair in self.subscriptions[name].get("labels", "").split(",") if pair
-                )
-                return ok(labels.get(key, "") + "\n")
+                return ok(_labels(self.subscriptions[name]).get(fmt[len("value(labels.") : -1], "") + "\n")
             return ok(f"projects/{self.project}/subscriptions/{name}\n")
         if verb == "update":
             dead_letter = flags.get("dead-letter-topic", "").rsplit("/", 1)[-1]
@@ -240,8 +236,7 @@ class FakeCloud:
         if verb == "describe":
             fmt = flags.get("format", "")
             if fmt.startswith("value(labels."):
-                labels = dict(pair.split("=", 1) for pair in self.secrets[name].get("labels", "").split(",") if pair)
-                return ok(labels.get(fmt[len("value(labels.") : -1], "") + "\n")
+                return ok(_labels(self.secrets[name]).get(fmt[len("value(labels.") : -1], "") + "\n")
             return ok(f"projects/{PROJECT_NUMBER}/secrets/{name}\n")
         if verb == "delete":
             del self.secrets[name]
@@ -415,3 +410,8 @@ def _field(resource: object, dotted: str) -> object:
     for key in dotted.split("."):
         resource = resource.get(key) if isinstance(resource, dict) else None
     return resource
+
+
+def _labels(resource: dict[str, str]) -> dict[str, str]:
+    """A resource's ``--labels=k=v,k2=v2`` flag (as created) as a mapping."""
+    return dict(pair.split("=", 1) for pair in resource.get("labels", "").split(",") if pair)
